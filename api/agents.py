@@ -1,0 +1,102 @@
+"""Agents and caller phone numbers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import SessionDep, WorkspaceDep
+from shared.models import Agent, PhoneNumber
+from shared.schemas import (
+    AgentCreate,
+    AgentListResponse,
+    AgentResponse,
+    AgentUpdate,
+    PhoneNumberCreate,
+    PhoneNumberResponse,
+)
+from shared.services import agents as service
+
+router = APIRouter()
+
+
+def _agent(agent: Agent) -> AgentResponse:
+    return AgentResponse(
+        agent_id=agent.id,
+        name=agent.name,
+        prompt=agent.prompt,
+        first_message=agent.first_message,
+        language=agent.language,
+        llm=agent.llm,
+        voice=agent.voice,
+        created_at_unix=int(agent.created_at.timestamp()),
+        updated_at_unix=int(agent.updated_at.timestamp()),
+    )
+
+
+def _number(number: PhoneNumber) -> PhoneNumberResponse:
+    return PhoneNumberResponse(
+        phone_number_id=number.id,
+        phone_number=number.phone_number,
+        provider=number.provider,  # type: ignore[arg-type]
+        label=number.label,
+        credentials_ref=number.credentials_ref,
+        created_at_unix=int(number.created_at.timestamp()),
+    )
+
+
+@router.post("/agents", status_code=201, response_model=AgentResponse, tags=["agents"])
+def create_agent(
+    body: AgentCreate, session: SessionDep, workspace_id: WorkspaceDep
+) -> AgentResponse:
+    """Create an agent: prompt template, first message, language, LLM and voice."""
+    return _agent(service.create_agent(session, workspace_id, body))
+
+
+@router.get("/agents", response_model=AgentListResponse, tags=["agents"])
+def list_agents(
+    session: SessionDep,
+    workspace_id: WorkspaceDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 30,
+    cursor: str | None = None,
+) -> AgentListResponse:
+    """The workspace's agents, newest first."""
+    agents, has_more = service.list_agents(session, workspace_id, limit, cursor)
+    return AgentListResponse(
+        agents=[_agent(a) for a in agents],
+        next_cursor=agents[-1].id if has_more and agents else None,
+        has_more=has_more,
+    )
+
+
+@router.get("/agents/{agent_id}", response_model=AgentResponse, tags=["agents"])
+def get_agent(agent_id: str, session: SessionDep, workspace_id: WorkspaceDep) -> AgentResponse:
+    """One agent."""
+    return _agent(service.get_agent(session, workspace_id, agent_id))
+
+
+@router.patch("/agents/{agent_id}", response_model=AgentResponse, tags=["agents"])
+def update_agent(
+    agent_id: str, body: AgentUpdate, session: SessionDep, workspace_id: WorkspaceDep
+) -> AgentResponse:
+    """Change some of an agent's fields."""
+    return _agent(service.update_agent(session, workspace_id, agent_id, body))
+
+
+@router.post(
+    "/phone-numbers", status_code=201, response_model=PhoneNumberResponse, tags=["phone-numbers"]
+)
+def register_phone_number(
+    body: PhoneNumberCreate, session: SessionDep, workspace_id: WorkspaceDep
+) -> PhoneNumberResponse:
+    """Register a caller number (E.164) with its provider."""
+    return _number(service.register_phone_number(session, workspace_id, body))
+
+
+@router.get("/phone-numbers", response_model=list[PhoneNumberResponse], tags=["phone-numbers"])
+def list_phone_numbers(
+    session: SessionDep, workspace_id: WorkspaceDep
+) -> list[PhoneNumberResponse]:
+    """The workspace's caller numbers."""
+    return [_number(n) for n in service.list_phone_numbers(session, workspace_id)]

@@ -1,0 +1,50 @@
+"""The batch-calling API, served under /v1/voiceai/batch-calling and /v1/convai/batch-calling."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+
+from api.deps import SessionDep, WorkspaceDep
+from shared.schemas import BatchDetailResponse, BatchListResponse, BatchResponse, SubmitBatchRequest
+from shared.services import batches as service
+
+router = APIRouter(tags=["batch-calling"])
+
+
+@router.post("/submit", response_model=BatchResponse, summary="Submit A Batch Call Request")
+def submit_batch(
+    body: SubmitBatchRequest,
+    session: SessionDep,
+    workspace_id: WorkspaceDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> BatchResponse:
+    """Store the batch and its recipients; calls start at ``scheduled_time_unix`` (or now)."""
+    batch_id = service.submit_batch(session, workspace_id, body, idempotency_key)
+    return service.get_batch(session, workspace_id, batch_id)
+
+
+@router.get("/workspace", response_model=BatchListResponse, summary="List batch calls")
+def list_batches(
+    session: SessionDep,
+    workspace_id: WorkspaceDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    last_doc: str | None = None,
+    agent_id: str | None = None,
+) -> BatchListResponse:
+    """The workspace's batches, newest first; pass ``next_doc`` back as ``last_doc``."""
+    batches, has_more = service.list_batches(session, workspace_id, limit, last_doc, agent_id)
+    return BatchListResponse(
+        batch_calls=batches,
+        next_doc=batches[-1].id if has_more and batches else None,
+        has_more=has_more,
+    )
+
+
+@router.get("/{batch_id}", response_model=BatchDetailResponse, summary="Get a batch call")
+def get_batch(
+    batch_id: str, session: SessionDep, workspace_id: WorkspaceDep
+) -> BatchDetailResponse:
+    """The batch with every recipient's status."""
+    return service.get_batch_detail(session, workspace_id, batch_id)

@@ -1,0 +1,78 @@
+"""The HTTP API: ``uvicorn api.main:app``."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api import agents, batch_calling, telephony
+from shared.db import get_engine
+from shared.errors import SwitchboardError
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+app = FastAPI(
+    title="Switchboard",
+    version="0.1.0",
+    description="Batch calling for AI voice agents: submit recipients, watch every call end.",
+)
+
+for prefix in ("/v1/voiceai", "/v1/convai"):
+    app.include_router(batch_calling.router, prefix=f"{prefix}/batch-calling")
+    app.include_router(agents.router, prefix=prefix)
+app.include_router(telephony.router)
+
+
+@app.exception_handler(SwitchboardError)
+async def _domain_error(_: Request, exc: SwitchboardError) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail()}, status_code=exc.status_code)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    # The seeds' shape exactly: loc, msg, type (no echo of the input, which may be 10k rows).
+    detail = [
+        {
+            "loc": list(error.get("loc", [])),
+            "msg": error.get("msg", ""),
+            "type": error.get("type", ""),
+        }
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+@app.get("/healthz", tags=["health"])
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@app.get("/readyz", tags=["health"])
+def readyz() -> JSONResponse:
+    """Readiness: the database and the broker both answer."""
+    checks: dict[str, str] = {}
+    try:
+        with get_engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {exc.__class__.__name__}"
+    try:
+        client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=2)
+        client.ping()
+        client.close()
+        checks["broker"] = "ok"
+    except Exception as exc:
+        checks["broker"] = f"error: {exc.__class__.__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )

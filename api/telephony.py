@@ -1,0 +1,62 @@
+"""Endpoints the provider and the voice-agent runtime call: status callbacks, TwiML, config."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from api.deps import SessionDep
+from shared import messaging
+from shared.errors import Forbidden
+from shared.schemas import AgentConfigResponse
+from shared.services import calls as calls_service
+from shared.telephony.twilio import callback_is_authentic
+from shared.urls import agent_config_signature_valid, public_url
+
+router = APIRouter(tags=["telephony"])
+
+
+async def _verified_twilio_form(request: Request) -> dict[str, str]:
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    signature = request.headers.get("x-twilio-signature", "")
+    if not signature or not callback_is_authentic(public_url(path), form, signature):
+        raise Forbidden(["header", "X-Twilio-Signature"], "invalid Twilio signature")
+    return form
+
+
+@router.post("/v1/telephony/twilio/status/{call_id}", status_code=204)
+async def twilio_status_callback(call_id: str, request: Request) -> Response:
+    """A Twilio status event: verified, then handed to the status queue."""
+    form = await _verified_twilio_form(request)
+    report = {
+        "sid": form.get("CallSid", ""),
+        "status": form.get("CallStatus", ""),
+        "answered_by": form.get("AnsweredBy"),
+        "duration": form.get("CallDuration") or None,
+        "error_code": form.get("ErrorCode"),
+        "error_message": form.get("ErrorMessage"),
+    }
+    # If this publish fails the request fails and Twilio retries; if the message is lost
+    # later, the tick reconciles the call with Twilio once its final callback is overdue.
+    messaging.publish(messaging.TASK_APPLY_STATUS, [call_id, report])
+    return Response(status_code=204)
+
+
+@router.post("/v1/telephony/twilio/twiml/{call_id}")
+async def twilio_twiml(call_id: str, request: Request) -> Response:
+    """The TwiML the answered call runs: connect its audio to the voice-agent runtime."""
+    await _verified_twilio_form(request)
+    return Response(calls_service.twiml_for_call(call_id), media_type="application/xml")
+
+
+@router.get(
+    "/v1/voiceai/calls/{call_id}/agent-config",
+    response_model=AgentConfigResponse,
+)
+def agent_config(
+    call_id: str, expires: int, signature: str, session: SessionDep
+) -> AgentConfigResponse:
+    """The rendered prompt and settings of one call, for the voice-agent runtime (signed URL)."""
+    if not agent_config_signature_valid(call_id, expires, signature):
+        raise Forbidden(["query", "signature"], "invalid or expired signature")
+    return calls_service.agent_config(session, call_id)

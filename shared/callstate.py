@@ -1,0 +1,207 @@
+"""The call state machine: statuses, how provider statuses map onto them, and which batch
+counters each transition moves. Pure functions; the repositories apply what they decide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PENDING = "pending"
+DIALING = "dialing"  # claimed by a worker; the provider request is in flight
+DISPATCHED = "dispatched"
+INITIATED = "initiated"
+IN_PROGRESS = "in_progress"
+COMPLETED = "completed"
+FAILED = "failed"
+VOICEMAIL = "voicemail"
+CANCELLED = "cancelled"
+
+RANK = {
+    PENDING: 0,
+    DIALING: 1,
+    DISPATCHED: 2,
+    INITIATED: 3,
+    IN_PROGRESS: 4,
+    COMPLETED: 5,
+    FAILED: 5,
+    VOICEMAIL: 5,
+    CANCELLED: 5,
+}
+FINAL = frozenset({COMPLETED, FAILED, VOICEMAIL, CANCELLED})
+# Counted in total_calls_finished: the seed's "completed + failed"; a voicemail is a completed
+# call that a machine answered.
+FINISHED = frozenset({COMPLETED, FAILED, VOICEMAIL})
+# States in which the provider may still tell us something about the call.
+LIVE = frozenset({DIALING, DISPATCHED, INITIATED, IN_PROGRESS})
+# `dialing` is internal; clients see such a recipient as still pending.
+PUBLIC_STATUS = {DIALING: PENDING}
+
+# Outcomes: the finer reason a recipient ended as it did.
+OUTCOME_ANSWERED = "answered"
+OUTCOME_VOICEMAIL = "voicemail"
+OUTCOME_BUSY = "busy"
+OUTCOME_NO_ANSWER = "no_answer"
+OUTCOME_CALL_FAILED = "call_failed"
+OUTCOME_CANCELED = "canceled"
+OUTCOME_PROVIDER_ERROR = "provider_error"
+OUTCOME_PROVIDER_AUTH_FAILED = "provider_auth_failed"
+OUTCOME_WHATSAPP_UNSUPPORTED = "whatsapp_unsupported"
+OUTCOME_BATCH_FAILED = "batch_failed"
+
+# Twilio CallStatus → (our status, outcome when final).
+_TWILIO = {
+    "queued": (DISPATCHED, None),
+    "initiated": (INITIATED, None),
+    "ringing": (INITIATED, None),
+    "in-progress": (IN_PROGRESS, None),
+    "completed": (COMPLETED, OUTCOME_ANSWERED),
+    "busy": (FAILED, OUTCOME_BUSY),
+    "no-answer": (FAILED, OUTCOME_NO_ANSWER),
+    "failed": (FAILED, OUTCOME_CALL_FAILED),
+    "canceled": (CANCELLED, OUTCOME_CANCELED),
+}
+
+
+def public_status(status: str) -> str:
+    """The recipient status a client sees."""
+    return PUBLIC_STATUS.get(status, status)
+
+
+@dataclass(frozen=True)
+class ProviderUpdate:
+    """What the provider says about a call, in our terms."""
+
+    sid: str
+    status: str
+    provider_status: str
+    outcome: str | None = None
+    duration_s: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+def from_twilio(
+    sid: str,
+    call_status: str,
+    *,
+    answered_by: str | None = None,
+    duration: str | int | None = None,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> ProviderUpdate | None:
+    """Map a Twilio call status (callback or REST resource) onto our states; None if unknown."""
+    mapped = _TWILIO.get(call_status)
+    if mapped is None:
+        return None
+    status, outcome = mapped
+    if status == COMPLETED and answered_by and answered_by.startswith("machine"):
+        status, outcome = VOICEMAIL, OUTCOME_VOICEMAIL
+    seconds = int(duration) if duration not in (None, "") else None
+    return ProviderUpdate(
+        sid=sid,
+        status=status,
+        provider_status=call_status,
+        outcome=outcome,
+        duration_s=seconds,
+        error_code=error_code or None,
+        error_message=error_message or None,
+    )
+
+
+@dataclass(frozen=True)
+class CallSnapshot:
+    """The fields of a locked call row that decide a transition."""
+
+    status: str
+    provider_call_sid: str | None
+    first_dispatched: bool
+    attempts: int
+
+
+@dataclass(frozen=True)
+class CounterDeltas:
+    """How much each batch counter moves in the transaction of a transition."""
+
+    dispatched: int = 0
+    finished: int = 0
+    retries: int = 0
+    final: int = 0
+
+    def any(self) -> bool:
+        """Whether any counter moves."""
+        return bool(self.dispatched or self.finished or self.retries or self.final)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A decided move of one call from ``from_status`` to ``to_status``."""
+
+    from_status: str
+    to_status: str
+    accepted: bool  # this transition records the provider's acceptance of an attempt
+    counts_attempt: bool = False  # the provider gave its answer to a dial: one more attempt
+    deltas: CounterDeltas = field(default_factory=CounterDeltas)
+
+
+def _counts_attempt(call: CallSnapshot, to_status: str) -> bool:
+    return call.status == DIALING and to_status != PENDING
+
+
+def _attempt_deltas(call: CallSnapshot, to_status: str, *, accepted: bool) -> CounterDeltas:
+    counts_attempt = _counts_attempt(call, to_status)
+    return CounterDeltas(
+        dispatched=1 if accepted and not call.first_dispatched else 0,
+        finished=1 if to_status in FINISHED else 0,
+        retries=1 if counts_attempt and call.attempts >= 1 else 0,
+        final=1 if to_status in FINAL else 0,
+    )
+
+
+def plan_provider_update(call: CallSnapshot, update: ProviderUpdate) -> Transition | None:
+    """The transition a provider report causes, or None when it changes nothing.
+
+    Reports are applied only forwards: duplicates, late and out-of-order reports, reports about
+    an earlier attempt, and anything after a final state are ignored.
+    """
+    if call.status not in LIVE:
+        return None
+    if call.provider_call_sid is not None and call.provider_call_sid != update.sid:
+        return None
+    if RANK[update.status] <= RANK[call.status]:
+        return None
+    accepted = call.status == DIALING
+    return Transition(
+        from_status=call.status,
+        to_status=update.status,
+        accepted=accepted,
+        counts_attempt=_counts_attempt(call, update.status),
+        deltas=_attempt_deltas(call, update.status, accepted=accepted),
+    )
+
+
+def plan_dial_failure(call: CallSnapshot, to_status: str) -> Transition | None:
+    """The transition of a claimed call whose dial ended without a provider call.
+
+    ``to_status`` is FAILED (the provider refused it for good) or PENDING (hand it back to be
+    dialed again later; no attempt is counted).
+    """
+    if call.status != DIALING:
+        return None
+    return Transition(
+        from_status=DIALING,
+        to_status=to_status,
+        accepted=False,
+        counts_attempt=_counts_attempt(call, to_status),
+        deltas=_attempt_deltas(call, to_status, accepted=False),
+    )
+
+
+def plan_abandon(call: CallSnapshot) -> Transition | None:
+    """A call that will never be dialed (its batch failed): ends failed and counts finished."""
+    if call.status != PENDING:
+        return None
+    return Transition(
+        from_status=PENDING,
+        to_status=FAILED,
+        accepted=False,
+        deltas=CounterDeltas(finished=1, final=1),
+    )

@@ -1,0 +1,208 @@
+"""Tables. Postgres is the source of truth: every batch, call and counter lives here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), nullable=False)
+    # sha256 of the key: keys are 256-bit random, so a fast hash is enough and lookups are O(1).
+    key_hash: Mapped[str] = mapped_column(Text, unique=True, nullable=False)
+    prefix: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    prompt: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    first_message: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    language: Mapped[str] = mapped_column(Text, nullable=False, server_default="en")
+    llm: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    voice: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index("ix_agents_workspace_id_id", "workspace_id", "id"),)
+
+
+class PhoneNumber(Base):
+    __tablename__ = "phone_numbers"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), nullable=False)
+    phone_number: Mapped[str] = mapped_column(Text, nullable=False)
+    provider: Mapped[str] = mapped_column(Text, nullable=False)
+    label: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    credentials_ref: Mapped[str] = mapped_column(Text, nullable=False, server_default="default")
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (UniqueConstraint("workspace_id", "phone_number"),)
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), nullable=False)
+    phone_number_id: Mapped[str | None] = mapped_column(ForeignKey("phone_numbers.id"))
+    phone_provider: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    scheduled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_updated_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    whatsapp_params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    timezone: Mapped[str | None] = mapped_column(Text)
+    telephony_call_config: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    target_concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    # The agent's templates as validated at submit, so a later edit of the agent cannot leave
+    # an accepted batch with placeholders nobody supplied.
+    prompt_template: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    first_message_template: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    total_calls_scheduled: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    total_calls_dispatched: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    total_calls_finished: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    retry_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # Not in the API: how many recipients the batch has and how many reached any final state
+    # (finished or cancelled). The batch completes in the transaction where they become equal.
+    total_recipients: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    calls_final: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_batches_workspace_id_id", "workspace_id", "id"),
+        Index(
+            "ix_batches_pending_scheduled_at",
+            "scheduled_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_batches_in_progress", "id", postgresql_where=text("status = 'in_progress'")),
+    )
+
+
+class Call(Base):
+    """One recipient of a batch and the state of its call."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), nullable=False)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    recipient_id: Mapped[str] = mapped_column(Text, nullable=False)
+    phone_number: Mapped[str | None] = mapped_column(Text)
+    whatsapp_user_id: Mapped[str | None] = mapped_column(Text)
+    client_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="pending")
+    outcome: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    due_at: Mapped[datetime] = _now()
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claim_token: Mapped[str | None] = mapped_column(Text)
+    # When the tick last asked the provider about this call (throttles reconciliation).
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    provider_call_sid: Mapped[str | None] = mapped_column(Text)
+    provider_status: Mapped[str | None] = mapped_column(Text)
+    # Set once, the first time any attempt of this recipient is accepted by the provider; the
+    # dispatched counter moves in the same transaction, so it moves once per recipient.
+    first_dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    rendered_prompt: Mapped[str | None] = mapped_column(Text)
+    rendered_first_message: Mapped[str | None] = mapped_column(Text)
+    rendered_override: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        UniqueConstraint("batch_id", "position"),
+        Index("ix_calls_provider_call_sid", "provider_call_sid"),
+        Index("ix_calls_pending_due_at", "due_at", postgresql_where=text("status = 'pending'")),
+        Index(
+            "ix_calls_live_updated_at",
+            "updated_at",
+            postgresql_where=text(
+                "status IN ('dialing', 'dispatched', 'initiated', 'in_progress')"
+            ),
+        ),
+    )
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    request_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    # Deferred: the key is claimed first, before the batch row it names is inserted.
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("batches.id", deferrable=True, initially="DEFERRED"), nullable=False
+    )
+    created_at: Mapped[datetime] = _now()
+
+
+__all__ = [
+    "Agent",
+    "ApiKey",
+    "Base",
+    "Batch",
+    "Call",
+    "IdempotencyKey",
+    "PhoneNumber",
+    "Workspace",
+]

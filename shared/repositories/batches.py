@@ -1,0 +1,205 @@
+"""Batches: inserting them with their recipients, reading them, and moving their counters."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Row, func, insert, select, text
+from sqlalchemy.orm import Session
+
+from shared.callstate import CounterDeltas
+from shared.models import Agent, Batch, IdempotencyKey
+
+CALL_COPY_COLUMNS = (
+    "id",
+    "batch_id",
+    "workspace_id",
+    "position",
+    "recipient_id",
+    "phone_number",
+    "whatsapp_user_id",
+    "client_data",
+)
+
+_BATCH_COLUMNS = (
+    Batch.id,
+    Batch.workspace_id,
+    Batch.name,
+    Batch.agent_id,
+    Agent.name.label("agent_name"),
+    Batch.phone_number_id,
+    Batch.phone_provider,
+    Batch.status,
+    Batch.created_at,
+    Batch.scheduled_at,
+    Batch.last_updated_at,
+    Batch.whatsapp_params,
+    Batch.timezone,
+    Batch.telephony_call_config,
+    Batch.target_concurrency_limit,
+    Batch.total_calls_scheduled,
+    Batch.total_calls_dispatched,
+    Batch.total_calls_finished,
+    Batch.retry_count,
+    Batch.failure_reason,
+)
+
+
+def insert_batch(session: Session, values: dict[str, Any]) -> None:
+    """Insert the batch row."""
+    session.execute(insert(Batch).values(**values))
+
+
+def _copy_text(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if not isinstance(value, str):
+        value = json.dumps(value) if isinstance(value, dict | list) else str(value)
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
+
+
+def copy_calls(session: Session, rows: Iterable[Sequence[Any]]) -> None:
+    """Bulk-insert call rows (CALL_COPY_COLUMNS order) with COPY, in the session's transaction."""
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write("\t".join(_copy_text(v) for v in row))
+        buffer.write("\n")
+    buffer.seek(0)
+    dbapi_connection: Any = session.connection().connection.dbapi_connection
+    with dbapi_connection.cursor() as cursor:
+        cursor.copy_expert(f"COPY calls ({', '.join(CALL_COPY_COLUMNS)}) FROM STDIN", buffer)
+
+
+def get_batch_row(session: Session, workspace_id: str, batch_id: str) -> Row[Any] | None:
+    """The batch with its agent's name, if it is in this workspace."""
+    return session.execute(
+        select(*_BATCH_COLUMNS)
+        .join(Agent, Agent.id == Batch.agent_id)
+        .where(Batch.id == batch_id, Batch.workspace_id == workspace_id)
+    ).one_or_none()
+
+
+def list_batch_rows(
+    session: Session, workspace_id: str, limit: int, before_id: str | None, agent_id: str | None
+) -> list[Row[Any]]:
+    """Newest first (ids are time-ordered); ``before_id`` continues after that batch."""
+    stmt = (
+        select(*_BATCH_COLUMNS)
+        .join(Agent, Agent.id == Batch.agent_id)
+        .where(Batch.workspace_id == workspace_id)
+    )
+    if before_id is not None:
+        stmt = stmt.where(Batch.id < before_id)
+    if agent_id is not None:
+        stmt = stmt.where(Batch.agent_id == agent_id)
+    return list(session.execute(stmt.order_by(Batch.id.desc()).limit(limit)).all())
+
+
+def start_batch_if_due(session: Session, batch_id: str) -> bool:
+    """pending → in_progress when its time has come; False if it was not pending or not due."""
+    result = session.execute(
+        text(
+            "UPDATE batches SET status = 'in_progress', started_at = now(), "
+            "last_updated_at = now() "
+            "WHERE id = :id AND status = 'pending' AND scheduled_at <= now()"
+        ),
+        {"id": batch_id},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def claim_due_batches(session: Session, limit: int) -> list[str]:
+    """Start due pending batches; SKIP LOCKED lets concurrent ticks take disjoint batches."""
+    rows = session.execute(
+        text(
+            "UPDATE batches SET status = 'in_progress', started_at = now(), "
+            "last_updated_at = now() "
+            "WHERE id IN (SELECT id FROM batches WHERE status = 'pending' "
+            "AND scheduled_at <= now() ORDER BY scheduled_at LIMIT :limit "
+            "FOR UPDATE SKIP LOCKED) RETURNING id"
+        ),
+        {"limit": limit},
+    )
+    return [row.id for row in rows]
+
+
+def move_counters(session: Session, batch_id: str, deltas: CounterDeltas) -> str:
+    """Add ``deltas`` to the batch's counters; completes the batch when every call is final.
+
+    Called only in the transaction of the call transition that the deltas count, so each
+    counter moves exactly once per transition.
+    """
+    row = session.execute(
+        text(
+            "UPDATE batches SET "
+            "total_calls_dispatched = total_calls_dispatched + :dispatched, "
+            "total_calls_finished = total_calls_finished + :finished, "
+            "retry_count = retry_count + :retries, "
+            "calls_final = calls_final + :final, "
+            "last_updated_at = now(), "
+            "status = CASE WHEN status = 'in_progress' "
+            "AND calls_final + :final >= total_recipients THEN 'completed' ELSE status END "
+            "WHERE id = :id RETURNING status"
+        ),
+        {
+            "id": batch_id,
+            "dispatched": deltas.dispatched,
+            "finished": deltas.finished,
+            "retries": deltas.retries,
+            "final": deltas.final,
+        },
+    ).one()
+    return str(row.status)
+
+
+def fail_batch(session: Session, batch_id: str, reason: str) -> bool:
+    """pending/in_progress → failed; False if it had already ended."""
+    result = session.execute(
+        text(
+            "UPDATE batches SET status = 'failed', failure_reason = :reason, "
+            "last_updated_at = now() "
+            "WHERE id = :id AND status IN ('pending', 'in_progress')"
+        ),
+        {"id": batch_id, "reason": reason},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def find_idempotency_key(
+    session: Session, workspace_id: str, key: str, ttl_s: int
+) -> IdempotencyKey | None:
+    """A key used within the last ``ttl_s`` seconds."""
+    return session.execute(
+        select(IdempotencyKey).where(
+            IdempotencyKey.workspace_id == workspace_id,
+            IdempotencyKey.key == key,
+            IdempotencyKey.created_at > func.now() - timedelta(seconds=ttl_s),
+        )
+    ).scalar_one_or_none()
+
+
+def claim_idempotency_key(
+    session: Session, workspace_id: str, key: str, request_hash: str, batch_id: str, ttl_s: int
+) -> bool:
+    """Take the key for ``batch_id``; False if another request holds it (waits for it first).
+
+    A key older than ``ttl_s`` is taken over, as if it had never been used.
+    """
+    row = session.execute(
+        text(
+            "INSERT INTO idempotency_keys (workspace_id, key, request_hash, batch_id) "
+            "VALUES (:ws, :key, :hash, :batch) "
+            "ON CONFLICT (workspace_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
+            "batch_id = EXCLUDED.batch_id, created_at = now() "
+            "WHERE idempotency_keys.created_at <= now() - make_interval(secs => :ttl) "
+            "RETURNING batch_id"
+        ),
+        {"ws": workspace_id, "key": key, "hash": request_hash, "batch": batch_id, "ttl": ttl_s},
+    ).one_or_none()
+    return row is not None

@@ -1,0 +1,237 @@
+"""Calls: one row per recipient. Every state change is a guarded UPDATE on ``status``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row, func, select, text, update
+from sqlalchemy.orm import Session
+
+from shared.callstate import CallSnapshot, Transition
+from shared.models import Call
+
+
+def mark_batch_calls_enqueued(session: Session, batch_id: str) -> list[str]:
+    """The batch's due pending calls, stamped as published now (the caller publishes them)."""
+    rows = session.execute(
+        text(
+            "UPDATE calls SET enqueued_at = now() "
+            "WHERE batch_id = :batch_id AND status = 'pending' AND due_at <= now() "
+            "RETURNING id, position"
+        ),
+        {"batch_id": batch_id},
+    )
+    return [row.id for row in sorted(rows, key=lambda r: r.position)]
+
+
+def claim_for_dial(session: Session, call_id: str, claim_token: str) -> Row[Any] | None:
+    """pending → dialing, only while the call is due and its batch in progress.
+
+    Returns what dialing needs (the call, its batch's templates and caller number), or None when
+    another delivery of the same message, a cancel, or a due time in the future got there first.
+    """
+    return session.execute(
+        text(
+            "UPDATE calls c SET status = 'dialing', claimed_at = now(), claim_token = :token, "
+            "checked_at = NULL, updated_at = now() "
+            "FROM batches b JOIN agents a ON a.id = b.agent_id "
+            "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id "
+            "WHERE c.id = :id AND c.status = 'pending' AND c.due_at <= now() "
+            "AND b.id = c.batch_id AND b.status = 'in_progress' "
+            "RETURNING c.id, c.batch_id, c.phone_number, c.whatsapp_user_id, c.client_data, "
+            "c.attempts, b.prompt_template, b.first_message_template, "
+            "b.telephony_call_config, a.language, a.llm, a.voice, "
+            "p.phone_number AS caller_number, p.provider, p.credentials_ref"
+        ),
+        {"id": call_id, "token": claim_token},
+    ).one_or_none()
+
+
+def store_rendered(
+    session: Session,
+    call_id: str,
+    prompt: str,
+    first_message: str,
+    override: dict[str, Any] | None,
+) -> None:
+    """Keep the rendered prompt and first message the call is made with."""
+    session.execute(
+        update(Call)
+        .where(Call.id == call_id)
+        .values(
+            rendered_prompt=prompt, rendered_first_message=first_message, rendered_override=override
+        )
+    )
+
+
+def lock_call(session: Session, call_id: str) -> tuple[CallSnapshot, str] | None:
+    """Lock the call row for a transition; its snapshot and batch id."""
+    row = session.execute(
+        select(
+            Call.status,
+            Call.provider_call_sid,
+            Call.first_dispatched_at,
+            Call.attempts,
+            Call.batch_id,
+        )
+        .where(Call.id == call_id)
+        .with_for_update()
+    ).one_or_none()
+    if row is None:
+        return None
+    snapshot = CallSnapshot(
+        status=row.status,
+        provider_call_sid=row.provider_call_sid,
+        first_dispatched=row.first_dispatched_at is not None,
+        attempts=row.attempts,
+    )
+    return snapshot, row.batch_id
+
+
+def apply_transition(
+    session: Session, call_id: str, transition: Transition, values: dict[str, Any]
+) -> bool:
+    """Move the call as decided, guarded by the status it was decided from."""
+    changes = dict(values)
+    if transition.accepted:
+        changes.update(
+            dispatched_at=func.now(),
+            first_dispatched_at=func.coalesce(Call.first_dispatched_at, func.now()),
+        )
+    if transition.counts_attempt:
+        changes["attempts"] = Call.attempts + 1
+    result = session.execute(
+        update(Call)
+        .where(Call.id == call_id, Call.status == transition.from_status)
+        .values(status=transition.to_status, updated_at=func.now(), **changes)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def redrive_candidates(
+    session: Session, *, stale_enqueued_after_s: float | None, limit: int
+) -> list[str]:
+    """Due pending calls of running batches with no live message, stamped as published now.
+
+    Never-published calls (deferred ones coming due) always qualify; with
+    ``stale_enqueued_after_s`` so do calls published longer ago than that (lost messages).
+    """
+    condition = "c.enqueued_at IS NULL"
+    params: dict[str, Any] = {"limit": limit}
+    if stale_enqueued_after_s is not None:
+        condition += " OR c.enqueued_at < now() - make_interval(secs => :age)"
+        params["age"] = stale_enqueued_after_s
+    rows = session.execute(
+        text(
+            "UPDATE calls SET enqueued_at = now() WHERE id IN ("
+            "SELECT c.id FROM calls c JOIN batches b ON b.id = c.batch_id "
+            "WHERE c.status = 'pending' AND c.due_at <= now() AND b.status = 'in_progress' "
+            f"AND ({condition}) ORDER BY c.due_at LIMIT :limit FOR UPDATE OF c SKIP LOCKED) "
+            "RETURNING id"
+        ),
+        params,
+    )
+    return [row.id for row in rows]
+
+
+def stale_live_calls(
+    session: Session, *, dialing_after_s: float, live_after_s: float, limit: int
+) -> list[str]:
+    """Calls whose provider answer or final callback is overdue, stamped as checked now."""
+    rows = session.execute(
+        text(
+            "UPDATE calls SET checked_at = now() WHERE id IN ("
+            "SELECT id FROM calls WHERE status IN ('dialing', 'dispatched', 'initiated', "
+            "'in_progress') AND ("
+            "(status = 'dialing' AND claimed_at < now() - make_interval(secs => :dialing_age)) "
+            "OR (status <> 'dialing' AND updated_at < now() - make_interval(secs => :live_age))"
+            ") AND (checked_at IS NULL OR checked_at < now() - make_interval(secs => :dialing_age))"
+            " ORDER BY updated_at LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING id"
+        ),
+        {"dialing_age": dialing_after_s, "live_age": live_after_s, "limit": limit},
+    )
+    return [row.id for row in rows]
+
+
+def reconcile_row(session: Session, call_id: str) -> Row[Any] | None:
+    """What reconciling a call with its provider needs."""
+    return session.execute(
+        text(
+            "SELECT c.status, c.claimed_at, c.claim_token, c.phone_number, c.provider_call_sid, "
+            "p.phone_number AS caller_number, p.credentials_ref "
+            "FROM calls c JOIN batches b ON b.id = c.batch_id "
+            "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id WHERE c.id = :id"
+        ),
+        {"id": call_id},
+    ).one_or_none()
+
+
+def release_claim(session: Session, call_id: str, claim_token: str, delay_s: float) -> bool:
+    """dialing → pending, due after ``delay_s``, for a dial that never reached the provider."""
+    result = session.execute(
+        text(
+            "UPDATE calls SET status = 'pending', claim_token = NULL, enqueued_at = NULL, "
+            "due_at = now() + make_interval(secs => :delay), updated_at = now() "
+            "WHERE id = :id AND status = 'dialing' AND claim_token = :token"
+        ),
+        {"id": call_id, "token": claim_token, "delay": delay_s},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def abandon_pending_calls(session: Session, batch_id: str, outcome: str) -> int:
+    """Fail every pending call of a batch that cannot proceed; how many there were."""
+    result = session.execute(
+        text(
+            "UPDATE calls SET status = 'failed', outcome = :outcome, ended_at = now(), "
+            "updated_at = now() WHERE batch_id = :batch_id AND status = 'pending'"
+        ),
+        {"batch_id": batch_id, "outcome": outcome},
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def recipient_rows(session: Session, batch_id: str) -> list[Any]:
+    """Every call of the batch in submission order."""
+    return list(
+        session.execute(
+            select(
+                Call.id,
+                Call.recipient_id,
+                Call.phone_number,
+                Call.whatsapp_user_id,
+                Call.status,
+                Call.outcome,
+                Call.attempts,
+                Call.created_at,
+                Call.updated_at,
+                Call.provider_call_sid,
+                Call.client_data,
+            )
+            .where(Call.batch_id == batch_id)
+            .order_by(Call.position)
+        ).all()
+    )
+
+
+def agent_config_row(session: Session, call_id: str) -> Row[Any] | None:
+    """The rendered configuration of a call and its agent's settings."""
+    return session.execute(
+        text(
+            "SELECT c.id, c.batch_id, b.agent_id, c.rendered_prompt, c.rendered_first_message, "
+            "c.rendered_override, c.client_data, a.language, a.llm, a.voice "
+            "FROM calls c JOIN batches b ON b.id = c.batch_id JOIN agents a ON a.id = b.agent_id "
+            "WHERE c.id = :id"
+        ),
+        {"id": call_id},
+    ).one_or_none()
+
+
+def sid_taken(session: Session, sid: str, except_call_id: str) -> bool:
+    """Whether another call row already owns this provider call."""
+    return (
+        session.execute(
+            select(Call.id).where(Call.provider_call_sid == sid, Call.id != except_call_id)
+        ).first()
+        is not None
+    )

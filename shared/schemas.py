@@ -1,0 +1,231 @@
+"""Request and response bodies, field for field as the seed API documents them (plus the
+ElevenLabs batch-calling extras: timezone, telephony_call_config, target_concurrency_limit)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BatchStatus = Literal["pending", "in_progress", "completed", "failed", "cancelled"]
+RecipientStatus = Literal[
+    "pending",
+    "dispatched",
+    "initiated",
+    "in_progress",
+    "completed",
+    "failed",
+    "cancelled",
+    "voicemail",
+]
+PhoneProvider = Literal["twilio", "vobiz", "sip_trunk"]
+DynamicValue = str | int | float | bool | None
+
+
+class _Open(BaseModel):
+    """Client-supplied configuration: unknown keys are kept and passed on, not rejected."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class SoftTimeoutConfig(_Open):
+    message: str | None = None
+
+
+class TurnOverride(_Open):
+    soft_timeout_config: SoftTimeoutConfig | None = None
+
+
+class TtsOverride(_Open):
+    voice_id: str | None = None
+    stability: float | None = None
+    speed: float | None = None
+    similarity_boost: float | None = None
+
+
+class ConversationOverride(_Open):
+    text_only: bool | None = None
+
+
+class PromptOverride(_Open):
+    prompt: str | None = None
+    llm: str | None = None
+    native_mcp_server_ids: list[str] | None = None
+
+
+class AgentOverride(_Open):
+    first_message: str | None = None
+    language: str | None = None
+    prompt: PromptOverride | None = None
+
+
+class ConversationConfigOverride(_Open):
+    turn: TurnOverride | None = None
+    tts: TtsOverride | None = None
+    conversation: ConversationOverride | None = None
+    agent: AgentOverride | None = None
+
+
+class SourceInfo(_Open):
+    source: str | None = "unknown"
+    version: str | None = None
+
+
+class ConversationInitiationClientData(_Open):
+    conversation_config_override: ConversationConfigOverride | None = None
+    custom_llm_extra_body: dict[str, Any] | None = None
+    user_id: str | None = None
+    source_info: SourceInfo | None = None
+    dynamic_variables: dict[str, DynamicValue] = Field(default_factory=dict)
+
+
+class OutboundCallRecipient(BaseModel):
+    id: str | None = Field(default=None, max_length=200)
+    phone_number: str | None = Field(default=None, max_length=64)
+    whatsapp_user_id: str | None = Field(default=None, max_length=200)
+    conversation_initiation_client_data: ConversationInitiationClientData | None = None
+
+
+class BatchCallWhatsAppParams(BaseModel):
+    whatsapp_call_permission_request_template_name: str | None = None
+    whatsapp_call_permission_request_template_language_code: str | None = None
+    whatsapp_phone_number_id: str | None = None
+
+
+class TelephonyCallConfig(_Open):
+    ringing_timeout_secs: int | None = Field(default=None, ge=5, le=600)
+
+
+class SubmitBatchRequest(BaseModel):
+    """Request model for submitting a batch call job."""
+
+    call_name: str = Field(min_length=1, max_length=500)
+    agent_id: str
+    recipients: list[OutboundCallRecipient] = Field(min_length=1, max_length=10_000)
+    scheduled_time_unix: int | None = None
+    agent_phone_number_id: str | None = None
+    whatsapp_params: BatchCallWhatsAppParams | None = None
+    timezone: str | None = None
+    telephony_call_config: TelephonyCallConfig | None = None
+    target_concurrency_limit: int | None = Field(default=None, ge=1)
+
+
+class BatchResponse(BaseModel):
+    """Response model for a single batch call job."""
+
+    id: str
+    name: str
+    agent_id: str
+    created_at_unix: int
+    scheduled_time_unix: int
+    last_updated_at_unix: int
+    status: BatchStatus
+    agent_name: str
+    phone_number_id: str | None = None
+    phone_provider: PhoneProvider | None = None
+    whatsapp_params: BatchCallWhatsAppParams | None = None
+    total_calls_dispatched: int = 0
+    total_calls_scheduled: int = 0
+    total_calls_finished: int = 0
+    retry_count: int = 0
+    timezone: str | None = None
+    telephony_call_config: TelephonyCallConfig | None = None
+    target_concurrency_limit: int | None = None
+
+
+class RecipientResponse(BaseModel):
+    id: str
+    phone_number: str | None = None
+    whatsapp_user_id: str | None = None
+    status: RecipientStatus
+    outcome: str | None = None
+    attempts: int = 0
+    created_at_unix: int
+    updated_at_unix: int
+    conversation_id: str | None = None
+    provider_call_sid: str | None = None
+    conversation_initiation_client_data: dict[str, Any] | None = None
+
+
+class BatchDetailResponse(BatchResponse):
+    recipients: list[RecipientResponse] = Field(default_factory=list)
+
+
+class BatchListResponse(BaseModel):
+    batch_calls: list[BatchResponse]
+    next_doc: str | None = None
+    has_more: bool = False
+
+
+class VoiceSettings(_Open):
+    voice_id: str | None = None
+    stability: float | None = Field(default=None, ge=0, le=1)
+    speed: float | None = Field(default=None, gt=0, le=4)
+    similarity_boost: float | None = Field(default=None, ge=0, le=1)
+
+
+class AgentCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    prompt: str = Field(default="", max_length=100_000)
+    first_message: str = Field(default="", max_length=10_000)
+    language: str = Field(default="en", max_length=20)
+    llm: str = Field(default="", max_length=100)
+    voice: VoiceSettings = Field(default_factory=VoiceSettings)
+
+
+class AgentUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    prompt: str | None = Field(default=None, max_length=100_000)
+    first_message: str | None = Field(default=None, max_length=10_000)
+    language: str | None = Field(default=None, max_length=20)
+    llm: str | None = Field(default=None, max_length=100)
+    voice: VoiceSettings | None = None
+
+
+class AgentResponse(BaseModel):
+    agent_id: str
+    name: str
+    prompt: str
+    first_message: str
+    language: str
+    llm: str
+    voice: dict[str, Any]
+    created_at_unix: int
+    updated_at_unix: int
+
+
+class AgentListResponse(BaseModel):
+    agents: list[AgentResponse]
+    next_cursor: str | None = None
+    has_more: bool = False
+
+
+class PhoneNumberCreate(BaseModel):
+    phone_number: str = Field(max_length=64)
+    provider: PhoneProvider = "twilio"
+    label: str = Field(default="", max_length=200)
+    credentials_ref: str = Field(default="default", max_length=200)
+
+
+class PhoneNumberResponse(BaseModel):
+    phone_number_id: str
+    phone_number: str
+    provider: PhoneProvider
+    label: str
+    credentials_ref: str
+    created_at_unix: int
+
+
+class AgentConfigResponse(BaseModel):
+    """What the voice-agent runtime needs to hold one call's conversation."""
+
+    call_id: str
+    batch_id: str
+    agent_id: str
+    prompt: str
+    first_message: str
+    language: str
+    llm: str
+    voice: dict[str, Any]
+    dynamic_variables: dict[str, Any]
+    conversation_config_override: dict[str, Any] | None = None

@@ -1,0 +1,80 @@
+"""Agents and caller phone numbers."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.ids import new_id
+from shared.models import Agent, PhoneNumber
+from shared.phones import InvalidPhoneNumber, normalize_e164
+from shared.repositories import agents as agents_repo
+from shared.repositories import phone_numbers as numbers_repo
+from shared.schemas import AgentCreate, AgentUpdate, PhoneNumberCreate
+
+
+def create_agent(session: Session, workspace_id: str, body: AgentCreate) -> Agent:
+    """Store a new agent."""
+    agent = Agent(
+        id=new_id("agent"),
+        workspace_id=workspace_id,
+        name=body.name,
+        prompt=body.prompt,
+        first_message=body.first_message,
+        language=body.language,
+        llm=body.llm,
+        voice=body.voice.model_dump(exclude_none=True),
+    )
+    return agents_repo.insert_agent(session, agent)
+
+
+def get_agent(session: Session, workspace_id: str, agent_id: str) -> Agent:
+    """The agent, or 404."""
+    agent = agents_repo.get_agent(session, workspace_id, agent_id)
+    if agent is None:
+        raise NotFound(["path", "agent_id"], f"agent '{agent_id}' not found")
+    return agent
+
+
+def list_agents(
+    session: Session, workspace_id: str, limit: int, cursor: str | None
+) -> tuple[list[Agent], bool]:
+    """One page of agents, newest first, and whether more follow."""
+    rows = agents_repo.list_agents(session, workspace_id, limit + 1, cursor)
+    return rows[:limit], len(rows) > limit
+
+
+def update_agent(session: Session, workspace_id: str, agent_id: str, body: AgentUpdate) -> Agent:
+    """Change the fields given in ``body``."""
+    agent = get_agent(session, workspace_id, agent_id)
+    changes = body.model_dump(exclude_unset=True)
+    if "voice" in changes:
+        changes["voice"] = body.voice.model_dump(exclude_none=True) if body.voice else {}
+    return agents_repo.update_agent(session, agent, changes)
+
+
+def register_phone_number(
+    session: Session, workspace_id: str, body: PhoneNumberCreate
+) -> PhoneNumber:
+    """Register a caller number, normalised to E.164."""
+    try:
+        e164 = normalize_e164(body.phone_number)
+    except InvalidPhoneNumber as exc:
+        raise ValidationFailed.one(["body", "phone_number"], str(exc)) from exc
+    number = PhoneNumber(
+        id=new_id("phnum"),
+        workspace_id=workspace_id,
+        phone_number=e164,
+        provider=body.provider,
+        label=body.label,
+        credentials_ref=body.credentials_ref,
+    )
+    stored = numbers_repo.insert_phone_number(session, number)
+    if stored is None:
+        raise Conflict(["body", "phone_number"], f"{e164} is already registered")
+    return stored
+
+
+def list_phone_numbers(session: Session, workspace_id: str) -> list[PhoneNumber]:
+    """The workspace's caller numbers."""
+    return numbers_repo.list_phone_numbers(session, workspace_id)

@@ -1,0 +1,379 @@
+"""Batches: submit, read, start, and the periodic tick that keeps every batch moving."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Row
+from sqlalchemy.orm import Session
+
+from shared import messaging
+from shared.callstate import public_status
+from shared.db import after_commit
+from shared.errors import Conflict, ErrorItem, NotFound, ValidationFailed
+from shared.ids import new_id, new_ids
+from shared.models import Agent, PhoneNumber
+from shared.phones import InvalidPhoneNumber, normalize_e164
+from shared.repositories import agents as agents_repo
+from shared.repositories import batches as batches_repo
+from shared.repositories import calls as calls_repo
+from shared.repositories import phone_numbers as numbers_repo
+from shared.schemas import (
+    BatchDetailResponse,
+    BatchResponse,
+    OutboundCallRecipient,
+    RecipientResponse,
+    SubmitBatchRequest,
+)
+from shared.settings import get_settings
+from shared.templates import placeholders, placeholders_in
+
+log = logging.getLogger(__name__)
+
+# A rejected 10,000-recipient batch should say what is wrong, not return megabytes.
+MAX_ERROR_ITEMS = 200
+DIALABLE_PROVIDERS = frozenset({"twilio"})
+
+
+def request_fingerprint(body: SubmitBatchRequest) -> str:
+    """A hash of the request, to tell a retried submit from a different one under one key."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _unix(value: datetime) -> int:
+    return int(value.timestamp())
+
+
+def _needed_tags(
+    recipient: OutboundCallRecipient, prompt_tags: set[str], first_message_tags: set[str]
+) -> set[str]:
+    """The placeholders a recipient must supply: the agent's, as overridden, and the override's."""
+    data = recipient.conversation_initiation_client_data
+    override = data.conversation_config_override if data else None
+    if override is None:
+        return prompt_tags | first_message_tags
+    agent = override.agent
+    needed = set()
+    prompt = agent.prompt.prompt if agent and agent.prompt else None
+    needed |= placeholders(prompt) if prompt is not None else prompt_tags
+    first = agent.first_message if agent else None
+    needed |= placeholders(first) if first is not None else first_message_tags
+    return needed | placeholders_in([override.model_dump(mode="json", exclude_none=True)])
+
+
+@dataclass
+class _Recipients:
+    rows: list[tuple[Any, ...]]
+    needs_caller_number: bool
+
+
+def _validate_recipients(
+    body: SubmitBatchRequest, batch_id: str, workspace_id: str, agent: Agent
+) -> _Recipients:
+    """Normalise and check every recipient; raise one 422 naming each bad one by index."""
+    errors: list[ErrorItem] = []
+    prompt_tags = placeholders(agent.prompt)
+    first_message_tags = placeholders(agent.first_message)
+    call_ids = new_ids("call", len(body.recipients))
+    seen_ids: set[str] = set()
+    rows: list[tuple[Any, ...]] = []
+    needs_caller_number = False
+    for index, recipient in enumerate(body.recipients):
+        loc: list[str | int] = ["body", "recipients", index]
+        phone: str | None = None
+        if recipient.phone_number:
+            needs_caller_number = True
+            try:
+                phone = normalize_e164(recipient.phone_number)
+            except InvalidPhoneNumber as exc:
+                errors.append(ErrorItem([*loc, "phone_number"], str(exc), "value_error.phone"))
+        elif not recipient.whatsapp_user_id:
+            errors.append(
+                ErrorItem(loc, "a recipient needs phone_number or whatsapp_user_id", "missing")
+            )
+        recipient_id = recipient.id or call_ids[index]
+        if recipient_id in seen_ids:
+            errors.append(
+                ErrorItem([*loc, "id"], f"recipient id '{recipient_id}' is repeated", "duplicate")
+            )
+        seen_ids.add(recipient_id)
+        data = recipient.conversation_initiation_client_data
+        supplied = data.dynamic_variables.keys() if data else set()
+        missing = _needed_tags(recipient, prompt_tags, first_message_tags) - set(supplied)
+        if missing:
+            names = ", ".join(f"'{m}'" for m in sorted(missing))
+            errors.append(
+                ErrorItem(
+                    [*loc, "conversation_initiation_client_data", "dynamic_variables"],
+                    f"no value for placeholder {names} used by the agent's prompt",
+                    "missing_dynamic_variable",
+                )
+            )
+        if len(errors) >= MAX_ERROR_ITEMS:
+            break
+        rows.append(
+            (
+                call_ids[index],
+                batch_id,
+                workspace_id,
+                index,
+                recipient_id,
+                phone,
+                recipient.whatsapp_user_id,
+                data.model_dump(mode="json", exclude_unset=True) if data else None,
+            )
+        )
+    if errors:
+        raise ValidationFailed(errors)
+    return _Recipients(rows=rows, needs_caller_number=needs_caller_number)
+
+
+def _caller_number(
+    session: Session, workspace_id: str, body: SubmitBatchRequest, needed: bool
+) -> PhoneNumber | None:
+    loc = ["body", "agent_phone_number_id"]
+    if body.agent_phone_number_id:
+        number = numbers_repo.get_phone_number(session, workspace_id, body.agent_phone_number_id)
+        if number is None:
+            raise ValidationFailed.one(
+                loc, f"phone number '{body.agent_phone_number_id}' not found", "not_found"
+            )
+    elif needed:
+        number = numbers_repo.default_phone_number(session, workspace_id)
+        if number is None:
+            raise ValidationFailed.one(
+                loc, "no caller number given and the workspace has none registered", "missing"
+            )
+    else:
+        return None
+    if number.provider not in DIALABLE_PROVIDERS:
+        raise ValidationFailed.one(
+            loc,
+            f"provider '{number.provider}' cannot place calls yet; use a twilio number",
+            "unsupported_provider",
+        )
+    return number
+
+
+def submit_batch(
+    session: Session, workspace_id: str, body: SubmitBatchRequest, idempotency_key: str | None
+) -> str:
+    """Store a batch and all its recipients in one transaction; start it after commit if due.
+
+    With an idempotency key already used for the same request within the TTL, nothing is
+    written and the first batch's id is returned.
+    """
+    settings = get_settings()
+    fingerprint = request_fingerprint(body) if idempotency_key else ""
+    if idempotency_key:
+        earlier = _earlier_batch(session, workspace_id, idempotency_key, fingerprint)
+        if earlier is not None:
+            return earlier
+
+    agent = agents_repo.get_agent(session, workspace_id, body.agent_id)
+    if agent is None:
+        raise ValidationFailed.one(
+            ["body", "agent_id"], f"agent '{body.agent_id}' not found", "not_found"
+        )
+    if body.timezone is not None:
+        try:
+            ZoneInfo(body.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValidationFailed.one(
+                ["body", "timezone"], f"unknown time zone '{body.timezone}'"
+            ) from exc
+    batch_id = new_id("batch")
+    recipients = _validate_recipients(body, batch_id, workspace_id, agent)
+    number = _caller_number(session, workspace_id, body, recipients.needs_caller_number)
+
+    if idempotency_key and not batches_repo.claim_idempotency_key(
+        session, workspace_id, idempotency_key, fingerprint, batch_id, settings.idempotency_ttl_s
+    ):
+        # A concurrent request with the same key committed first.
+        earlier = _earlier_batch(session, workspace_id, idempotency_key, fingerprint)
+        if earlier is None:
+            raise Conflict(["header", "Idempotency-Key"], "the key is in use; retry")
+        return earlier
+
+    now = datetime.now(UTC)
+    scheduled = (
+        datetime.fromtimestamp(body.scheduled_time_unix, UTC)
+        if body.scheduled_time_unix is not None
+        else now
+    )
+    batches_repo.insert_batch(
+        session,
+        {
+            "id": batch_id,
+            "workspace_id": workspace_id,
+            "name": body.call_name,
+            "agent_id": agent.id,
+            "phone_number_id": number.id if number else None,
+            "phone_provider": number.provider if number else None,
+            "status": "pending",
+            "scheduled_at": scheduled,
+            "whatsapp_params": body.whatsapp_params.model_dump(mode="json")
+            if body.whatsapp_params
+            else None,
+            "timezone": body.timezone,
+            "telephony_call_config": body.telephony_call_config.model_dump(mode="json")
+            if body.telephony_call_config
+            else None,
+            "target_concurrency_limit": body.target_concurrency_limit,
+            "prompt_template": agent.prompt,
+            "first_message_template": agent.first_message,
+            "total_recipients": len(recipients.rows),
+            "total_calls_scheduled": len(recipients.rows),
+        },
+    )
+    batches_repo.copy_calls(session, recipients.rows)
+    if scheduled <= now:
+        after_commit(session, lambda: messaging.publish(messaging.TASK_START_BATCH, [batch_id]))
+    return batch_id
+
+
+def _earlier_batch(session: Session, workspace_id: str, key: str, fingerprint: str) -> str | None:
+    earlier = batches_repo.find_idempotency_key(
+        session, workspace_id, key, get_settings().idempotency_ttl_s
+    )
+    if earlier is None:
+        return None
+    if earlier.request_hash != fingerprint:
+        raise Conflict(
+            ["header", "Idempotency-Key"],
+            "this Idempotency-Key was used for a different request within the last 24 hours",
+        )
+    return earlier.batch_id
+
+
+def _batch_response(row: Row[Any], cls: type[BatchResponse] = BatchResponse, **extra: Any) -> Any:
+    return cls(
+        id=row.id,
+        name=row.name,
+        agent_id=row.agent_id,
+        created_at_unix=_unix(row.created_at),
+        scheduled_time_unix=_unix(row.scheduled_at),
+        last_updated_at_unix=_unix(row.last_updated_at),
+        status=row.status,
+        agent_name=row.agent_name,
+        phone_number_id=row.phone_number_id,
+        phone_provider=row.phone_provider,
+        whatsapp_params=row.whatsapp_params,
+        total_calls_dispatched=row.total_calls_dispatched,
+        total_calls_scheduled=row.total_calls_scheduled,
+        total_calls_finished=row.total_calls_finished,
+        retry_count=row.retry_count,
+        timezone=row.timezone,
+        telephony_call_config=row.telephony_call_config,
+        target_concurrency_limit=row.target_concurrency_limit,
+        **extra,
+    )
+
+
+def get_batch(session: Session, workspace_id: str, batch_id: str) -> BatchResponse:
+    """The batch without its recipients, or 404."""
+    row = batches_repo.get_batch_row(session, workspace_id, batch_id)
+    if row is None:
+        raise NotFound(["path", "batch_id"], f"batch '{batch_id}' not found")
+    return _batch_response(row)
+
+
+def get_batch_detail(session: Session, workspace_id: str, batch_id: str) -> BatchDetailResponse:
+    """The batch and every recipient with its status, or 404."""
+    row = batches_repo.get_batch_row(session, workspace_id, batch_id)
+    if row is None:
+        raise NotFound(["path", "batch_id"], f"batch '{batch_id}' not found")
+    recipients = [
+        RecipientResponse(
+            id=r.recipient_id,
+            phone_number=r.phone_number,
+            whatsapp_user_id=r.whatsapp_user_id,
+            status=public_status(r.status),  # type: ignore[arg-type]
+            outcome=r.outcome,
+            attempts=r.attempts,
+            created_at_unix=_unix(r.created_at),
+            updated_at_unix=_unix(r.updated_at),
+            conversation_id=r.id if r.provider_call_sid else None,
+            provider_call_sid=r.provider_call_sid,
+            conversation_initiation_client_data=r.client_data,
+        )
+        for r in calls_repo.recipient_rows(session, batch_id)
+    ]
+    return _batch_response(row, BatchDetailResponse, recipients=recipients)
+
+
+def list_batches(
+    session: Session, workspace_id: str, limit: int, last_doc: str | None, agent_id: str | None
+) -> tuple[list[BatchResponse], bool]:
+    """One page of batches, newest first, and whether more follow."""
+    rows = batches_repo.list_batch_rows(session, workspace_id, limit + 1, last_doc, agent_id)
+    return [_batch_response(r) for r in rows[:limit]], len(rows) > limit
+
+
+def _fan_out(session: Session, batch_id: str) -> None:
+    call_ids = calls_repo.mark_batch_calls_enqueued(session, batch_id)
+    _publish_after_commit(session, messaging.TASK_DIAL, call_ids)
+
+
+def _publish_after_commit(session: Session, task_name: str, ids: Sequence[str]) -> None:
+    if ids:
+        after_commit(
+            session,
+            lambda: log.info(
+                "published %d %s", messaging.publish_many(task_name, ([i] for i in ids)), task_name
+            ),
+        )
+
+
+def start_batch(session: Session, batch_id: str) -> bool:
+    """pending → in_progress if due, and fan its recipients out as dial messages after commit."""
+    if not batches_repo.start_batch_if_due(session, batch_id):
+        return False
+    _fan_out(session, batch_id)
+    return True
+
+
+@dataclass(frozen=True)
+class TickReport:
+    """What one tick did."""
+
+    batches_started: int
+    calls_redriven: int
+    calls_reconciling: int
+
+
+def tick(session: Session) -> TickReport:
+    """Start due batches, re-drive calls whose messages were lost, and reconcile stale calls.
+
+    Every step claims rows with SKIP LOCKED or a guarded UPDATE, so two concurrent ticks (two
+    beats) split the work instead of doubling it.
+    """
+    settings = get_settings()
+    started = batches_repo.claim_due_batches(session, limit=50)
+    for batch_id in started:
+        _fan_out(session, batch_id)
+    # Only when the dial queue is empty can a published-but-pending call be presumed lost;
+    # otherwise its message may simply be waiting its turn.
+    queue_idle = messaging.queue_length(messaging.QUEUE_DIAL) == 0
+    redriven = calls_repo.redrive_candidates(
+        session,
+        stale_enqueued_after_s=settings.redrive_after_s if queue_idle else None,
+        limit=settings.tick_batch_limit,
+    )
+    _publish_after_commit(session, messaging.TASK_DIAL, redriven)
+    stale = calls_repo.stale_live_calls(
+        session,
+        dialing_after_s=settings.dial_stale_after_s,
+        live_after_s=settings.call_stale_after_s,
+        limit=settings.tick_batch_limit,
+    )
+    _publish_after_commit(session, messaging.TASK_RECONCILE, stale)
+    return TickReport(len(started), len(redriven), len(stale))

@@ -1,0 +1,245 @@
+"""Placing calls and driving them to a final state from provider reports."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from sqlalchemy import func
+from sqlalchemy.orm import Session
+
+from shared import callstate, messaging
+from shared.callstate import CounterDeltas, ProviderUpdate, Transition
+from shared.db import after_commit
+from shared.errors import NotFound, ProviderError
+from shared.repositories import batches as batches_repo
+from shared.repositories import calls as calls_repo
+from shared.schemas import AgentConfigResponse
+from shared.settings import get_settings
+from shared.telephony.base import DialRequest
+from shared.telephony.twilio import provider_for
+from shared.templates import render, render_tree
+from shared.urls import agent_config_url, twilio_status_callback_url, twilio_twiml_url
+
+log = logging.getLogger(__name__)
+
+Transaction = Callable[[], AbstractContextManager[Session]]
+
+# A dial the provider did not process (429, 5xx, unreachable) is handed back, due again after:
+TRANSIENT_RETRY_DELAY_S = 15.0
+
+
+def _apply(
+    session: Session, call_id: str, batch_id: str, transition: Transition, values: dict[str, Any]
+) -> bool:
+    """Apply a decided transition and move the counters it counts, in one transaction."""
+    if not calls_repo.apply_transition(session, call_id, transition, values):
+        return False
+    if transition.deltas.any():
+        batches_repo.move_counters(session, batch_id, transition.deltas)
+    return True
+
+
+def _update_values(update: ProviderUpdate) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "provider_call_sid": update.sid,
+        "provider_status": update.provider_status,
+    }
+    if update.status == callstate.IN_PROGRESS:
+        values["answered_at"] = func.now()
+    if update.status in callstate.FINAL:
+        values.update(
+            outcome=update.outcome,
+            ended_at=func.now(),
+            duration_s=update.duration_s,
+            error_code=update.error_code,
+            error_message=update.error_message,
+        )
+    return values
+
+
+def apply_provider_update(session: Session, call_id: str, update: ProviderUpdate) -> bool:
+    """Move a call forward on a provider report; duplicates and stale reports change nothing."""
+    locked = calls_repo.lock_call(session, call_id)
+    if locked is None:
+        log.warning("provider report for unknown call %s", call_id)
+        return False
+    snapshot, batch_id = locked
+    transition = callstate.plan_provider_update(snapshot, update)
+    if transition is None:
+        return False
+    return _apply(session, call_id, batch_id, transition, _update_values(update))
+
+
+def fail_claimed_call(
+    session: Session, call_id: str, outcome: str, error: ProviderError | None = None
+) -> bool:
+    """dialing → failed for a dial that can never succeed."""
+    locked = calls_repo.lock_call(session, call_id)
+    if locked is None:
+        return False
+    snapshot, batch_id = locked
+    transition = callstate.plan_dial_failure(snapshot, callstate.FAILED)
+    if transition is None:
+        return False
+    values: dict[str, Any] = {"outcome": outcome, "ended_at": func.now()}
+    if error is not None:
+        values.update(
+            error_code=str(error.code) if error.code is not None else None,
+            error_message=error.message[:1000],
+        )
+    return _apply(session, call_id, batch_id, transition, values)
+
+
+def fail_batch(session: Session, batch_id: str, reason: str) -> None:
+    """The batch cannot proceed: it ends failed and its undialed calls fail with it."""
+    if not batches_repo.fail_batch(session, batch_id, reason):
+        return
+    abandoned = calls_repo.abandon_pending_calls(session, batch_id, callstate.OUTCOME_BATCH_FAILED)
+    if abandoned:
+        batches_repo.move_counters(
+            session, batch_id, CounterDeltas(finished=abandoned, final=abandoned)
+        )
+
+
+def dial_call(call_id: str, transaction: Transaction) -> str:
+    """Claim, render and place one call; returns what happened, for logs and tests.
+
+    Three short transactions: the claim (with the rendered prompt), the provider request
+    outside any transaction, then recording the provider's answer.
+    """
+    settings = get_settings()
+    token = uuid.uuid4().hex
+    with transaction() as session:
+        row = calls_repo.claim_for_dial(session, call_id, token)
+        if row is None:
+            return "not_claimed"
+        if row.phone_number is None:
+            fail_claimed_call(session, call_id, callstate.OUTCOME_WHATSAPP_UNSUPPORTED)
+            return "whatsapp_unsupported"
+        data: dict[str, Any] = row.client_data or {}
+        variables: dict[str, Any] = data.get("dynamic_variables") or {}
+        override = data.get("conversation_config_override")
+        agent_override = (override or {}).get("agent") or {}
+        prompt = ((agent_override.get("prompt") or {}).get("prompt")) or row.prompt_template
+        first_message = agent_override.get("first_message") or row.first_message_template
+        calls_repo.store_rendered(
+            session,
+            call_id,
+            render(prompt, variables),
+            render(first_message, variables),
+            render_tree(override, variables) if override else None,
+        )
+    config = row.telephony_call_config or {}
+    request = DialRequest(
+        call_id=call_id,
+        to=row.phone_number,
+        from_=row.caller_number,
+        twiml_url=twilio_twiml_url(call_id, settings),
+        status_callback_url=twilio_status_callback_url(call_id, settings),
+        ringing_timeout_s=config.get("ringing_timeout_secs") or settings.default_ringing_timeout_s,
+    )
+    try:
+        placed = provider_for(row.credentials_ref).place_call(request)
+    except ProviderError as error:
+        with transaction() as session:
+            return _record_dial_error(session, call_id, row.batch_id, token, error)
+    update = callstate.from_twilio(placed.sid, placed.provider_status) or ProviderUpdate(
+        sid=placed.sid, status=callstate.DISPATCHED, provider_status=placed.provider_status
+    )
+    with transaction() as session:
+        apply_provider_update(session, call_id, update)
+    return "dispatched"
+
+
+def _record_dial_error(
+    session: Session, call_id: str, batch_id: str, token: str, error: ProviderError
+) -> str:
+    if error.auth_failed:
+        log.error(
+            "provider rejected our credentials; failing batch %s: %s", batch_id, error.message
+        )
+        fail_claimed_call(session, call_id, callstate.OUTCOME_PROVIDER_AUTH_FAILED, error)
+        fail_batch(session, batch_id, f"provider rejected the credentials: {error.message}")
+        return "auth_failed"
+    if error.ambiguous:
+        # The call may exist: leave it claimed; the tick reconciles it with the provider before
+        # anything dials this recipient again.
+        log.warning("ambiguous dial of %s: %s", call_id, error.message)
+        return "ambiguous"
+    if error.retryable:
+        calls_repo.release_claim(session, call_id, token, TRANSIENT_RETRY_DELAY_S)
+        return "deferred"
+    fail_claimed_call(session, call_id, callstate.OUTCOME_PROVIDER_ERROR, error)
+    return "rejected"
+
+
+def reconcile_call(call_id: str, transaction: Transaction) -> str:
+    """Ask the provider about a call whose answer or final callback never came."""
+    with transaction() as session:
+        row = calls_repo.reconcile_row(session, call_id)
+    if row is None or row.status not in callstate.LIVE:
+        return "nothing_to_do"
+    provider = provider_for(row.credentials_ref or "default")
+    try:
+        if row.status == callstate.DIALING:
+            found = provider.find_call(row.phone_number, row.caller_number, row.claimed_at)
+        else:
+            found = provider.fetch_call(row.provider_call_sid) if row.provider_call_sid else None
+    except ProviderError as error:
+        log.warning("reconciling %s failed, will retry next tick: %s", call_id, error.message)
+        return "provider_unavailable"
+    with transaction() as session:
+        if (
+            found is not None
+            and row.status == callstate.DIALING
+            and calls_repo.sid_taken(session, found.sid, call_id)
+        ):
+            found = None  # a call to the same number made for another recipient
+        if found is not None:
+            apply_provider_update(session, call_id, found)
+            return "updated"
+        if row.status == callstate.DIALING and calls_repo.release_claim(
+            session, call_id, row.claim_token, 0
+        ):
+            # The provider has no such call: the dial never happened, so dial again now.
+            after_commit(session, lambda: messaging.publish(messaging.TASK_DIAL, [call_id]))
+            return "redial"
+    return "unchanged"
+
+
+def agent_config(session: Session, call_id: str) -> AgentConfigResponse:
+    """The rendered prompt, first message and settings the voice-agent runtime runs a call with."""
+    row = calls_repo.agent_config_row(session, call_id)
+    if row is None or row.rendered_prompt is None:
+        raise NotFound(["path", "call_id"], f"call '{call_id}' not found")
+    data = row.client_data or {}
+    return AgentConfigResponse(
+        call_id=row.id,
+        batch_id=row.batch_id,
+        agent_id=row.agent_id,
+        prompt=row.rendered_prompt,
+        first_message=row.rendered_first_message or "",
+        language=row.language,
+        llm=row.llm,
+        voice=row.voice or {},
+        dynamic_variables=data.get("dynamic_variables") or {},
+        conversation_config_override=row.rendered_override,
+    )
+
+
+def twiml_for_call(call_id: str) -> str:
+    """The TwiML a call starts with: stream the audio to the voice-agent runtime."""
+    settings = get_settings()
+    config_url = agent_config_url(call_id, settings)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
+        f"<Stream url={quoteattr(settings.voice_runtime_url)}>"
+        f'<Parameter name="call_id" value={quoteattr(call_id)}/>'
+        f'<Parameter name="agent_config_url" value={quoteattr(config_url)}/>'
+        "</Stream></Connect></Response>"
+    )

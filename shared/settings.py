@@ -1,0 +1,76 @@
+"""Switchboard's one settings object, read from the environment (prefix ``SWITCHBOARD_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SANDBOX_ACCOUNT_SID = "AC00000000000000000000000000000000"
+SANDBOX_AUTH_TOKEN = "sandbox-auth-token"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the API, the workers and beat; defaults suit the embedded dev stack."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql+psycopg2://postgres@127.0.0.1:5432/switchboard",
+        validation_alias=AliasChoices("DATABASE_URL", "SWITCHBOARD_DATABASE_URL"),
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "SWITCHBOARD_REDIS_URL"),
+    )
+    # Every Redis key Switchboard writes (queues, unacked messages) starts with this prefix, so
+    # several deployments or test runs can share one Redis without seeing each other's messages.
+    redis_key_prefix: str = "switchboard:"
+
+    # The address providers use to reach our callback and TwiML endpoints.
+    public_base_url: str = "http://127.0.0.1:8000"
+    # Signs the per-call agent-config URLs handed to the voice-agent runtime.
+    signing_secret: str = "dev-signing-secret-change-me"
+    # Where the voice-agent runtime accepts the media stream of a call.
+    voice_runtime_url: str = "wss://127.0.0.1:8765/media"
+
+    # Twilio credentials; when the account SID is empty the sandbox carrier is used.
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    sandbox_url: str = "http://127.0.0.1:8055"
+    provider_connect_timeout_s: float = 5.0
+    provider_read_timeout_s: float = 10.0
+
+    db_pool_size: int = 20
+    db_max_overflow: int = 10
+
+    # Celery. The visibility timeout must exceed the longest time a message may stay unacked.
+    visibility_timeout_s: int = 3600
+    worker_prefetch_multiplier: int = 1
+    # Beat: how often the tick starts due batches, re-drives lost messages and reaps stale calls.
+    tick_interval_s: float = 5.0
+    # A pending call whose dial message was published longer ago than this, while the dial
+    # queue is empty, is published again (its message was lost, e.g. Redis restarted empty).
+    redrive_after_s: float = 60.0
+    # A call claimed for dialing longer ago than this is reconciled with the provider: the
+    # worker that claimed it died between claiming and recording the provider's answer.
+    dial_stale_after_s: float = 90.0
+    # A call the provider accepted but whose final callback has not come after this long is
+    # reconciled by fetching its status from the provider.
+    call_stale_after_s: float = 4 * 3600.0
+    # How many stale rows one tick handles per kind, so a tick stays short.
+    tick_batch_limit: int = 2000
+
+    idempotency_ttl_s: int = 24 * 3600
+    max_recipients_per_batch: int = 10_000
+    default_ringing_timeout_s: int = 60
+
+    flower_user: str = "admin"
+    flower_password: str = "switchboard"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

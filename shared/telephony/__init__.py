@@ -1,0 +1,1 @@
+"""Telephony providers: placing calls, looking them up, and verifying their callbacks."""

@@ -1,0 +1,178 @@
+"""Twilio, through the official SDK. With no credentials configured the client talks to the
+sandbox carrier (``settings.sandbox_url``), a Twilio-compatible server on loopback."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from shared.callstate import ProviderUpdate, from_twilio
+from shared.errors import ProviderError
+from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings, get_settings
+from shared.telephony.base import DialRequest, PlacedCall
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+AUTH_ERROR_CODES = {20003, 20005}
+# Requests the provider did not process: safe to send again after a pause.
+RETRY_PAUSES_S = (0.2, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class TwilioAccount:
+    """Credentials of one Twilio account, and where its REST API lives."""
+
+    account_sid: str
+    auth_token: str
+    api_base_url: str | None = None  # None: Twilio itself
+
+
+def account_for(settings: Settings, credentials_ref: str = "default") -> TwilioAccount:
+    """The account a caller number's ``credentials_ref`` names.
+
+    Only the ``default`` account (from settings) exists so far; with no Twilio credentials
+    configured it is the sandbox carrier's account.
+    """
+    del credentials_ref  # every number uses the default account until a secret store exists
+    if settings.twilio_account_sid:
+        return TwilioAccount(settings.twilio_account_sid, settings.twilio_auth_token)
+    return TwilioAccount(SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, settings.sandbox_url)
+
+
+def callback_is_authentic(
+    url: str, params: Mapping[str, str], signature: str, settings: Settings | None = None
+) -> bool:
+    """Whether ``X-Twilio-Signature`` proves the callback came from our Twilio account."""
+    account = account_for(settings or get_settings())
+    if params.get("AccountSid") not in (None, account.account_sid):
+        return False
+    return bool(RequestValidator(account.auth_token).validate(url, dict(params), signature))
+
+
+def _provider_error(exc: Exception) -> ProviderError:
+    if isinstance(exc, TwilioRestException):
+        status = exc.status
+        code = exc.code
+        message = exc.msg if isinstance(exc.msg, str) else str(exc)
+        return ProviderError(
+            f"twilio {status}/{code}: {message}",
+            status=status,
+            code=code,
+            retryable=status == 429 or status >= 500 or code == 20429,
+            auth_failed=status == 401 or code in AUTH_ERROR_CODES,
+        )
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or (
+        isinstance(exc, requests.exceptions.ConnectionError) and "NewConnectionError" in repr(exc)
+    ):
+        # The connection was never made, so the request was never sent.
+        return ProviderError(f"twilio unreachable: {exc}", retryable=True)
+    # Anything else after the request may have been sent: treat as ambiguous, never re-dial.
+    return ProviderError(f"twilio request failed: {exc!r}", ambiguous=True)
+
+
+class TwilioProvider:
+    """One Twilio account; thread-safe (one SDK client per thread)."""
+
+    def __init__(self, account: TwilioAccount, settings: Settings | None = None) -> None:
+        self.account = account
+        self.settings = settings or get_settings()
+        self._local = threading.local()
+
+    def _client(self) -> Client:
+        client: Client | None = getattr(self._local, "client", None)
+        if client is None:
+            # The SDK's default http client has no timeout at all: always pass one.
+            timeout: Any = (
+                self.settings.provider_connect_timeout_s,
+                self.settings.provider_read_timeout_s,
+            )
+            http_client = TwilioHttpClient(timeout=timeout)
+            client = Client(
+                self.account.account_sid, self.account.auth_token, http_client=http_client
+            )
+            if self.account.api_base_url:
+                client.api.base_url = self.account.api_base_url.rstrip("/")
+            self._local.client = client
+        return client
+
+    def _call(self, request: Callable[[], T]) -> T:
+        """Run one REST request, resending it only when the provider did not process it."""
+        for pause in (*RETRY_PAUSES_S, None):
+            try:
+                return request()
+            except Exception as exc:
+                error = _provider_error(exc)
+                if not error.retryable or pause is None:
+                    raise error from exc
+                log.warning("provider request not processed (%s); retrying", error.message)
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def place_call(self, request: DialRequest) -> PlacedCall:
+        """Place the call with our TwiML and status-callback URLs."""
+        call = self._call(
+            lambda: self._client().calls.create(
+                to=request.to,
+                from_=request.from_,
+                url=request.twiml_url,
+                method="POST",
+                status_callback=request.status_callback_url,
+                status_callback_method="POST",
+                status_callback_event=STATUS_EVENTS,
+                timeout=request.ringing_timeout_s,
+            )
+        )
+        return PlacedCall(sid=str(call.sid), provider_status=str(call.status))
+
+    def find_call(self, to: str, from_: str, since: datetime) -> ProviderUpdate | None:
+        """The newest call to ``to`` from ``from_`` since ``since`` (allowing clock skew)."""
+        calls = self._call(
+            lambda: self._client().calls.list(
+                to=to, from_=from_, start_time_after=since - timedelta(minutes=1), limit=20
+            )
+        )
+        if not calls:
+            return None
+        newest = calls[0]
+        return from_twilio(
+            str(newest.sid),
+            str(newest.status),
+            answered_by=newest.answered_by,
+            duration=newest.duration,
+        )
+
+    def fetch_call(self, sid: str) -> ProviderUpdate | None:
+        """The call's current status at Twilio."""
+        call = self._call(lambda: self._client().calls(sid).fetch())
+        return from_twilio(
+            str(call.sid), str(call.status), answered_by=call.answered_by, duration=call.duration
+        )
+
+
+_providers: dict[str, TwilioProvider] = {}
+_providers_lock = threading.Lock()
+
+
+def provider_for(credentials_ref: str) -> TwilioProvider:
+    """The process-wide provider for a caller number's credentials."""
+    settings = get_settings()
+    account = account_for(settings, credentials_ref)
+    with _providers_lock:
+        provider = _providers.get(account.account_sid)
+        if provider is None:
+            provider = _providers[account.account_sid] = TwilioProvider(account, settings)
+        return provider

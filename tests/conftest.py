@@ -1,0 +1,119 @@
+"""Session fixtures: real PostgreSQL and Redis (the ones in DATABASE_URL / REDIS_URL, or
+embedded servers started here), a migrated template database, and a running stack."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from shared.db import migrate
+from shared.services.workspaces import create_api_key
+from tests.support import Stack, create_database, drop_database, running_stack
+
+
+@pytest.fixture(scope="session")
+def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(PostgreSQL server URL, Redis URL): from the environment, else embedded servers."""
+    from cli.devstack import start_embedded_postgres, start_embedded_redis
+
+    started: list[Any] = []
+    database_url = os.environ.get("DATABASE_URL")
+    redis_url = os.environ.get("REDIS_URL")
+    state = Path(tmp_path_factory.mktemp("services"))
+    try:
+        if not database_url:
+            server = start_embedded_postgres(state / "pg")
+            started.append(server)
+            database_url = server.url
+        if not redis_url:
+            server = start_embedded_redis(state / "redis")
+            started.append(server)
+            redis_url = server.url
+        # A configured server that does not answer fails the run; it is never skipped.
+        redis.Redis.from_url(redis_url, socket_timeout=5).ping()
+        yield database_url, redis_url
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_database(service_urls: tuple[str, str]) -> Iterator[str]:
+    """A database migrated to head, copied by every stack."""
+    server_url, _ = service_urls
+    name = f"sbtest_template_{uuid.uuid4().hex[:8]}"
+    url = create_database(server_url, name)
+    migrate(url)
+    # Engines from migrate are disposed; nobody may stay connected to a template.
+    yield name
+    drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def stack(
+    service_urls: tuple[str, str], template_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The shared stack: API, one worker on every queue, and beat ticking every second."""
+    server_url, redis_url = service_urls
+    with running_stack(
+        server_url,
+        template_database,
+        redis_url,
+        Path(tmp_path_factory.mktemp("stack")),
+        sandbox={"fetch_twiml": True},
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def make_stack(
+    service_urls: tuple[str, str], template_database: str, tmp_path: Path
+) -> Iterator[Any]:
+    """Start an extra, isolated stack (for tests that kill or reconfigure processes)."""
+    server_url, redis_url = service_urls
+    stacks: list[Any] = []
+
+    def make(**kwargs: Any) -> Stack:
+        context = running_stack(
+            server_url, template_database, redis_url, tmp_path / f"stack{len(stacks)}", **kwargs
+        )
+        stacks.append(context)
+        return context.__enter__()
+
+    yield make
+    for context in reversed(stacks):
+        context.__exit__(None, None, None)
+
+
+def new_api_key(stack: Stack, workspace: str | None = None) -> str:
+    """A fresh workspace in the stack's database and an API key for it."""
+    engine = create_engine(stack.database_url)
+    try:
+        with Session(engine) as session:
+            key = create_api_key(session, workspace or f"ws-{uuid.uuid4().hex[:8]}")
+            session.commit()
+        return key
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def api_key(stack: Stack) -> str:
+    """An API key of a new workspace on the shared stack."""
+    return new_api_key(stack)
+
+
+@pytest.fixture
+def client(stack: Stack, api_key: str) -> Iterator[httpx.Client]:
+    """An HTTP client of a new workspace on the shared stack."""
+    with stack.client(api_key) as http:
+        yield http

@@ -1,0 +1,292 @@
+"""Test harness: a real Switchboard stack (API, Celery workers, beat) in child processes, on a
+database and a Redis key prefix of its own, dialing the sandbox carrier on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+from sandbox import SandboxCarrier, SandboxConfig
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL_QUEUES = "batch-control,dial,status"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition"
+) -> Any:
+    """Poll until ``predicate`` returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _admin_connection(server_url: str) -> Any:
+    url = make_url(server_url).set(database="postgres")
+    params: dict[str, Any] = {"dbname": url.database, "user": url.username or "postgres"}
+    if url.password:
+        params["password"] = url.password
+    if url.host:
+        params["host"] = url.host
+    if url.port:
+        params["port"] = url.port
+    host = url.query.get("host")
+    if host:
+        params["host"] = host if isinstance(host, str) else host[0]
+    connection = psycopg2.connect(**params)
+    connection.autocommit = True
+    return connection
+
+
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    """Create database ``name`` on the server of ``server_url``; its URL."""
+    with (
+        contextlib.closing(_admin_connection(server_url)) as connection,
+        connection.cursor() as cur,
+    ):
+        suffix = f" TEMPLATE {template}" if template else ""
+        cur.execute(f'CREATE DATABASE "{name}"{suffix}')
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database ``name``, disconnecting whoever is still in it."""
+    with (
+        contextlib.closing(_admin_connection(server_url)) as connection,
+        connection.cursor() as cur,
+    ):
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Stack:
+    """One isolated Switchboard deployment under test."""
+
+    database_url: str
+    redis_url: str
+    redis_prefix: str
+    carrier: SandboxCarrier
+    log_dir: Path
+    api_port: int = field(default_factory=free_port)
+    settings_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment every process of this stack runs with."""
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=self.database_url,
+            REDIS_URL=self.redis_url,
+            SWITCHBOARD_REDIS_KEY_PREFIX=self.redis_prefix,
+            SWITCHBOARD_PUBLIC_BASE_URL=self.api_url,
+            SWITCHBOARD_SANDBOX_URL=self.carrier.base_url,
+            SWITCHBOARD_TWILIO_ACCOUNT_SID="",
+            SWITCHBOARD_TICK_INTERVAL_S="1",
+            SWITCHBOARD_REDRIVE_AFTER_S="3",
+            SWITCHBOARD_DIAL_STALE_AFTER_S="12",
+            SWITCHBOARD_CALL_STALE_AFTER_S="30",
+            SWITCHBOARD_PROVIDER_CONNECT_TIMEOUT_S="1",
+            SWITCHBOARD_PROVIDER_READ_TIMEOUT_S="2",
+            SWITCHBOARD_DB_POOL_SIZE="10",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.settings_env)
+        return env
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open by the child
+        process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def start_api(self) -> None:
+        """uvicorn on 127.0.0.1, waiting until /healthz answers."""
+        self._spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.api_port),
+                "--log-level",
+                "warning",
+            ],
+        )
+        wait_for(self._api_up, 30, what="the API to answer /healthz")
+
+    def _api_up(self) -> bool:
+        try:
+            return httpx.get(self.api_url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_worker(
+        self,
+        name: str = "worker",
+        queues: str = ALL_QUEUES,
+        pool: str = "threads",
+        concurrency: int = 8,
+    ) -> subprocess.Popen[bytes]:
+        """A real Celery worker process consuming ``queues``."""
+        process = self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "-Q",
+                queues,
+                "-P",
+                pool,
+                "-c",
+                str(concurrency),
+                "-n",
+                f"{name}-{uuid.uuid4().hex[:6]}@%h",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        )
+        return process
+
+    def start_beat(self) -> None:
+        """Celery beat with the tick schedule (every second here)."""
+        self._spawn(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "-s",
+                str(self.log_dir / "beat-schedule"),
+            ],
+        )
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal a process's whole group (a worker and its pool children)."""
+        process = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop every process: SIGTERM, then SIGKILL for stragglers."""
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+        self.processes.clear()
+
+    def client(self, api_key: str) -> httpx.Client:
+        """An HTTP client authenticated as a workspace."""
+        return httpx.Client(base_url=self.api_url, headers={"x-api-key": api_key}, timeout=60)
+
+    def raw_client(self) -> httpx.Client:
+        """An HTTP client without credentials."""
+        return httpx.Client(base_url=self.api_url, timeout=60)
+
+    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run one query against the stack's database (for recounts and assertions)."""
+        connection = psycopg2.connect(
+            make_url(self.database_url)
+            .render_as_string(hide_password=False)
+            .replace("postgresql+psycopg2", "postgresql")
+        )
+        try:
+            with connection, connection.cursor() as cur:
+                cur.execute(query, params)
+                return cur.fetchall() if cur.description else []
+        finally:
+            connection.close()
+
+
+@contextlib.contextmanager
+def running_stack(
+    server_url: str,
+    template: str,
+    redis_url: str,
+    tmp: Path,
+    sandbox: dict[str, Any] | None = None,
+    settings_env: dict[str, str] | None = None,
+    workers: int = 1,
+    beat: bool = True,
+) -> Iterator[Stack]:
+    """A fresh database from the migrated template, a key prefix, a carrier, API and workers."""
+    name = f"sbtest_{uuid.uuid4().hex[:10]}"
+    database_url = create_database(server_url, name, template)
+    carrier = SandboxCarrier(SandboxConfig.from_dict(sandbox or {})).start()
+    tmp.mkdir(parents=True, exist_ok=True)
+    stack = Stack(
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix=f"{name}:",
+        carrier=carrier,
+        log_dir=tmp,
+        settings_env=settings_env or {},
+    )
+    try:
+        stack.start_api()
+        for index in range(workers):
+            stack.start_worker(name=f"worker{index}")
+        if beat:
+            stack.start_beat()
+        yield stack
+    finally:
+        stack.stop()
+        carrier.stop()
+        drop_database(server_url, name)

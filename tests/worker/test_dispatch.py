@@ -1,0 +1,268 @@
+"""End to end with real worker processes: exact counters, duplicates, crashes, schedules."""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+import httpx
+from twilio.request_validator import RequestValidator
+
+from shared import messaging
+from shared.settings import SANDBOX_AUTH_TOKEN
+from tests.conftest import new_api_key
+from tests.factories import create_agent, recipients, register_number, submit
+from tests.support import Stack, wait_for
+
+MIXED_OUTCOMES = {
+    "seed": 11,
+    "rules": [
+        {
+            "pattern": "*",
+            "outcome": {
+                "completed": 0.5,
+                "busy": 0.15,
+                "no-answer": 0.15,
+                "voicemail": 0.1,
+                "failed": 0.1,
+            },
+            "ring_seconds": 0.02,
+            "talk_seconds": 0.05,
+        }
+    ],
+    "duplicate_callbacks_probability": 0.3,
+    "shuffle_callbacks": True,
+}
+
+RECOUNT = """
+SELECT count(*),
+       count(*) FILTER (WHERE first_dispatched_at IS NOT NULL),
+       count(*) FILTER (WHERE status IN ('completed', 'failed', 'voicemail')),
+       coalesce(sum(greatest(attempts - 1, 0)), 0),
+       count(*) FILTER (WHERE status IN ('completed', 'failed', 'voicemail', 'cancelled'))
+FROM calls WHERE batch_id = %s
+"""
+
+
+def batch_state(client: httpx.Client, batch_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/voiceai/batch-calling/{batch_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def wait_final(client: httpx.Client, batch_id: str, timeout: float) -> dict[str, Any]:
+    return dict(
+        wait_for(
+            lambda: (lambda b: b if b["status"] in ("completed", "failed") else None)(
+                batch_state(client, batch_id)
+            ),
+            timeout,
+            interval=0.5,
+            what=f"batch {batch_id} to end",
+        )
+    )
+
+
+def assert_counters_match_rows(stack: Stack, batch: dict[str, Any]) -> None:
+    total, dispatched, finished, retries, final = stack.sql(RECOUNT, batch["id"])[0]
+    assert batch["total_calls_scheduled"] == total
+    assert batch["total_calls_dispatched"] == dispatched
+    assert batch["total_calls_finished"] == finished
+    assert batch["retry_count"] == retries
+    assert final == total
+
+
+def dial_counts(stack: Stack) -> collections.Counter[str]:
+    return collections.Counter(call["to"] for call in stack.carrier.calls())
+
+
+def setup_workspace(stack: Stack) -> tuple[httpx.Client, str, str]:
+    client = stack.client(new_api_key(stack))
+    return client, create_agent(client), register_number(client)
+
+
+def test_thousand_recipients_mixed_outcomes_counters_equal_recount(make_stack):
+    stack = make_stack(sandbox=MIXED_OUTCOMES)
+    client, agent_id, number_id = setup_workspace(stack)
+    response = submit(client, agent_id, number_id, recipients(1000))
+    assert response.status_code == 200, response.text
+    batch = wait_final(client, response.json()["id"], timeout=150)
+
+    assert batch["status"] == "completed"
+    assert_counters_match_rows(stack, batch)
+    assert batch["total_calls_scheduled"] == 1000
+    assert batch["total_calls_dispatched"] == 1000
+    assert batch["total_calls_finished"] == 1000
+    counts = dial_counts(stack)
+    assert len(counts) == 1000 and set(counts.values()) == {1}
+    # Every recipient ended as the carrier played its call out.
+    played = {c["to"]: c["outcome"] for c in stack.carrier.calls()}
+    expected = {
+        "completed": ("completed", "answered"),
+        "busy": ("failed", "busy"),
+        "no-answer": ("failed", "no_answer"),
+        "voicemail": ("voicemail", "voicemail"),
+        "failed": ("failed", "call_failed"),
+    }
+    for recipient in batch["recipients"]:
+        assert (recipient["status"], recipient["outcome"]) == expected[
+            played[recipient["phone_number"]]
+        ]
+    assert {r["outcome"] for r in batch["recipients"]} == {
+        "answered",
+        "busy",
+        "no_answer",
+        "voicemail",
+        "call_failed",
+    }
+    assert stack.carrier.stats()["callbacks_sent"] > 4000
+
+
+def test_duplicate_dial_and_status_deliveries_change_nothing(stack: Stack):
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(2, "+1646555", 800)).json()["id"]
+    before = wait_final(client, batch_id, timeout=60)
+    call_ids = [
+        r[0]
+        for r in stack.sql("SELECT id FROM calls WHERE batch_id = %s ORDER BY position", batch_id)
+    ]
+
+    # The same dial message delivered again, to the real worker, three times over.
+    messaging_env = stack.env()
+    for _ in range(3):
+        _publish(messaging_env, messaging.TASK_DIAL, [[cid] for cid in call_ids])
+
+    # The same final status callback delivered again, correctly signed.
+    (sid,) = stack.sql("SELECT provider_call_sid FROM calls WHERE id = %s", call_ids[0])[0]
+    url = f"{stack.api_url}/v1/telephony/twilio/status/{call_ids[0]}"
+    for status in ("completed", "in-progress", "ringing", "busy"):
+        params = {
+            "AccountSid": "AC00000000000000000000000000000000",
+            "CallSid": sid,
+            "CallStatus": status,
+            "CallDuration": "3",
+        }
+        signature = RequestValidator(SANDBOX_AUTH_TOKEN).compute_signature(url, params)
+        response = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature})
+        assert response.status_code == 204
+    time.sleep(3)  # let the worker take every duplicate
+
+    after = batch_state(client, batch_id)
+    for counter in ("total_calls_dispatched", "total_calls_finished", "retry_count"):
+        assert after[counter] == before[counter]
+    assert [r["status"] for r in after["recipients"]] == [r["status"] for r in before["recipients"]]
+    assert dial_counts(stack)["+16465550800"] == 1 and dial_counts(stack)["+16465550801"] == 1
+    assert_counters_match_rows(stack, after)
+
+
+def _publish(env: dict[str, str], task: str, arg_lists: list[list[str]]) -> None:
+    """Publish with the stack's broker settings from this process."""
+    from celery import Celery
+
+    from shared.messaging import TASK_QUEUES, celery_config
+    from shared.settings import Settings
+
+    settings = Settings.model_validate(
+        {
+            "DATABASE_URL": env["DATABASE_URL"],
+            "REDIS_URL": env["REDIS_URL"],
+            "redis_key_prefix": env["SWITCHBOARD_REDIS_KEY_PREFIX"],
+        }
+    )
+    app = Celery("publisher")
+    app.conf.update(celery_config(settings))
+    with app.producer_or_acquire() as producer:
+        for args in arg_lists:
+            app.send_task(task, args=args, queue=TASK_QUEUES[task], producer=producer)
+
+
+def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(make_stack):
+    slow = {
+        "seed": 3,
+        "rules": [{"pattern": "*", "api_latency_ms": 30, "ring_seconds": 0.3, "talk_seconds": 0.5}],
+    }
+    stack = make_stack(sandbox=slow, workers=1)
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(300)).json()["id"]
+    wait_for(
+        lambda: batch_state(client, batch_id)["total_calls_dispatched"] >= 60,
+        60,
+        what="the batch to be well under way",
+    )
+    stack.kill("worker0")
+    mid = batch_state(client, batch_id)
+    assert mid["status"] == "in_progress" and mid["total_calls_finished"] < 300
+    stack.start_worker(name="worker-restarted")
+    batch = wait_final(client, batch_id, timeout=150)
+
+    assert batch["status"] == "completed"
+    assert_counters_match_rows(stack, batch)
+    assert batch["total_calls_dispatched"] == 300 and batch["total_calls_finished"] == 300
+    counts = dial_counts(stack)
+    assert len(counts) == 300 and max(counts.values()) == 1, counts.most_common(3)
+
+
+def test_scheduled_batch_starts_only_when_its_time_comes(stack: Stack):
+    client, agent_id, number_id = setup_workspace(stack)
+    start_at = int(time.time()) + 4
+    response = submit(
+        client, agent_id, number_id, recipients(3, "+1646555", 900), scheduled_time_unix=start_at
+    )
+    batch = response.json()
+    assert batch["status"] == "pending" and batch["scheduled_time_unix"] == start_at
+    time.sleep(2)
+    assert batch_state(client, batch["id"])["status"] == "pending"
+    assert not [c for c in stack.carrier.calls() if c["to"].startswith("+164655509")]
+    final = wait_final(client, batch["id"], timeout=30)
+    assert final["status"] == "completed" and final["total_calls_finished"] == 3
+    placed = [c for c in stack.carrier.calls() if c["to"].startswith("+164655509")]
+    assert len(placed) == 3 and min(c["created_at"] for c in placed) >= start_at
+
+
+def test_rejected_credentials_fail_the_batch(make_stack):
+    stack = make_stack(sandbox={"accounts": {"AC00000000000000000000000000000000": "rotated"}})
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(20, "+1646555", 1000)).json()["id"]
+    batch = wait_for(
+        lambda: (lambda b: b if b["total_calls_finished"] == 20 else None)(
+            batch_state(client, batch_id)
+        ),
+        60,
+        what="every call of the failed batch to end",
+    )
+    assert batch["status"] == "failed"
+    outcomes = collections.Counter(r["outcome"] for r in batch["recipients"])
+    assert set(outcomes) <= {"provider_auth_failed", "batch_failed"}
+    assert outcomes["provider_auth_failed"] >= 1
+    assert batch["total_calls_finished"] == 20 and batch["total_calls_dispatched"] == 0
+    assert not stack.carrier.calls()
+
+
+def test_provider_rejection_fails_the_call_with_the_providers_message(make_stack):
+    stack = make_stack(
+        sandbox={
+            "rules": [
+                {
+                    "pattern": "+16465551100",
+                    "http_error": 400,
+                    "error_code": 21217,
+                    "error_message": "Phone number does not appear to be valid",
+                }
+            ]
+        }
+    )
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(2, "+1646555", 1100)).json()["id"]
+    batch = wait_final(client, batch_id, timeout=60)
+    assert batch["status"] == "completed"
+    rejected, placed = batch["recipients"]
+    assert (rejected["status"], rejected["outcome"]) == ("failed", "provider_error")
+    error = stack.sql(
+        "SELECT error_code, error_message FROM calls WHERE provider_call_sid IS NULL"
+        " AND batch_id = %s",
+        batch_id,
+    )
+    assert error[0][0] == "21217" and "does not appear" in error[0][1]
+    assert placed["status"] == "completed"
+    assert_counters_match_rows(stack, batch)

@@ -1,0 +1,62 @@
+"""Tasks: each loads ids, calls a service, and decides retry or not. Names are stable."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shared import messaging
+from shared.callstate import from_twilio
+from shared.db import transaction
+from shared.services import batches as batches_service
+from shared.services import calls as calls_service
+from worker.app import app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=messaging.TASK_START_BATCH)
+def start_batch(batch_id: str) -> bool:
+    """Start a submitted batch whose time has come and fan its recipients out."""
+    with transaction() as session:
+        return batches_service.start_batch(session, batch_id)
+
+
+@app.task(name=messaging.TASK_TICK)
+def tick() -> dict[str, int]:
+    """Beat's heartbeat: start due batches, re-drive lost messages, reconcile stale calls."""
+    with transaction() as session:
+        report = batches_service.tick(session)
+    if report.batches_started or report.calls_redriven or report.calls_reconciling:
+        log.info("tick: %s", report)
+    return report.__dict__
+
+
+@app.task(name=messaging.TASK_DIAL)
+def dial(call_id: str) -> str:
+    """Claim and place one call."""
+    return calls_service.dial_call(call_id, transaction)
+
+
+@app.task(name=messaging.TASK_APPLY_STATUS)
+def apply_status(call_id: str, report: dict[str, Any]) -> bool:
+    """Apply one provider status callback to its call."""
+    update = from_twilio(
+        report["sid"],
+        report["status"],
+        answered_by=report.get("answered_by"),
+        duration=report.get("duration"),
+        error_code=report.get("error_code"),
+        error_message=report.get("error_message"),
+    )
+    if update is None:
+        log.info("ignoring provider status %r for %s", report["status"], call_id)
+        return False
+    with transaction() as session:
+        return calls_service.apply_provider_update(session, call_id, update)
+
+
+@app.task(name=messaging.TASK_RECONCILE)
+def reconcile(call_id: str) -> str:
+    """Ask the provider about a call whose answer or final callback is overdue."""
+    return calls_service.reconcile_call(call_id, transaction)
