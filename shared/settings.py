@@ -39,8 +39,8 @@ class Settings(BaseSettings):
     twilio_account_sid: str = ""
     twilio_auth_token: str = ""
     sandbox_url: str = "http://127.0.0.1:8055"
-    provider_connect_timeout_s: float = 5.0
-    provider_read_timeout_s: float = 10.0
+    # Socket timeout of every provider request (connect, and each read).
+    provider_timeout_s: float = 10.0
 
     db_pool_size: int = 20
     db_max_overflow: int = 10

@@ -18,8 +18,9 @@ from typing import Any
 
 import httpx
 import psycopg2
-from sandbox import SandboxCarrier, SandboxConfig
 from sqlalchemy.engine import make_url
+
+from sandbox import SandboxCarrier, SandboxConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_QUEUES = "batch-control,dial,status"
@@ -114,8 +115,7 @@ class Stack:
             SWITCHBOARD_REDRIVE_AFTER_S="3",
             SWITCHBOARD_DIAL_STALE_AFTER_S="12",
             SWITCHBOARD_CALL_STALE_AFTER_S="30",
-            SWITCHBOARD_PROVIDER_CONNECT_TIMEOUT_S="1",
-            SWITCHBOARD_PROVIDER_READ_TIMEOUT_S="2",
+            SWITCHBOARD_PROVIDER_TIMEOUT_S="2",
             SWITCHBOARD_DB_POOL_SIZE="10",
             PYTHONUNBUFFERED="1",
         )

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import requests
 from twilio.base.exceptions import TwilioRestException
@@ -96,11 +96,7 @@ class TwilioProvider:
         client: Client | None = getattr(self._local, "client", None)
         if client is None:
             # The SDK's default http client has no timeout at all: always pass one.
-            timeout: Any = (
-                self.settings.provider_connect_timeout_s,
-                self.settings.provider_read_timeout_s,
-            )
-            http_client = TwilioHttpClient(timeout=timeout)
+            http_client = TwilioHttpClient(timeout=self.settings.provider_timeout_s)
             client = Client(
                 self.account.account_sid, self.account.auth_token, http_client=http_client
             )
