@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.deps import SessionDep
 from shared import messaging
+from shared.callstate import REDUNDANT_TWILIO_STATUSES
 from shared.errors import Forbidden
 from shared.schemas import AgentConfigResponse
 from shared.services import calls as calls_service
@@ -28,6 +29,8 @@ async def _verified_twilio_form(request: Request) -> dict[str, str]:
 async def twilio_status_callback(call_id: str, request: Request) -> Response:
     """A Twilio status event: verified, then handed to the status queue."""
     form = await _verified_twilio_form(request)
+    if form.get("CallStatus") in REDUNDANT_TWILIO_STATUSES:
+        return Response(status_code=204)
     report = {
         "sid": form.get("CallSid", ""),
         "status": form.get("CallStatus", ""),

@@ -52,7 +52,7 @@ def _percentile(values: list[float], pct: float) -> float:
 def run(args: argparse.Namespace) -> None:
     from shared.db import migrate
 
-    with ExitStack() as resources, tempfile.TemporaryDirectory(prefix="sbbench") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sbbench") as tmp, ExitStack() as resources:
         server_url, redis_url = _services(resources, Path(tmp))
         template = f"sbbench_template_{uuid.uuid4().hex[:8]}"
         migrate(create_database(server_url, template))

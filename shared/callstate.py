@@ -61,6 +61,11 @@ _TWILIO = {
 }
 
 
+# Reports that never tell more than another report of the same call: a call that rings was
+# initiated, and both map to `initiated`. The API acknowledges them without queueing work.
+REDUNDANT_TWILIO_STATUSES = frozenset({"ringing"})
+
+
 def public_status(status: str) -> str:
     """The recipient status a client sees."""
     return PUBLIC_STATUS.get(status, status)

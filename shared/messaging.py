@@ -57,7 +57,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
-        "worker_send_task_events": True,
+        # Task events cost three Redis publishes per task; workers watched in Flower send them
+        # with -E (as `make run`, the Procfile and docker-compose start them).
+        "worker_send_task_events": False,
         "task_send_sent_event": False,
         "task_queues": [Queue(name) for name in QUEUES],
         "task_default_queue": QUEUE_BATCH_CONTROL,
@@ -89,7 +91,7 @@ def get_app() -> Celery:
 
 def publish(task_name: str, args: Sequence[Any]) -> None:
     """Send one task message by name to its queue."""
-    get_app().send_task(task_name, args=list(args), queue=TASK_QUEUES[task_name])
+    publish_many(task_name, [args])
 
 
 def publish_many(task_name: str, arg_lists: Iterable[Sequence[Any]]) -> int:
@@ -102,7 +104,9 @@ def publish_many(task_name: str, arg_lists: Iterable[Sequence[Any]]) -> int:
     app = get_app()
     queue = TASK_QUEUES[task_name]
     sent = 0
-    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
+    # The producer pool keeps the Redis connection between calls (the API publishes one status
+    # report per request).
+    with app.producer_pool.acquire(block=True) as producer, producer.batch(max_size=1000):
         for args in arg_lists:
             message = app.amqp.as_task_v2(uuid(), task_name, args=list(args), kwargs={})
             producer.publish(

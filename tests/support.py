@@ -166,6 +166,7 @@ class Stack:
         queues: str = ALL_QUEUES,
         pool: str = "threads",
         concurrency: int = 8,
+        loglevel: str = "INFO",
     ) -> subprocess.Popen[bytes]:
         """A real Celery worker process consuming ``queues``."""
         process = self._spawn(
@@ -186,7 +187,7 @@ class Stack:
                 "-n",
                 f"{name}-{uuid.uuid4().hex[:6]}@%h",
                 "--loglevel",
-                "INFO",
+                loglevel,
                 "--without-gossip",
                 "--without-mingle",
             ],

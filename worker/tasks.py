@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from shared import messaging
 from shared.callstate import from_twilio
 from shared.db import transaction
@@ -14,15 +16,24 @@ from worker.app import app
 
 log = logging.getLogger(__name__)
 
+# A database that is briefly away (restart, failover) fails the task; it is retried a few
+# times with short backoffs. Anything still undone after that is re-driven by the tick.
+DATABASE_RETRY: dict[str, Any] = {
+    "autoretry_for": (DBAPIError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "max_retries": 8,
+}
 
-@app.task(name=messaging.TASK_START_BATCH)
+
+@app.task(name=messaging.TASK_START_BATCH, **DATABASE_RETRY)
 def start_batch(batch_id: str) -> bool:
     """Start a submitted batch whose time has come and fan its recipients out."""
     with transaction() as session:
         return batches_service.start_batch(session, batch_id)
 
 
-@app.task(name=messaging.TASK_TICK)
+@app.task(name=messaging.TASK_TICK, **DATABASE_RETRY)
 def tick() -> dict[str, int]:
     """Beat's heartbeat: start due batches, re-drive lost messages, reconcile stale calls."""
     with transaction() as session:
@@ -32,13 +43,13 @@ def tick() -> dict[str, int]:
     return report.__dict__
 
 
-@app.task(name=messaging.TASK_DIAL)
+@app.task(name=messaging.TASK_DIAL, **DATABASE_RETRY)
 def dial(call_id: str) -> str:
     """Claim and place one call."""
     return calls_service.dial_call(call_id, transaction)
 
 
-@app.task(name=messaging.TASK_APPLY_STATUS)
+@app.task(name=messaging.TASK_APPLY_STATUS, **DATABASE_RETRY)
 def apply_status(call_id: str, report: dict[str, Any]) -> bool:
     """Apply one provider status callback to its call."""
     update = from_twilio(
@@ -56,7 +67,7 @@ def apply_status(call_id: str, report: dict[str, Any]) -> bool:
         return calls_service.apply_provider_update(session, call_id, update)
 
 
-@app.task(name=messaging.TASK_RECONCILE)
+@app.task(name=messaging.TASK_RECONCILE, **DATABASE_RETRY)
 def reconcile(call_id: str) -> str:
     """Ask the provider about a call whose answer or final callback is overdue."""
     return calls_service.reconcile_call(call_id, transaction)
