@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, func, select, text, update
+from sqlalchemy import Row, Table, func, select, text, update
 from sqlalchemy.orm import Session
 
 from shared.callstate import CallSnapshot, Transition
@@ -12,7 +12,8 @@ from shared.models import Call
 
 # Core (not ORM) constructs on the hot path: an ORM-enabled UPDATE costs about a millisecond
 # of Python per statement, several times the round trip it makes.
-calls = Call.__table__.c
+CALLS = cast(Table, Call.__table__)
+calls = CALLS.c
 
 
 def mark_batch_calls_enqueued(session: Session, batch_id: str) -> list[str]:
@@ -60,7 +61,7 @@ def store_rendered(
 ) -> None:
     """Keep the rendered prompt and first message the call is made with."""
     session.execute(
-        update(Call.__table__)
+        update(CALLS)
         .where(calls.id == call_id)
         .values(
             rendered_prompt=prompt, rendered_first_message=first_message, rendered_override=override
@@ -105,7 +106,7 @@ def apply_transition(
     if transition.counts_attempt:
         changes["attempts"] = calls.attempts + 1
     result = session.execute(
-        update(Call.__table__)
+        update(CALLS)
         .where(calls.id == call_id, calls.status == transition.from_status)
         .values(status=transition.to_status, updated_at=func.now(), **changes)
     )
