@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import httpx
+import redis
 from twilio.request_validator import RequestValidator
 
 from shared import messaging
@@ -266,3 +267,43 @@ def test_provider_rejection_fails_the_call_with_the_providers_message(make_stack
     assert error[0][0] == "21217" and "does not appear" in error[0][1]
     assert placed["status"] == "completed"
     assert_counters_match_rows(stack, batch)
+
+
+def _forget_messages(stack: Stack) -> int:
+    """What Redis restarting empty does to this stack: every queued message is gone."""
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{stack.redis_prefix}*"))
+        return int(client.delete(*keys)) if keys else 0
+    finally:
+        client.close()
+
+
+def test_lost_start_and_dial_messages_are_redriven_by_the_tick(make_stack):
+    stack = make_stack(workers=0)
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(30, "+1646555", 1200)).json()["id"]
+    assert _forget_messages(stack) >= 1  # the batches.start message is lost
+
+    # Only batch control runs: the tick finds the due batch and publishes its dial messages.
+    stack.start_worker(name="control", queues=messaging.QUEUE_BATCH_CONTROL)
+    wait_for(
+        lambda: (
+            stack.sql(
+                "SELECT count(*) FROM calls WHERE batch_id = %s AND enqueued_at IS NOT NULL",
+                batch_id,
+            )[0][0]
+            == 30
+        ),
+        30,
+        what="the tick to start the batch",
+    )
+    assert batch_state(client, batch_id)["status"] == "in_progress"
+    _forget_messages(stack)  # and now every dial message is lost
+
+    stack.start_worker(name="dialer", queues="dial,status")
+    batch = wait_final(client, batch_id, timeout=60)
+    assert batch["status"] == "completed"
+    assert_counters_match_rows(stack, batch)
+    counts = dial_counts(stack)
+    assert len(counts) == 30 and set(counts.values()) == {1}
