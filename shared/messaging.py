@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 from kombu.utils.uuid import uuid
 
 from shared.settings import Settings, get_settings
@@ -61,7 +61,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # with -E (as `make run`, the Procfile and docker-compose start them).
         "worker_send_task_events": False,
         "task_send_sent_event": False,
-        "task_queues": [Queue(name) for name in QUEUES],
+        # Each queue has its own exchange and routing key. A bare Queue(name) would be bound to
+        # the default queue's exchange and key, and one message routed by name would land in
+        # every queue.
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
+        ],
         "task_default_queue": QUEUE_BATCH_CONTROL,
         "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         "worker_hijack_root_logger": False,

@@ -1,0 +1,31 @@
+"""Routing: every task name lands in exactly its own queue, on the real Redis broker."""
+
+from __future__ import annotations
+
+import uuid
+
+import redis
+
+from shared.messaging import QUEUES, TASK_QUEUES, make_celery
+from shared.settings import Settings
+
+
+def test_each_task_lands_in_exactly_its_queue(service_urls):
+    _, redis_url = service_urls
+    prefix = f"routing-{uuid.uuid4().hex[:8]}:"
+    settings = Settings.model_validate({"REDIS_URL": redis_url, "redis_key_prefix": prefix})
+    app = make_celery(settings)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with app.connection_for_write() as connection:
+            for queue in app.amqp.queues.values():  # bind them as a worker does
+                queue(connection.default_channel).declare()
+        for task_name, queue in TASK_QUEUES.items():
+            app.send_task(task_name, args=[])  # routed by name, as beat sends the tick
+            lengths = {q: client.llen(prefix + q) for q in QUEUES}
+            assert lengths == {q: int(q == queue) for q in QUEUES}, task_name
+            client.delete(prefix + queue)
+    finally:
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
+        client.close()
