@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
+from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, WorkspaceDep
+from shared.db import transaction
 from shared.schemas import BatchDetailResponse, BatchListResponse, BatchResponse, SubmitBatchRequest
 from shared.services import batches as service
 
@@ -48,3 +51,39 @@ def get_batch(
 ) -> BatchDetailResponse:
     """The batch with every recipient's status."""
     return service.get_batch_detail(session, workspace_id, batch_id)
+
+
+def _control(
+    batch_id: str, workspace_id: str, action: Callable[[Session, str, str], object], settle: bool
+) -> BatchResponse:
+    # The action commits first, so the wait for claims in flight sees the new state.
+    with transaction() as session:
+        action(session, workspace_id, batch_id)
+    if settle:
+        service.settle_claims(batch_id, transaction)
+    with transaction() as session:
+        return service.get_batch(session, workspace_id, batch_id)
+
+
+@router.post("/{batch_id}/cancel", response_model=BatchResponse, summary="Cancel a batch call")
+def cancel_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
+    """Cancel: no call is placed once this returns; calls in progress are hung up."""
+    return _control(batch_id, workspace_id, service.cancel_batch, settle=True)
+
+
+@router.post("/{batch_id}/pause", response_model=BatchResponse, summary="Pause a batch call")
+def pause_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
+    """Pause: no new call is placed once this returns; calls in progress go on."""
+    return _control(batch_id, workspace_id, service.pause_batch, settle=True)
+
+
+@router.post("/{batch_id}/resume", response_model=BatchResponse, summary="Resume a batch call")
+def resume_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
+    """Resume a paused batch where it stopped."""
+    return _control(batch_id, workspace_id, service.resume_batch, settle=False)
+
+
+@router.post("/{batch_id}/retry", response_model=BatchResponse, summary="Retry a batch call")
+def retry_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
+    """Dial again the recipients whose final outcome was failed, busy or no-answer."""
+    return _control(batch_id, workspace_id, service.retry_batch, settle=False)

@@ -260,7 +260,9 @@ class SandboxCarrier:
         if not first.get("Url") and not first.get("Twiml"):
             raise _Reply(400, twilio_error(400, 21205, "Url parameter is required."))
         outcome = rule.outcome or "completed"
-        if isinstance(outcome, dict):
+        if rule.outcome_sequence:
+            outcome = rule.outcome_sequence[min(attempt, len(rule.outcome_sequence) - 1)]
+        elif isinstance(outcome, dict):
             draw, cumulative = rng.random(), 0.0
             chosen = next(iter(outcome))
             for name, weight in outcome.items():

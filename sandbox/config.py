@@ -20,6 +20,8 @@ class Rule:
 
     pattern: str = "*"
     outcome: str | dict[str, float] | None = None
+    # The n-th call to a number gets the n-th outcome (the last one repeats); wins over outcome.
+    outcome_sequence: list[str] | None = None
     ring_seconds: float | None = None
     talk_seconds: float | None = None
     api_latency_ms: float | None = None
@@ -39,7 +41,8 @@ class Rule:
     def from_dict(cls, data: dict[str, Any]) -> Rule:
         """A rule from its JSON form; unknown keys are an error."""
         rule = cls(**data)
-        for outcome in [rule.outcome] if isinstance(rule.outcome, str) else rule.outcome or []:
+        named = [rule.outcome] if isinstance(rule.outcome, str) else list(rule.outcome or [])
+        for outcome in named + list(rule.outcome_sequence or []):
             if outcome not in OUTCOMES:
                 raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
         return rule

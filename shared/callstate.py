@@ -4,6 +4,7 @@ counters each transition moves. Pure functions; the repositories apply what they
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 PENDING = "pending"
 DIALING = "dialing"  # claimed by a worker; the provider request is in flight
@@ -46,6 +47,7 @@ OUTCOME_PROVIDER_ERROR = "provider_error"
 OUTCOME_PROVIDER_AUTH_FAILED = "provider_auth_failed"
 OUTCOME_WHATSAPP_UNSUPPORTED = "whatsapp_unsupported"
 OUTCOME_BATCH_FAILED = "batch_failed"
+OUTCOME_BATCH_CANCELLED = "batch_cancelled"
 
 # Twilio CallStatus → (our status, outcome when final).
 _TWILIO = {
@@ -112,6 +114,41 @@ def from_twilio(
     )
 
 
+# The outcome names a retry policy uses, and the call outcomes each one covers.
+RETRYABLE_OUTCOMES = {
+    "busy": OUTCOME_BUSY,
+    "no_answer": OUTCOME_NO_ANSWER,
+    "failed": OUTCOME_CALL_FAILED,
+    "voicemail": OUTCOME_VOICEMAIL,
+}
+# Final outcomes a manual retry of a batch dials again.
+MANUALLY_RETRYABLE_OUTCOMES = frozenset({OUTCOME_BUSY, OUTCOME_NO_ANSWER, OUTCOME_CALL_FAILED})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a recipient is dialed and after which outcomes (default: once)."""
+
+    max_attempts: int = 1
+    retry_on: frozenset[str] = frozenset()  # call outcomes
+    delays_s: tuple[int, ...] = (300,)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> RetryPolicy:
+        """The policy stored on a batch (its API form)."""
+        if not data:
+            return cls()
+        return cls(
+            max_attempts=int(data.get("max_attempts", 1)),
+            retry_on=frozenset(RETRYABLE_OUTCOMES[name] for name in data.get("retry_on", [])),
+            delays_s=tuple(data.get("delays_s") or (300,)),
+        )
+
+    def delay_after(self, attempts_made: int) -> int:
+        """Seconds to wait before attempt ``attempts_made + 1``."""
+        return self.delays_s[min(attempts_made - 1, len(self.delays_s) - 1)]
+
+
 @dataclass(frozen=True)
 class CallSnapshot:
     """The fields of a locked call row that decide a transition."""
@@ -120,6 +157,8 @@ class CallSnapshot:
     provider_call_sid: str | None
     first_dispatched: bool
     attempts: int
+    previous_sids: frozenset[str] = frozenset()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True)
@@ -144,6 +183,9 @@ class Transition:
     to_status: str
     accepted: bool  # this transition records the provider's acceptance of an attempt
     counts_attempt: bool = False  # the provider gave its answer to a dial: one more attempt
+    # Set when the attempt ended with an outcome the retry policy dials again: the call goes
+    # back to pending, due after this many seconds, and is not final.
+    requeue_delay_s: int | None = None
     deltas: CounterDeltas = field(default_factory=CounterDeltas)
 
 
@@ -167,13 +209,30 @@ def plan_provider_update(call: CallSnapshot, update: ProviderUpdate) -> Transiti
     Reports are applied only forwards: duplicates, late and out-of-order reports, reports about
     an earlier attempt, and anything after a final state are ignored.
     """
-    if call.status not in LIVE:
+    if call.status not in LIVE or update.sid in call.previous_sids:
         return None
     if call.provider_call_sid is not None and call.provider_call_sid != update.sid:
         return None
     if RANK[update.status] <= RANK[call.status]:
         return None
     accepted = call.status == DIALING
+    attempts_made = call.attempts + (1 if accepted else 0)
+    if (
+        update.status in FINISHED
+        and update.outcome in call.retry.retry_on
+        and attempts_made < call.retry.max_attempts
+    ):
+        return Transition(
+            from_status=call.status,
+            to_status=PENDING,
+            accepted=accepted,
+            counts_attempt=accepted,
+            requeue_delay_s=call.retry.delay_after(attempts_made),
+            deltas=CounterDeltas(
+                dispatched=1 if accepted and not call.first_dispatched else 0,
+                retries=1 if accepted and call.attempts >= 1 else 0,
+            ),
+        )
     return Transition(
         from_status=call.status,
         to_status=update.status,

@@ -27,6 +27,7 @@ TASK_TICK = "batches.tick"
 TASK_DIAL = "calls.dial"
 TASK_APPLY_STATUS = "calls.apply_status"
 TASK_RECONCILE = "calls.reconcile"
+TASK_HANG_UP = "calls.hang_up"
 
 TASK_QUEUES = {
     TASK_START_BATCH: QUEUE_BATCH_CONTROL,
@@ -34,6 +35,7 @@ TASK_QUEUES = {
     TASK_DIAL: QUEUE_DIAL,
     TASK_APPLY_STATUS: QUEUE_STATUS,
     TASK_RECONCILE: QUEUE_STATUS,
+    TASK_HANG_UP: QUEUE_STATUS,
 }
 
 

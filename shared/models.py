@@ -118,6 +118,9 @@ class Batch(Base):
     total_recipients: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     calls_final: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    retry_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Set while the batch is paused: nothing is claimed for dialing until it is cleared.
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_batches_workspace_id_id", "workspace_id", "id"),
@@ -166,6 +169,11 @@ class Call(Base):
     rendered_prompt: Mapped[str | None] = mapped_column(Text)
     rendered_first_message: Mapped[str | None] = mapped_column(Text)
     rendered_override: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # One entry per ended attempt: attempt, provider_call_sid, status, outcome, duration_s,
+    # ended_at_unix.
+    attempt_history: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, server_default="[]"
+    )
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 BatchStatus = Literal["pending", "in_progress", "completed", "failed", "cancelled"]
 RecipientStatus = Literal[
@@ -96,6 +96,33 @@ class TelephonyCallConfig(_Open):
     ringing_timeout_secs: int | None = Field(default=None, ge=5, le=600)
 
 
+RetryableOutcome = Literal["busy", "no_answer", "failed", "voicemail"]
+
+
+def _default_retry_on() -> list[RetryableOutcome]:
+    return ["busy", "no_answer"]
+
+
+class RetryPolicy(BaseModel):
+    """How often each recipient is dialed, and after which outcomes it is dialed again."""
+
+    max_attempts: int = Field(default=1, ge=1, le=10)
+    retry_on: list[RetryableOutcome] = Field(default_factory=_default_retry_on)
+    delays_s: list[int] = Field(
+        default_factory=lambda: [300],
+        min_length=1,
+        max_length=9,
+        description="Seconds before attempt 2, 3, ...; the last value repeats.",
+    )
+
+    @field_validator("delays_s")
+    @classmethod
+    def _non_negative(cls, delays: list[int]) -> list[int]:
+        if any(d < 0 or d > 7 * 86_400 for d in delays):
+            raise ValueError("each delay must be between 0 and 604800 seconds")
+        return delays
+
+
 class SubmitBatchRequest(BaseModel):
     """Request model for submitting a batch call job."""
 
@@ -108,6 +135,7 @@ class SubmitBatchRequest(BaseModel):
     timezone: str | None = None
     telephony_call_config: TelephonyCallConfig | None = None
     target_concurrency_limit: int | None = Field(default=None, ge=1)
+    retry_policy: RetryPolicy | None = None
 
 
 class BatchResponse(BaseModel):
@@ -131,6 +159,16 @@ class BatchResponse(BaseModel):
     timezone: str | None = None
     telephony_call_config: TelephonyCallConfig | None = None
     target_concurrency_limit: int | None = None
+    retry_policy: RetryPolicy | None = None
+    paused: bool = False
+
+
+class AttemptResponse(BaseModel):
+    attempt: int
+    provider_call_sid: str | None = None
+    outcome: str | None = None
+    duration_s: int | None = None
+    ended_at_unix: int
 
 
 class RecipientResponse(BaseModel):
@@ -145,6 +183,7 @@ class RecipientResponse(BaseModel):
     conversation_id: str | None = None
     provider_call_sid: str | None = None
     conversation_initiation_client_data: dict[str, Any] | None = None
+    attempt_history: list[AttemptResponse] = Field(default_factory=list)
 
 
 class BatchDetailResponse(BatchResponse):

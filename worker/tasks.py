@@ -71,3 +71,9 @@ def apply_status(call_id: str, report: dict[str, Any]) -> bool:
 def reconcile(call_id: str) -> str:
     """Ask the provider about a call whose answer or final callback is overdue."""
     return calls_service.reconcile_call(call_id, transaction)
+
+
+@app.task(name=messaging.TASK_HANG_UP, **DATABASE_RETRY)
+def hang_up(call_id: str) -> str:
+    """End a live call of a cancelled batch through the provider."""
+    return calls_service.hang_up_call(call_id, transaction)

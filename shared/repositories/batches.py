@@ -46,6 +46,8 @@ _BATCH_COLUMNS = (
     Batch.total_calls_finished,
     Batch.retry_count,
     Batch.failure_reason,
+    Batch.retry_policy,
+    Batch.paused_at,
 )
 
 
@@ -107,7 +109,8 @@ def start_batch_if_due(session: Session, batch_id: str) -> bool:
         text(
             "UPDATE batches SET status = 'in_progress', started_at = now(), "
             "last_updated_at = now() "
-            "WHERE id = :id AND status = 'pending' AND scheduled_at <= now()"
+            "WHERE id = :id AND status = 'pending' AND scheduled_at <= now() "
+            "AND paused_at IS NULL"
         ),
         {"id": batch_id},
     )
@@ -121,8 +124,8 @@ def claim_due_batches(session: Session, limit: int) -> list[str]:
             "UPDATE batches SET status = 'in_progress', started_at = now(), "
             "last_updated_at = now() "
             "WHERE id IN (SELECT id FROM batches WHERE status = 'pending' "
-            "AND scheduled_at <= now() ORDER BY scheduled_at LIMIT :limit "
-            "FOR UPDATE SKIP LOCKED) RETURNING id"
+            "AND scheduled_at <= now() AND paused_at IS NULL ORDER BY scheduled_at LIMIT :limit "
+            "FOR NO KEY UPDATE SKIP LOCKED) RETURNING id"
         ),
         {"limit": limit},
     )
@@ -203,3 +206,40 @@ def claim_idempotency_key(
         {"ws": workspace_id, "key": key, "hash": request_hash, "batch": batch_id, "ttl": ttl_s},
     ).one_or_none()
     return row is not None
+
+
+def lock_batch(session: Session, workspace_id: str, batch_id: str) -> Any:
+    """The batch's status and pause mark, locked against concurrent control requests.
+
+    FOR NO KEY UPDATE, like every UPDATE of a batch: a plain FOR UPDATE would also block the
+    foreign-key checks of call updates, and deadlock against claims in flight.
+    """
+    return session.execute(
+        select(Batch.status, Batch.paused_at)
+        .where(Batch.id == batch_id, Batch.workspace_id == workspace_id)
+        .with_for_update(key_share=True)
+    ).one_or_none()
+
+
+def set_batch_status(session: Session, batch_id: str, status: str) -> None:
+    """Set the (locked) batch's status."""
+    session.execute(
+        text("UPDATE batches SET status = :status, last_updated_at = now() WHERE id = :id"),
+        {"id": batch_id, "status": status},
+    )
+
+
+def set_paused(session: Session, batch_id: str, paused: bool) -> None:
+    """Pause or resume the (locked) batch."""
+    session.execute(
+        text(
+            "UPDATE batches SET paused_at = CASE WHEN :paused THEN now() END, "
+            "last_updated_at = now() WHERE id = :id"
+        ),
+        {"id": batch_id, "paused": paused},
+    )
+
+
+def batch_status(session: Session, batch_id: str) -> str | None:
+    """The batch's status."""
+    return session.execute(select(Batch.status).where(Batch.id == batch_id)).scalar_one_or_none()

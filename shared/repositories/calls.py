@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, func, select, text, update
+from sqlalchemy import Row, Table, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from shared.callstate import CallSnapshot, Transition
-from shared.models import Call
+from shared.callstate import CallSnapshot, RetryPolicy, Transition
+from shared.models import Batch, Call
 
 # Core (not ORM) constructs on the hot path: an ORM-enabled UPDATE costs about a millisecond
 # of Python per statement, several times the round trip it makes.
 CALLS = cast(Table, Call.__table__)
 calls = CALLS.c
+BATCHES = cast(Table, Batch.__table__)
 
 
 def mark_batch_calls_enqueued(session: Session, batch_id: str) -> list[str]:
@@ -42,7 +46,7 @@ def claim_for_dial(session: Session, call_id: str, claim_token: str) -> Row[Any]
             "FROM batches b JOIN agents a ON a.id = b.agent_id "
             "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id "
             "WHERE c.id = :id AND c.status = 'pending' AND c.due_at <= now() "
-            "AND b.id = c.batch_id AND b.status = 'in_progress' "
+            "AND b.id = c.batch_id AND b.status = 'in_progress' AND b.paused_at IS NULL "
             "RETURNING c.id, c.batch_id, c.phone_number, c.whatsapp_user_id, c.client_data, "
             "c.attempts, b.prompt_template, b.first_message_template, "
             "b.telephony_call_config, a.language, a.llm, a.voice, "
@@ -70,7 +74,7 @@ def store_rendered(
 
 
 def lock_call(session: Session, call_id: str) -> tuple[CallSnapshot, str] | None:
-    """Lock the call row for a transition; its snapshot and batch id."""
+    """Lock the call row for a transition; its snapshot (with its batch's retry policy)."""
     row = session.execute(
         select(
             calls.status,
@@ -78,9 +82,12 @@ def lock_call(session: Session, call_id: str) -> tuple[CallSnapshot, str] | None
             calls.first_dispatched_at,
             calls.attempts,
             calls.batch_id,
+            calls.attempt_history,
+            BATCHES.c.retry_policy,
         )
+        .join_from(CALLS, BATCHES, BATCHES.c.id == calls.batch_id)
         .where(calls.id == call_id)
-        .with_for_update()
+        .with_for_update(of=CALLS)
     ).one_or_none()
     if row is None:
         return None
@@ -89,15 +96,37 @@ def lock_call(session: Session, call_id: str) -> tuple[CallSnapshot, str] | None
         provider_call_sid=row.provider_call_sid,
         first_dispatched=row.first_dispatched_at is not None,
         attempts=row.attempts,
+        previous_sids=frozenset(
+            e["provider_call_sid"] for e in row.attempt_history if e.get("provider_call_sid")
+        ),
+        retry=RetryPolicy.from_json(row.retry_policy),
     )
     return snapshot, row.batch_id
 
 
 def apply_transition(
-    session: Session, call_id: str, transition: Transition, values: dict[str, Any]
+    session: Session,
+    call_id: str,
+    transition: Transition,
+    values: dict[str, Any],
+    ended_attempt: dict[str, Any] | None = None,
 ) -> bool:
-    """Move the call as decided, guarded by the status it was decided from."""
+    """Move the call as decided, guarded by the status it was decided from.
+
+    ``ended_attempt`` is appended to the call's attempt history.
+    """
     changes = dict(values)
+    if transition.requeue_delay_s is not None:
+        # The next attempt is this row, due later; the tick publishes it when it comes due.
+        changes.update(
+            due_at=func.now() + timedelta(seconds=transition.requeue_delay_s),
+            provider_call_sid=None,
+            claim_token=None,
+            enqueued_at=None,
+            outcome=None,
+        )
+    if ended_attempt is not None:
+        changes["attempt_history"] = calls.attempt_history.op("||")(literal([ended_attempt], JSONB))
     if transition.accepted:
         changes.update(
             dispatched_at=func.now(),
@@ -131,6 +160,7 @@ def redrive_candidates(
             "UPDATE calls SET enqueued_at = now() WHERE id IN ("
             "SELECT c.id FROM calls c JOIN batches b ON b.id = c.batch_id "
             "WHERE c.status = 'pending' AND c.due_at <= now() AND b.status = 'in_progress' "
+            "AND b.paused_at IS NULL "
             f"AND ({condition}) ORDER BY c.due_at LIMIT :limit FOR UPDATE OF c SKIP LOCKED) "
             "RETURNING id"
         ),
@@ -212,6 +242,7 @@ def recipient_rows(session: Session, batch_id: str) -> list[Any]:
                 Call.updated_at,
                 Call.provider_call_sid,
                 Call.client_data,
+                Call.attempt_history,
             )
             .where(Call.batch_id == batch_id)
             .order_by(Call.position)
@@ -240,3 +271,69 @@ def sid_taken(session: Session, sid: str, except_call_id: str) -> bool:
         ).first()
         is not None
     )
+
+
+def cancel_pending_calls(session: Session, batch_id: str, outcome: str) -> int:
+    """Every undialed call of a cancelled batch becomes cancelled; how many there were."""
+    result = session.execute(
+        text(
+            "UPDATE calls SET status = 'cancelled', outcome = :outcome, ended_at = now(), "
+            "updated_at = now() WHERE batch_id = :batch_id AND status = 'pending'"
+        ),
+        {"batch_id": batch_id, "outcome": outcome},
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def fresh_claims(session: Session, batch_id: str, within_s: float) -> int:
+    """Calls of the batch claimed for dialing less than ``within_s`` ago."""
+    return int(
+        session.execute(
+            text(
+                "SELECT count(*) FROM calls WHERE batch_id = :batch_id AND status = 'dialing' "
+                "AND claimed_at > now() - make_interval(secs => :within)"
+            ),
+            {"batch_id": batch_id, "within": within_s},
+        ).scalar_one()
+    )
+
+
+def live_call_ids(session: Session, batch_id: str) -> list[str]:
+    """Calls of the batch the provider has and that have not ended."""
+    rows = session.execute(
+        text(
+            "SELECT id FROM calls WHERE batch_id = :batch_id "
+            "AND status IN ('dispatched', 'initiated', 'in_progress')"
+        ),
+        {"batch_id": batch_id},
+    )
+    return [row.id for row in rows]
+
+
+def requeue_calls_with_outcomes(
+    session: Session, batch_id: str, outcomes: Sequence[str]
+) -> list[str]:
+    """Failed calls with one of ``outcomes`` back to pending, due now and stamped published."""
+    rows = session.execute(
+        text(
+            "UPDATE calls SET status = 'pending', outcome = NULL, provider_call_sid = NULL, "
+            "claim_token = NULL, due_at = now(), enqueued_at = now(), ended_at = NULL, "
+            "updated_at = now() "
+            "WHERE batch_id = :batch_id AND status = 'failed' AND outcome = ANY(:outcomes) "
+            "RETURNING id"
+        ),
+        {"batch_id": batch_id, "outcomes": list(outcomes)},
+    )
+    return [row.id for row in rows]
+
+
+def hangup_row(session: Session, call_id: str) -> Row[Any] | None:
+    """What ending a live call at the provider needs."""
+    return session.execute(
+        text(
+            "SELECT c.status, c.provider_call_sid, p.credentials_ref "
+            "FROM calls c JOIN batches b ON b.id = c.batch_id "
+            "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id WHERE c.id = :id"
+        ),
+        {"id": call_id},
+    ).one_or_none()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +16,12 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from shared import messaging
-from shared.callstate import public_status
+from shared.callstate import (
+    MANUALLY_RETRYABLE_OUTCOMES,
+    OUTCOME_BATCH_CANCELLED,
+    CounterDeltas,
+    public_status,
+)
 from shared.db import after_commit
 from shared.errors import Conflict, ErrorItem, NotFound, ValidationFailed
 from shared.ids import new_id, new_ids
@@ -32,6 +38,7 @@ from shared.schemas import (
     RecipientResponse,
     SubmitBatchRequest,
 )
+from shared.services.calls import Transaction
 from shared.settings import get_settings
 from shared.templates import placeholders, placeholders_in
 
@@ -228,6 +235,9 @@ def submit_batch(
             if body.telephony_call_config
             else None,
             "target_concurrency_limit": body.target_concurrency_limit,
+            "retry_policy": body.retry_policy.model_dump(mode="json")
+            if body.retry_policy
+            else None,
             "prompt_template": agent.prompt,
             "first_message_template": agent.first_message,
             "total_recipients": len(recipients.rows),
@@ -274,6 +284,8 @@ def _batch_response(row: Row[Any], cls: type[BatchResponse] = BatchResponse, **e
         timezone=row.timezone,
         telephony_call_config=row.telephony_call_config,
         target_concurrency_limit=row.target_concurrency_limit,
+        retry_policy=row.retry_policy,
+        paused=row.paused_at is not None,
         **extra,
     )
 
@@ -304,6 +316,7 @@ def get_batch_detail(session: Session, workspace_id: str, batch_id: str) -> Batc
             conversation_id=r.id if r.provider_call_sid else None,
             provider_call_sid=r.provider_call_sid,
             conversation_initiation_client_data=r.client_data,
+            attempt_history=r.attempt_history,
         )
         for r in calls_repo.recipient_rows(session, batch_id)
     ]
@@ -377,3 +390,94 @@ def tick(session: Session) -> TickReport:
     )
     _publish_after_commit(session, messaging.TASK_RECONCILE, stale)
     return TickReport(len(started), len(redriven), len(stale))
+
+
+def _locked_batch(session: Session, workspace_id: str, batch_id: str) -> Any:
+    row = batches_repo.lock_batch(session, workspace_id, batch_id)
+    if row is None:
+        raise NotFound(["path", "batch_id"], f"batch '{batch_id}' not found")
+    return row
+
+
+def cancel_batch(session: Session, workspace_id: str, batch_id: str) -> None:
+    """pending/in_progress → cancelled; undialed recipients become cancelled. Idempotent."""
+    batch = _locked_batch(session, workspace_id, batch_id)
+    if batch.status == "cancelled":
+        return
+    if batch.status not in ("pending", "in_progress"):
+        raise Conflict(
+            ["path", "batch_id"],
+            f"the batch is {batch.status}; only a pending or running batch can be cancelled",
+        )
+    batches_repo.set_batch_status(session, batch_id, "cancelled")
+    cancelled = calls_repo.cancel_pending_calls(session, batch_id, OUTCOME_BATCH_CANCELLED)
+    if cancelled:
+        batches_repo.move_counters(session, batch_id, CounterDeltas(final=cancelled))
+
+
+def pause_batch(session: Session, workspace_id: str, batch_id: str) -> None:
+    """A paused batch places no new calls and keeps its place. Idempotent."""
+    batch = _locked_batch(session, workspace_id, batch_id)
+    if batch.status not in ("pending", "in_progress"):
+        raise Conflict(
+            ["path", "batch_id"],
+            f"the batch is {batch.status}; only a pending or running batch can be paused",
+        )
+    if batch.paused_at is None:
+        batches_repo.set_paused(session, batch_id, True)
+
+
+def resume_batch(session: Session, workspace_id: str, batch_id: str) -> None:
+    """Resume a paused batch: its due calls are published again after commit."""
+    batch = _locked_batch(session, workspace_id, batch_id)
+    if batch.paused_at is None:
+        return
+    batches_repo.set_paused(session, batch_id, False)
+    if batch.status == "in_progress":
+        _fan_out(session, batch_id)
+
+
+def retry_batch(session: Session, workspace_id: str, batch_id: str) -> int:
+    """Dial again every recipient whose final outcome was failed, busy or no-answer.
+
+    Those recipients stop being finished (the counter goes down by as many) and the batch is
+    in progress again; completed, voicemail and cancelled recipients are left as they are.
+    """
+    batch = _locked_batch(session, workspace_id, batch_id)
+    if batch.status == "cancelled":
+        raise Conflict(["path", "batch_id"], "a cancelled batch cannot be retried")
+    if batch.status == "pending":
+        raise Conflict(["path", "batch_id"], "the batch has not started yet")
+    call_ids = calls_repo.requeue_calls_with_outcomes(
+        session, batch_id, sorted(MANUALLY_RETRYABLE_OUTCOMES)
+    )
+    if not call_ids:
+        return 0
+    batches_repo.set_batch_status(session, batch_id, "in_progress")
+    count = len(call_ids)
+    batches_repo.move_counters(session, batch_id, CounterDeltas(finished=-count, final=-count))
+    _publish_after_commit(session, messaging.TASK_DIAL, call_ids)
+    return count
+
+
+def settle_claims(batch_id: str, transaction: Transaction) -> None:
+    """After a cancel or pause: wait for calls already claimed to leave `dialing`, then end the
+    cancelled batch's live calls through the provider.
+
+    A claim can only be taken while the batch runs, so once the fresh claims have settled no
+    call of this batch can be placed any more. Claims older than the dial-stale threshold
+    belong to dead workers; reconciliation handles them.
+    """
+    settings = get_settings()
+    deadline = time.monotonic() + settings.provider_timeout_s * 4 + 3
+    while time.monotonic() < deadline:
+        with transaction() as session:
+            if not calls_repo.fresh_claims(session, batch_id, settings.dial_stale_after_s):
+                break
+        time.sleep(0.05)
+    with transaction() as session:
+        status = batches_repo.batch_status(session, batch_id)
+        if status == "cancelled":
+            _publish_after_commit(
+                session, messaging.TASK_HANG_UP, calls_repo.live_call_ids(session, batch_id)
+            )

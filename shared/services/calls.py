@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -13,7 +14,7 @@ from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from shared import callstate, messaging
-from shared.callstate import CounterDeltas, ProviderUpdate, Transition
+from shared.callstate import CallSnapshot, CounterDeltas, ProviderUpdate, Transition
 from shared.db import after_commit
 from shared.errors import NotFound, ProviderError
 from shared.repositories import batches as batches_repo
@@ -33,11 +34,35 @@ Transaction = Callable[[], AbstractContextManager[Session]]
 TRANSIENT_RETRY_DELAY_S = 15.0
 
 
+def _ended_attempt(
+    snapshot: CallSnapshot,
+    transition: Transition,
+    sid: str | None,
+    outcome: str | None,
+    duration_s: int | None = None,
+) -> dict[str, Any] | None:
+    """The attempt-history entry of a transition that ends an attempt, else None."""
+    if transition.to_status not in callstate.FINAL and transition.requeue_delay_s is None:
+        return None
+    return {
+        "attempt": snapshot.attempts + (1 if transition.counts_attempt else 0),
+        "provider_call_sid": sid,
+        "outcome": outcome,
+        "duration_s": duration_s,
+        "ended_at_unix": int(time.time()),
+    }
+
+
 def _apply(
-    session: Session, call_id: str, batch_id: str, transition: Transition, values: dict[str, Any]
+    session: Session,
+    call_id: str,
+    batch_id: str,
+    transition: Transition,
+    values: dict[str, Any],
+    ended_attempt: dict[str, Any] | None,
 ) -> bool:
     """Apply a decided transition and move the counters it counts, in one transaction."""
-    if not calls_repo.apply_transition(session, call_id, transition, values):
+    if not calls_repo.apply_transition(session, call_id, transition, values, ended_attempt):
         return False
     if transition.deltas.any():
         batches_repo.move_counters(session, batch_id, transition.deltas)
@@ -72,7 +97,8 @@ def apply_provider_update(session: Session, call_id: str, update: ProviderUpdate
     transition = callstate.plan_provider_update(snapshot, update)
     if transition is None:
         return False
-    return _apply(session, call_id, batch_id, transition, _update_values(update))
+    ended = _ended_attempt(snapshot, transition, update.sid, update.outcome, update.duration_s)
+    return _apply(session, call_id, batch_id, transition, _update_values(update), ended)
 
 
 def fail_claimed_call(
@@ -92,7 +118,8 @@ def fail_claimed_call(
             error_code=str(error.code) if error.code is not None else None,
             error_message=error.message[:1000],
         )
-    return _apply(session, call_id, batch_id, transition, values)
+    ended = _ended_attempt(snapshot, transition, None, outcome)
+    return _apply(session, call_id, batch_id, transition, values, ended)
 
 
 def fail_batch(session: Session, batch_id: str, reason: str) -> None:
@@ -243,3 +270,20 @@ def twiml_for_call(call_id: str) -> str:
         f'<Parameter name="agent_config_url" value={quoteattr(config_url)}/>'
         "</Stream></Connect></Response>"
     )
+
+
+def hang_up_call(call_id: str, transaction: Transaction) -> str:
+    """End a live call of a cancelled batch through the provider; its callback finalises it."""
+    with transaction() as session:
+        row = calls_repo.hangup_row(session, call_id)
+    if row is None or row.status not in callstate.LIVE or not row.provider_call_sid:
+        return "nothing_to_do"
+    try:
+        provider_for(row.credentials_ref or "default").end_call(
+            row.provider_call_sid, answered=row.status == callstate.IN_PROGRESS
+        )
+    except ProviderError as error:
+        # Already over at the provider: its final callback (or reconciliation) ends our row.
+        log.info("hang-up of %s not needed or failed: %s", call_id, error.message)
+        return "not_ended"
+    return "ended"

@@ -40,6 +40,10 @@ class TelephonyProvider(Protocol):
         """The newest call to ``to`` from ``from_`` created at or after ``since``, if any."""
         ...
 
+    def end_call(self, sid: str, answered: bool) -> None:
+        """Hang up a live call."""
+        ...
+
     def fetch_call(self, sid: str) -> ProviderUpdate | None:
         """The provider's current view of the call ``sid``."""
         ...

@@ -151,6 +151,17 @@ class TwilioProvider:
             duration=newest.duration,
         )
 
+    def end_call(self, sid: str, answered: bool) -> None:
+        """Hang up: cancel a call still ringing, complete one that was answered."""
+        first, second = ("completed", "canceled") if answered else ("canceled", "completed")
+        try:
+            self._call(lambda: self._client().calls(sid).update(status=first))
+        except ProviderError as error:
+            if error.status != 400:
+                raise
+            # It moved on meanwhile (answered, or ended): try the other way once.
+            self._call(lambda: self._client().calls(sid).update(status=second))
+
     def fetch_call(self, sid: str) -> ProviderUpdate | None:
         """The call's current status at Twilio."""
         call = self._call(lambda: self._client().calls(sid).fetch())

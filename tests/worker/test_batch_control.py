@@ -1,0 +1,151 @@
+"""Retries, cancel, pause and resume with real workers and the sandbox carrier."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+from tests.factories import recipients, submit
+from tests.support import Stack, wait_for
+from tests.worker.test_dispatch import (
+    assert_counters_match_rows,
+    batch_state,
+    dial_counts,
+    setup_workspace,
+    wait_final,
+)
+
+BUSY_THEN_ANSWER = {
+    "rules": [
+        {"pattern": "+1646555130*", "outcome_sequence": ["busy", "completed"]},
+        {"pattern": "+1646555131*", "outcome": "busy"},
+    ]
+}
+
+
+def test_retry_policy_turns_busy_into_completed_on_the_second_attempt(make_stack):
+    stack = make_stack(sandbox=BUSY_THEN_ANSWER)
+    client, agent_id, number_id = setup_workspace(stack)
+    policy = {"max_attempts": 3, "retry_on": ["busy"], "delays_s": [1]}
+    people = recipients(5, "+1646555", 1300) + recipients(2, "+1646555", 1310)
+    response = submit(client, agent_id, number_id, people, retry_policy=policy)
+    assert response.status_code == 200, response.text
+    assert response.json()["retry_policy"] == policy
+    batch = wait_final(client, response.json()["id"], timeout=60)
+
+    assert batch["status"] == "completed"
+    assert_counters_match_rows(stack, batch)
+    # 5 recipients answered on attempt 2; 2 stayed busy through all 3 attempts.
+    assert batch["retry_count"] == 5 * 1 + 2 * 2
+    assert batch["total_calls_dispatched"] == 7 and batch["total_calls_finished"] == 7
+    by_number = {r["phone_number"]: r for r in batch["recipients"]}
+    answered = by_number["+16465551300"]
+    assert (answered["status"], answered["outcome"], answered["attempts"]) == (
+        "completed",
+        "answered",
+        2,
+    )
+    assert [a["outcome"] for a in answered["attempt_history"]] == ["busy", "answered"]
+    assert len({a["provider_call_sid"] for a in answered["attempt_history"]}) == 2
+    stubborn = by_number["+16465551310"]
+    assert (stubborn["status"], stubborn["outcome"], stubborn["attempts"]) == ("failed", "busy", 3)
+    counts = dial_counts(stack)
+    assert counts["+16465551300"] == 2 and counts["+16465551310"] == 3
+
+
+def test_manual_retry_redials_failed_recipients_only(make_stack):
+    stack = make_stack(sandbox=BUSY_THEN_ANSWER)
+    client, agent_id, number_id = setup_workspace(stack)
+    people = recipients(3, "+1646555", 1300) + recipients(2, "+1646555", 1320)
+    batch_id = submit(client, agent_id, number_id, people).json()["id"]
+    first = wait_final(client, batch_id, timeout=60)
+    assert collections.Counter(r["outcome"] for r in first["recipients"]) == {
+        "busy": 3,
+        "answered": 2,
+    }
+
+    response = client.post(f"/v1/voiceai/batch-calling/{batch_id}/retry")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "in_progress"
+    assert response.json()["total_calls_finished"] == 2
+    second = wait_final(client, batch_id, timeout=60)
+    assert second["status"] == "completed"
+    assert [r["outcome"] for r in second["recipients"]] == ["answered"] * 5
+    assert second["retry_count"] == 3 and second["total_calls_finished"] == 5
+    assert_counters_match_rows(stack, second)
+    counts = dial_counts(stack)
+    assert counts["+16465551320"] == 1 and counts["+16465551300"] == 2
+
+
+def test_cancel_racing_four_busy_workers_places_nothing_after_the_response(make_stack):
+    slow = {
+        "rules": [{"pattern": "*", "api_latency_ms": 40, "ring_seconds": 1.0, "talk_seconds": 5.0}]
+    }
+    stack = make_stack(sandbox=slow, workers=4)
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(400)).json()["id"]
+    wait_for(
+        lambda: batch_state(client, batch_id)["total_calls_dispatched"] >= 30,
+        60,
+        what="the batch to be dialing",
+    )
+
+    response = client.post(f"/v1/voiceai/batch-calling/{batch_id}/cancel")
+    answered_at = time.time()
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    again = client.post(f"/v1/voiceai/batch-calling/{batch_id}/cancel")
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+
+    time.sleep(3)
+    placed = stack.carrier.calls()
+    assert placed and max(c["created_at"] for c in placed) <= answered_at
+    assert len(placed) < 400
+    # Calls in flight were ended through the provider, and every recipient is final.
+    final = wait_for(
+        lambda: (
+            lambda b: (
+                b
+                if all(
+                    r["status"] in ("completed", "failed", "voicemail", "cancelled")
+                    for r in b["recipients"]
+                )
+                else None
+            )
+        )(batch_state(client, batch_id)),
+        30,
+        what="every recipient to be final",
+    )
+    assert final["status"] == "cancelled"
+    assert all(c["status"] in ("canceled", "completed") for c in stack.carrier.calls())
+    assert collections.Counter(r["outcome"] for r in final["recipients"])["batch_cancelled"] >= 1
+    assert_counters_match_rows(stack, final)
+    retry = client.post(f"/v1/voiceai/batch-calling/{batch_id}/retry")
+    assert retry.status_code == 409
+
+
+def test_pause_stops_new_calls_and_resume_finishes_the_batch(stack: Stack):
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(
+        client,
+        agent_id,
+        number_id,
+        recipients(60, "+1646555", 1400),
+        scheduled_time_unix=int(time.time()) + 3600,
+    ).json()["id"]
+    paused = client.post(f"/v1/voiceai/batch-calling/{batch_id}/pause")
+    assert paused.status_code == 200 and paused.json()["paused"] is True
+    stack.sql("UPDATE batches SET scheduled_at = now() WHERE id = %s", batch_id)
+    time.sleep(2.5)  # ticks pass; a paused batch does not start
+    assert batch_state(client, batch_id)["status"] == "pending"
+    assert not [
+        c
+        for c in stack.carrier.calls()
+        if c["to"].startswith("+16465551") and "+16465551400" <= c["to"] <= "+16465551459"
+    ]
+
+    resumed = client.post(f"/v1/voiceai/batch-calling/{batch_id}/resume")
+    assert resumed.status_code == 200 and resumed.json()["paused"] is False
+    final = wait_final(client, batch_id, timeout=60)
+    assert final["status"] == "completed" and final["total_calls_finished"] == 60
+    assert_counters_match_rows(stack, final)
