@@ -48,6 +48,8 @@ OUTCOME_PROVIDER_AUTH_FAILED = "provider_auth_failed"
 OUTCOME_WHATSAPP_UNSUPPORTED = "whatsapp_unsupported"
 OUTCOME_BATCH_FAILED = "batch_failed"
 OUTCOME_BATCH_CANCELLED = "batch_cancelled"
+OUTCOME_DNC = "dnc"  # on the workspace's do-not-call list: never dialed
+OUTCOME_DUPLICATE = "duplicate"  # the number appears earlier in the same batch: dialed once
 
 # Twilio CallStatus → (our status, outcome when final).
 _TWILIO = {
@@ -256,6 +258,15 @@ def plan_dial_failure(call: CallSnapshot, to_status: str) -> Transition | None:
         accepted=False,
         counts_attempt=_counts_attempt(call, to_status),
         deltas=_attempt_deltas(call, to_status, accepted=False),
+    )
+
+
+def plan_skip(call: CallSnapshot) -> Transition | None:
+    """A claimed call that must not be dialed after all (e.g. do-not-call): cancelled, final."""
+    if call.status != DIALING:
+        return None
+    return Transition(
+        from_status=DIALING, to_status=CANCELLED, accepted=False, deltas=CounterDeltas(final=1)
     )
 
 

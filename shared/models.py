@@ -191,6 +191,16 @@ class Call(Base):
     )
 
 
+class DncNumber(Base):
+    """A number a workspace must never call."""
+
+    __tablename__ = "dnc_numbers"
+
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), primary_key=True)
+    phone_number: Mapped[str] = mapped_column(Text, primary_key=True)
+    created_at: Mapped[datetime] = _now()
+
+
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
 
@@ -210,6 +220,7 @@ __all__ = [
     "Base",
     "Batch",
     "Call",
+    "DncNumber",
     "IdempotencyKey",
     "PhoneNumber",
     "Workspace",

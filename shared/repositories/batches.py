@@ -23,6 +23,8 @@ CALL_COPY_COLUMNS = (
     "phone_number",
     "whatsapp_user_id",
     "client_data",
+    "status",
+    "outcome",
 )
 
 _BATCH_COLUMNS = (
@@ -107,7 +109,8 @@ def start_batch_if_due(session: Session, batch_id: str) -> bool:
     """pending → in_progress when its time has come; False if it was not pending or not due."""
     result = session.execute(
         text(
-            "UPDATE batches SET status = 'in_progress', started_at = now(), "
+            "UPDATE batches SET status = CASE WHEN calls_final >= total_recipients "
+            "THEN 'completed' ELSE 'in_progress' END, started_at = now(), "
             "last_updated_at = now() "
             "WHERE id = :id AND status = 'pending' AND scheduled_at <= now() "
             "AND paused_at IS NULL"
@@ -121,7 +124,8 @@ def claim_due_batches(session: Session, limit: int) -> list[str]:
     """Start due pending batches; SKIP LOCKED lets concurrent ticks take disjoint batches."""
     rows = session.execute(
         text(
-            "UPDATE batches SET status = 'in_progress', started_at = now(), "
+            "UPDATE batches SET status = CASE WHEN calls_final >= total_recipients "
+            "THEN 'completed' ELSE 'in_progress' END, started_at = now(), "
             "last_updated_at = now() "
             "WHERE id IN (SELECT id FROM batches WHERE status = 'pending' "
             "AND scheduled_at <= now() AND paused_at IS NULL ORDER BY scheduled_at LIMIT :limit "

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from shared import messaging
+from shared import callstate, messaging
 from shared.callstate import (
     MANUALLY_RETRYABLE_OUTCOMES,
     OUTCOME_BATCH_CANCELLED,
@@ -30,6 +30,7 @@ from shared.phones import InvalidPhoneNumber, normalize_e164
 from shared.repositories import agents as agents_repo
 from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo
+from shared.repositories import dnc as dnc_repo
 from shared.repositories import phone_numbers as numbers_repo
 from shared.schemas import (
     BatchDetailResponse,
@@ -76,9 +77,13 @@ def _needed_tags(
     return needed | placeholders_in([override.model_dump(mode="json", exclude_none=True)])
 
 
+# Positions in a call row (batches_repo.CALL_COPY_COLUMNS).
+PHONE, STATUS, OUTCOME = 5, 8, 9
+
+
 @dataclass
 class _Recipients:
-    rows: list[tuple[Any, ...]]
+    rows: list[list[Any]]
     needs_caller_number: bool
 
 
@@ -91,7 +96,7 @@ def _validate_recipients(
     first_message_tags = placeholders(agent.first_message)
     call_ids = new_ids("call", len(body.recipients))
     seen_ids: set[str] = set()
-    rows: list[tuple[Any, ...]] = []
+    rows: list[list[Any]] = []
     needs_caller_number = False
     for index, recipient in enumerate(body.recipients):
         loc: list[str | int] = ["body", "recipients", index]
@@ -127,7 +132,7 @@ def _validate_recipients(
         if len(errors) >= MAX_ERROR_ITEMS:
             break
         rows.append(
-            (
+            [
                 call_ids[index],
                 batch_id,
                 workspace_id,
@@ -136,11 +141,41 @@ def _validate_recipients(
                 phone,
                 recipient.whatsapp_user_id,
                 data.model_dump(mode="json", exclude_unset=True) if data else None,
-            )
+                callstate.PENDING,
+                None,
+            ]
         )
     if errors:
         raise ValidationFailed(errors)
     return _Recipients(rows=rows, needs_caller_number=needs_caller_number)
+
+
+def _exclude_undialable(session: Session, workspace_id: str, rows: list[list[Any]]) -> int:
+    """Mark recipients on the do-not-call list, and repeats of a number, as never to be dialed.
+
+    They stay in the batch (cancelled, with outcome ``dnc`` or ``duplicate``); how many.
+    """
+    listed = dnc_repo.listed_among(
+        session, workspace_id, [row[PHONE] for row in rows if row[PHONE]]
+    )
+    seen: set[str] = set()
+    excluded = 0
+    for row in rows:
+        phone = row[PHONE]
+        if phone is None:
+            continue
+        outcome = (
+            callstate.OUTCOME_DNC
+            if phone in listed
+            else callstate.OUTCOME_DUPLICATE
+            if phone in seen
+            else None
+        )
+        seen.add(phone)
+        if outcome is not None:
+            row[STATUS], row[OUTCOME] = callstate.CANCELLED, outcome
+            excluded += 1
+    return excluded
 
 
 def _caller_number(
@@ -200,6 +235,7 @@ def submit_batch(
     batch_id = new_id("batch")
     recipients = _validate_recipients(body, batch_id, workspace_id, agent)
     number = _caller_number(session, workspace_id, body, recipients.needs_caller_number)
+    excluded = _exclude_undialable(session, workspace_id, recipients.rows)
 
     if idempotency_key and not batches_repo.claim_idempotency_key(
         session, workspace_id, idempotency_key, fingerprint, batch_id, settings.idempotency_ttl_s
@@ -241,6 +277,7 @@ def submit_batch(
             "prompt_template": agent.prompt,
             "first_message_template": agent.first_message,
             "total_recipients": len(recipients.rows),
+            "calls_final": excluded,
             "total_calls_scheduled": len(recipients.rows),
         },
     )

@@ -19,6 +19,7 @@ from shared.db import after_commit
 from shared.errors import NotFound, ProviderError
 from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo
+from shared.repositories import dnc as dnc_repo
 from shared.schemas import AgentConfigResponse
 from shared.settings import get_settings
 from shared.telephony.base import DialRequest
@@ -122,6 +123,19 @@ def fail_claimed_call(
     return _apply(session, call_id, batch_id, transition, values, ended)
 
 
+def skip_claimed_call(session: Session, call_id: str, outcome: str) -> bool:
+    """dialing → cancelled for a call that must not be dialed after all."""
+    locked = calls_repo.lock_call(session, call_id)
+    if locked is None:
+        return False
+    snapshot, batch_id = locked
+    transition = callstate.plan_skip(snapshot)
+    if transition is None:
+        return False
+    values = {"outcome": outcome, "ended_at": func.now()}
+    return _apply(session, call_id, batch_id, transition, values, None)
+
+
 def fail_batch(session: Session, batch_id: str, reason: str) -> None:
     """The batch cannot proceed: it ends failed and its undialed calls fail with it."""
     if not batches_repo.fail_batch(session, batch_id, reason):
@@ -148,6 +162,10 @@ def dial_call(call_id: str, transaction: Transaction) -> str:
         if row.phone_number is None:
             fail_claimed_call(session, call_id, callstate.OUTCOME_WHATSAPP_UNSUPPORTED)
             return "whatsapp_unsupported"
+        # Checked again right before dialing: the number may have been listed since submit.
+        if dnc_repo.listed_among(session, row.workspace_id, [row.phone_number]):
+            skip_claimed_call(session, call_id, callstate.OUTCOME_DNC)
+            return "dnc"
         data: dict[str, Any] = row.client_data or {}
         variables: dict[str, Any] = data.get("dynamic_variables") or {}
         override = data.get("conversation_config_override")
