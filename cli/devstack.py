@@ -728,6 +728,9 @@ def child_environment(
     )
     # The sandbox calls back to the API; keep any public URL the developer set (a tunnel).
     env.setdefault("SWITCHBOARD_PUBLIC_BASE_URL", f"http://{LOCALHOST}:{ports.api}")
+    # The dev stack dials only the sandbox carrier, so the recipient-local 08:00-21:00 default
+    # would only make the demo stall at night; set the variable to keep calling hours here.
+    env.setdefault("SWITCHBOARD_DEFAULT_CALLING_WINDOW", "00:00-24:00")
     # Every hop of the stack is local: keep proxies configured in the shell out of it.
     no_proxy = ",".join(filter(None, [env.get("NO_PROXY", ""), "127.0.0.1,localhost"]))
     env["NO_PROXY"] = env["no_proxy"] = no_proxy

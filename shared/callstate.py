@@ -50,6 +50,8 @@ OUTCOME_BATCH_FAILED = "batch_failed"
 OUTCOME_BATCH_CANCELLED = "batch_cancelled"
 OUTCOME_DNC = "dnc"  # on the workspace's do-not-call list: never dialed
 OUTCOME_DUPLICATE = "duplicate"  # the number appears earlier in the same batch: dialed once
+OUTCOME_UNKNOWN_TIME_ZONE = "unknown_time_zone"  # no zone to apply the calling window in
+OUTCOME_OUTSIDE_CALLING_WINDOW = "outside_calling_window"  # the window never opens
 
 # Twilio CallStatus → (our status, outcome when final).
 _TWILIO = {

@@ -119,6 +119,7 @@ class Batch(Base):
     calls_final: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     failure_reason: Mapped[str | None] = mapped_column(Text)
     retry_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    calling_window: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # Set while the batch is paused: nothing is claimed for dialing until it is cleared.
     paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -123,6 +123,33 @@ class RetryPolicy(BaseModel):
         return delays
 
 
+CLOCK = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$|^24:00$"
+
+
+class CallingWindowSpec(BaseModel):
+    """When calls may start, in each recipient's local time unless ``timezone`` is given."""
+
+    start: str = Field(pattern=CLOCK, examples=["09:00"])
+    end: str = Field(pattern=CLOCK, examples=["20:00"])
+    days: list[int] = Field(
+        default_factory=lambda: list(range(7)),
+        min_length=1,
+        max_length=7,
+        description="Days of the week calls may start on, 0 = Monday.",
+    )
+    timezone: str | None = None
+    override_default_window: bool = Field(
+        default=False, description="Allow calls outside the workspace's default window."
+    )
+
+    @field_validator("days")
+    @classmethod
+    def _weekdays(cls, days: list[int]) -> list[int]:
+        if any(d < 0 or d > 6 for d in days):
+            raise ValueError("days are 0 (Monday) to 6 (Sunday)")
+        return sorted(set(days))
+
+
 class SubmitBatchRequest(BaseModel):
     """Request model for submitting a batch call job."""
 
@@ -136,6 +163,7 @@ class SubmitBatchRequest(BaseModel):
     telephony_call_config: TelephonyCallConfig | None = None
     target_concurrency_limit: int | None = Field(default=None, ge=1)
     retry_policy: RetryPolicy | None = None
+    calling_window: CallingWindowSpec | None = None
 
 
 class BatchResponse(BaseModel):
@@ -160,6 +188,7 @@ class BatchResponse(BaseModel):
     telephony_call_config: TelephonyCallConfig | None = None
     target_concurrency_limit: int | None = None
     retry_policy: RetryPolicy | None = None
+    calling_window: CallingWindowSpec | None = None
     paused: bool = False
 
 

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # How many stale rows one tick handles per kind, so a tick stays short.
     tick_batch_limit: int = 2000
 
+    # Applies to every batch, in each recipient's local time; a batch may narrow it, and widen
+    # it only with override_default_window.
+    default_calling_window: str = "08:00-21:00"
+
     idempotency_ttl_s: int = 24 * 3600
     max_recipients_per_batch: int = 10_000
     default_ringing_timeout_s: int = 60

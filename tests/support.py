@@ -112,6 +112,8 @@ class Stack:
             SWITCHBOARD_SANDBOX_URL=self.carrier.base_url,
             SWITCHBOARD_TWILIO_ACCOUNT_SID="",
             SWITCHBOARD_TICK_INTERVAL_S="1",
+            # Tests must not depend on the hour they run at; window tests set their own.
+            SWITCHBOARD_DEFAULT_CALLING_WINDOW="00:00-24:00",
             SWITCHBOARD_REDRIVE_AFTER_S="3",
             SWITCHBOARD_DIAL_STALE_AFTER_S="12",
             SWITCHBOARD_CALL_STALE_AFTER_S="30",

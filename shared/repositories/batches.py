@@ -49,6 +49,7 @@ _BATCH_COLUMNS = (
     Batch.retry_count,
     Batch.failure_reason,
     Batch.retry_policy,
+    Batch.calling_window,
     Batch.paused_at,
 )
 

@@ -49,7 +49,7 @@ def claim_for_dial(session: Session, call_id: str, claim_token: str) -> Row[Any]
             "AND b.id = c.batch_id AND b.status = 'in_progress' AND b.paused_at IS NULL "
             "RETURNING c.id, c.batch_id, c.workspace_id, c.phone_number, c.whatsapp_user_id, "
             "c.client_data, c.attempts, b.prompt_template, b.first_message_template, "
-            "b.telephony_call_config, a.language, a.llm, a.voice, "
+            "b.telephony_call_config, b.calling_window, b.timezone, a.language, a.llm, a.voice, "
             "p.phone_number AS caller_number, p.provider, p.credentials_ref"
         ),
         {"id": call_id, "token": claim_token},

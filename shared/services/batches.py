@@ -42,6 +42,7 @@ from shared.schemas import (
 from shared.services.calls import Transaction
 from shared.settings import get_settings
 from shared.templates import placeholders, placeholders_in
+from shared.windows import CallingWindow
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +233,7 @@ def submit_batch(
             raise ValidationFailed.one(
                 ["body", "timezone"], f"unknown time zone '{body.timezone}'"
             ) from exc
+    _check_calling_window(body)
     batch_id = new_id("batch")
     recipients = _validate_recipients(body, batch_id, workspace_id, agent)
     number = _caller_number(session, workspace_id, body, recipients.needs_caller_number)
@@ -274,6 +276,9 @@ def submit_batch(
             "retry_policy": body.retry_policy.model_dump(mode="json")
             if body.retry_policy
             else None,
+            "calling_window": body.calling_window.model_dump(mode="json")
+            if body.calling_window
+            else None,
             "prompt_template": agent.prompt,
             "first_message_template": agent.first_message,
             "total_recipients": len(recipients.rows),
@@ -285,6 +290,32 @@ def submit_batch(
     if scheduled <= now:
         after_commit(session, lambda: messaging.publish(messaging.TASK_START_BATCH, [batch_id]))
     return batch_id
+
+
+def _check_calling_window(body: SubmitBatchRequest) -> None:
+    """A batch window must be a real window, and inside the default unless it says otherwise."""
+    spec = body.calling_window
+    if spec is None:
+        return
+    loc = ["body", "calling_window"]
+    window = CallingWindow.from_json(spec.model_dump())
+    if window.start >= window.end:
+        raise ValidationFailed.one(loc, "start must be before end (windows do not span midnight)")
+    if spec.timezone is not None:
+        try:
+            ZoneInfo(spec.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValidationFailed.one(
+                [*loc, "timezone"], f"unknown time zone '{spec.timezone}'"
+            ) from exc
+    default = CallingWindow.from_spec(get_settings().default_calling_window)
+    if not spec.override_default_window and not window.within(default):
+        raise ValidationFailed.one(
+            loc,
+            f"the window reaches outside the workspace default "
+            f"({get_settings().default_calling_window}, recipient-local); "
+            "set override_default_window to widen it",
+        )
 
 
 def _earlier_batch(session: Session, workspace_id: str, key: str, fingerprint: str) -> str | None:
@@ -322,6 +353,7 @@ def _batch_response(row: Row[Any], cls: type[BatchResponse] = BatchResponse, **e
         telephony_call_config=row.telephony_call_config,
         target_concurrency_limit=row.target_concurrency_limit,
         retry_policy=row.retry_policy,
+        calling_window=row.calling_window,
         paused=row.paused_at is not None,
         **extra,
     )

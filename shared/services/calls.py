@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
@@ -26,6 +27,7 @@ from shared.telephony.base import DialRequest
 from shared.telephony.twilio import provider_for
 from shared.templates import render, render_tree
 from shared.urls import agent_config_url, twilio_status_callback_url, twilio_twiml_url
+from shared.windows import CallingWindow, recipient_zones
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +168,9 @@ def dial_call(call_id: str, transaction: Transaction) -> str:
         if dnc_repo.listed_among(session, row.workspace_id, [row.phone_number]):
             skip_claimed_call(session, call_id, callstate.OUTCOME_DNC)
             return "dnc"
+        held = _hold_outside_window(session, row, token)
+        if held is not None:
+            return held
         data: dict[str, Any] = row.client_data or {}
         variables: dict[str, Any] = data.get("dynamic_variables") or {}
         override = data.get("conversation_config_override")
@@ -199,6 +204,30 @@ def dial_call(call_id: str, transaction: Transaction) -> str:
     with transaction() as session:
         apply_provider_update(session, call_id, update)
     return "dispatched"
+
+
+def _hold_outside_window(session: Session, row: Any, token: str) -> str | None:
+    """Checked when the call is about to be dialed: outside its calling window the call goes
+    back to pending, due at the window's next opening; None when it may be dialed now."""
+    settings = get_settings()
+    window = (
+        CallingWindow.from_json(row.calling_window)
+        if row.calling_window
+        else CallingWindow.from_spec(settings.default_calling_window)
+    )
+    zones = recipient_zones(row.phone_number, window, row.timezone)
+    if not zones:
+        skip_claimed_call(session, row.id, callstate.OUTCOME_UNKNOWN_TIME_ZONE)
+        return "unknown_time_zone"
+    now = datetime.now(UTC)
+    opening = window.next_opening(now, zones)
+    if opening == now:
+        return None
+    if opening is None:
+        skip_claimed_call(session, row.id, callstate.OUTCOME_OUTSIDE_CALLING_WINDOW)
+        return "window_never_opens"
+    calls_repo.release_claim(session, row.id, token, (opening - now).total_seconds())
+    return "outside_window"
 
 
 def _record_dial_error(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
+from datetime import UTC, datetime, timedelta
 
 from tests.factories import recipients, submit
 from tests.support import Stack, wait_for
@@ -149,3 +150,75 @@ def test_pause_stops_new_calls_and_resume_finishes_the_batch(stack: Stack):
     final = wait_final(client, batch_id, timeout=60)
     assert final["status"] == "completed" and final["total_calls_finished"] == 60
     assert_counters_match_rows(stack, final)
+
+
+def _midday_zone(now: datetime) -> tuple[str, int]:
+    """A fixed-offset zone where it is about noon now, and its offset in hours."""
+    hours = (12 - now.hour) % 24
+    hours = hours - 24 if hours > 14 else hours
+    return (f"Etc/GMT{-hours:+d}" if hours else "Etc/GMT"), hours
+
+
+def test_call_outside_its_window_waits_for_the_window_to_open(stack: Stack):
+    client, agent_id, number_id = setup_workspace(stack)
+    now = datetime.now(UTC)
+    zone, hours = _midday_zone(now)
+    opens = now + timedelta(hours=hours, seconds=5)
+    window = {
+        "start": opens.strftime("%H:%M:%S"),
+        "end": (opens + timedelta(hours=2)).strftime("%H:%M:%S"),
+        "timezone": zone,
+    }
+    response = submit(
+        client, agent_id, number_id, recipients(3, "+1646555", 1900), calling_window=window
+    )
+    assert response.status_code == 200, response.text
+    batch_id = response.json()["id"]
+    time.sleep(2.5)
+    state = batch_state(client, batch_id)
+    assert state["status"] == "in_progress"
+    assert [r["status"] for r in state["recipients"]] == ["pending"] * 3
+    assert not [c for c in stack.carrier.calls() if c["to"].startswith("+1646555190")]
+    final = wait_final(client, batch_id, timeout=30)
+    assert final["status"] == "completed"
+    placed = [c for c in stack.carrier.calls() if c["to"].startswith("+1646555190")]
+    assert len(placed) == 3 and min(c["created_at"] for c in placed) >= opens.timestamp() - 1
+
+
+def test_batch_window_may_narrow_the_default_and_widen_it_only_explicitly(make_stack):
+    stack = make_stack(
+        settings_env={"SWITCHBOARD_DEFAULT_CALLING_WINDOW": "08:00-21:00"}, workers=0, beat=False
+    )
+    client, agent_id, number_id = setup_workspace(stack)
+    later = int(time.time()) + 3600
+    narrow = submit(
+        client,
+        agent_id,
+        number_id,
+        recipients(1),
+        scheduled_time_unix=later,
+        calling_window={"start": "09:00", "end": "17:00", "days": [0, 1, 2, 3, 4]},
+    )
+    assert narrow.status_code == 200, narrow.text
+    assert narrow.json()["calling_window"]["days"] == [0, 1, 2, 3, 4]
+    wide = {"start": "07:00", "end": "22:00"}
+    refused = submit(client, agent_id, number_id, recipients(1), calling_window=wide)
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["loc"] == ["body", "calling_window"]
+    allowed = submit(
+        client,
+        agent_id,
+        number_id,
+        recipients(1),
+        scheduled_time_unix=later,
+        calling_window={**wide, "override_default_window": True},
+    )
+    assert allowed.status_code == 200
+    backwards = submit(
+        client,
+        agent_id,
+        number_id,
+        recipients(1),
+        calling_window={"start": "17:00", "end": "09:00"},
+    )
+    assert backwards.status_code == 422
