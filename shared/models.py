@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -192,6 +193,21 @@ class Call(Base):
     )
 
 
+class DialLog(Base):
+    """One provider-accepted dial attempt to a number, for the per-number frequency cap."""
+
+    __tablename__ = "dial_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), nullable=False)
+    phone_number: Mapped[str] = mapped_column(Text, nullable=False)
+    dialed_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        Index("ix_dial_log_workspace_id_phone_number", "workspace_id", "phone_number", "dialed_at"),
+    )
+
+
 class DncNumber(Base):
     """A number a workspace must never call."""
 
@@ -221,6 +237,7 @@ __all__ = [
     "Base",
     "Batch",
     "Call",
+    "DialLog",
     "DncNumber",
     "IdempotencyKey",
     "PhoneNumber",

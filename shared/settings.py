@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # it only with override_default_window.
     default_calling_window: str = "08:00-21:00"
 
+    # At most this many accepted dials to one number per rolling 7 days, per workspace, across
+    # batches (Regulation F's presumption); over the cap a call waits.
+    max_dials_per_number_per_week: int = 7
+
     idempotency_ttl_s: int = 24 * 3600
     max_recipients_per_batch: int = 10_000
     default_ringing_timeout_s: int = 60

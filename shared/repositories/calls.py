@@ -337,3 +337,27 @@ def hangup_row(session: Session, call_id: str) -> Row[Any] | None:
         ),
         {"id": call_id},
     ).one_or_none()
+
+
+def log_dial(session: Session, call_id: str) -> None:
+    """Record a provider-accepted dial of this call's number (for the frequency cap)."""
+    session.execute(
+        text(
+            "INSERT INTO dial_log (workspace_id, phone_number) "
+            "SELECT workspace_id, phone_number FROM calls WHERE id = :id"
+        ),
+        {"id": call_id},
+    )
+
+
+def week_of_dials(session: Session, workspace_id: str, number: str) -> list[Any]:
+    """When the number was dialed within the last 7 days, oldest first."""
+    return list(
+        session.execute(
+            text(
+                "SELECT dialed_at FROM dial_log WHERE workspace_id = :ws AND phone_number = :n "
+                "AND dialed_at > now() - interval '7 days' ORDER BY dialed_at"
+            ),
+            {"ws": workspace_id, "n": number},
+        ).scalars()
+    )

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
@@ -67,6 +67,8 @@ def _apply(
     """Apply a decided transition and move the counters it counts, in one transaction."""
     if not calls_repo.apply_transition(session, call_id, transition, values, ended_attempt):
         return False
+    if transition.accepted:
+        calls_repo.log_dial(session, call_id)
     if transition.deltas.any():
         batches_repo.move_counters(session, batch_id, transition.deltas)
     return True
@@ -168,7 +170,9 @@ def dial_call(call_id: str, transaction: Transaction) -> str:
         if dnc_repo.listed_among(session, row.workspace_id, [row.phone_number]):
             skip_claimed_call(session, call_id, callstate.OUTCOME_DNC)
             return "dnc"
-        held = _hold_outside_window(session, row, token)
+        held = _hold_outside_window(session, row, token) or _hold_over_frequency_cap(
+            session, row, token
+        )
         if held is not None:
             return held
         data: dict[str, Any] = row.client_data or {}
@@ -228,6 +232,19 @@ def _hold_outside_window(session: Session, row: Any, token: str) -> str | None:
         return "window_never_opens"
     calls_repo.release_claim(session, row.id, token, (opening - now).total_seconds())
     return "outside_window"
+
+
+def _hold_over_frequency_cap(session: Session, row: Any, token: str) -> str | None:
+    """Over the per-number cap of dials in 7 days the call waits until the oldest one ages
+    out; None when it may be dialed now."""
+    cap = get_settings().max_dials_per_number_per_week
+    dials = calls_repo.week_of_dials(session, row.workspace_id, row.phone_number)
+    if len(dials) < cap:
+        return None
+    frees_at = dials[len(dials) - cap] + timedelta(days=7)
+    delay = max((frees_at - datetime.now(UTC)).total_seconds(), 1.0)
+    calls_repo.release_claim(session, row.id, token, delay)
+    return "over_frequency_cap"
 
 
 def _record_dial_error(

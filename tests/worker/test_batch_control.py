@@ -222,3 +222,21 @@ def test_batch_window_may_narrow_the_default_and_widen_it_only_explicitly(make_s
         calling_window={"start": "17:00", "end": "09:00"},
     )
     assert backwards.status_code == 422
+
+
+def test_frequency_cap_holds_the_next_dial_to_a_number(make_stack):
+    stack = make_stack(settings_env={"SWITCHBOARD_MAX_DIALS_PER_NUMBER_PER_WEEK": "2"})
+    client, agent_id, number_id = setup_workspace(stack)
+    for _ in range(2):
+        batch_id = submit(client, agent_id, number_id, recipients(1, "+1646555", 2000)).json()["id"]
+        assert wait_final(client, batch_id, timeout=30)["status"] == "completed"
+    third = submit(client, agent_id, number_id, recipients(1, "+1646555", 2000)).json()["id"]
+    time.sleep(3)
+    state = batch_state(client, third)
+    assert state["status"] == "in_progress"
+    assert state["recipients"][0]["status"] == "pending"
+    due = stack.sql(
+        "SELECT due_at > now() + interval '6 days' FROM calls WHERE batch_id = %s", third
+    )
+    assert due == [(True,)]
+    assert dial_counts(stack)["+16465552000"] == 2
