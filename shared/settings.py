@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     # it only with override_default_window.
     default_calling_window: str = "08:00-21:00"
 
+    # Pacing, enforced across all workers through Redis: calls per second per caller number
+    # and per provider account, with bursts of up to the given size.
+    calls_per_second_per_number: float = 1.0
+    calls_per_second_per_account: float = 50.0
+    pacing_burst: int = 1
+    # A dial whose pacing slot is further away than this goes back to pending, due then, instead
+    # of holding a worker thread.
+    max_pacing_sleep_s: float = 5.0
+
     # At most this many accepted dials to one number per rolling 7 days, per workspace, across
     # batches (Regulation F's presumption); over the cap a call waits.
     max_dials_per_number_per_week: int = 7

@@ -114,6 +114,9 @@ class Stack:
             SWITCHBOARD_TICK_INTERVAL_S="1",
             # Tests must not depend on the hour they run at; window tests set their own.
             SWITCHBOARD_DEFAULT_CALLING_WINDOW="00:00-24:00",
+            # One caller number dials everything here; the pacing test sets its own limits.
+            SWITCHBOARD_CALLS_PER_SECOND_PER_NUMBER="1000",
+            SWITCHBOARD_CALLS_PER_SECOND_PER_ACCOUNT="1000",
             SWITCHBOARD_REDRIVE_AFTER_S="3",
             SWITCHBOARD_DIAL_STALE_AFTER_S="12",
             SWITCHBOARD_CALL_STALE_AFTER_S="30",
@@ -268,6 +271,7 @@ def running_stack(
     settings_env: dict[str, str] | None = None,
     workers: int = 1,
     beat: bool = True,
+    concurrency: int = 8,
 ) -> Iterator[Stack]:
     """A fresh database from the migrated template, a key prefix, a carrier, API and workers."""
     name = f"sbtest_{uuid.uuid4().hex[:10]}"
@@ -285,7 +289,7 @@ def running_stack(
     try:
         stack.start_api()
         for index in range(workers):
-            stack.start_worker(name=f"worker{index}")
+            stack.start_worker(name=f"worker{index}", concurrency=concurrency)
         if beat:
             stack.start_beat()
         yield stack

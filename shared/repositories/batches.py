@@ -248,3 +248,15 @@ def set_paused(session: Session, batch_id: str, paused: bool) -> None:
 def batch_status(session: Session, batch_id: str) -> str | None:
     """The batch's status."""
     return session.execute(select(Batch.status).where(Batch.id == batch_id)).scalar_one_or_none()
+
+
+def running_status(session: Session, batch_id: str) -> str | None:
+    """``running`` while calls of the batch may be placed, else its status (or ``paused``)."""
+    row = session.execute(
+        select(Batch.status, Batch.paused_at).where(Batch.id == batch_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    if row.status == "in_progress" and row.paused_at is None:
+        return "running"
+    return "paused" if row.paused_at is not None else str(row.status)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
+from redis.exceptions import RedisError
 from sqlalchemy import func
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,7 @@ from shared import callstate, messaging
 from shared.callstate import CallSnapshot, CounterDeltas, ProviderUpdate, Transition
 from shared.db import after_commit
 from shared.errors import NotFound, ProviderError
+from shared.ratelimit import Limit, reserve
 from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo
 from shared.repositories import dnc as dnc_repo
@@ -197,8 +199,12 @@ def dial_call(call_id: str, transaction: Transaction) -> str:
         status_callback_url=twilio_status_callback_url(call_id, settings),
         ringing_timeout_s=config.get("ringing_timeout_secs") or settings.default_ringing_timeout_s,
     )
+    provider = provider_for(row.credentials_ref)
+    paced = _wait_for_pacing(call_id, row, token, provider.account.account_sid, transaction)
+    if paced is not None:
+        return paced
     try:
-        placed = provider_for(row.credentials_ref).place_call(request)
+        placed = provider.place_call(request)
     except ProviderError as error:
         with transaction() as session:
             return _record_dial_error(session, call_id, row.batch_id, token, error)
@@ -232,6 +238,54 @@ def _hold_outside_window(session: Session, row: Any, token: str) -> str | None:
         return "window_never_opens"
     calls_repo.release_claim(session, row.id, token, (opening - now).total_seconds())
     return "outside_window"
+
+
+def _wait_for_pacing(
+    call_id: str, row: Any, token: str, account_sid: str, transaction: Transaction
+) -> str | None:
+    """Take a pacing slot for the caller number and the provider account, shared by every
+    worker through Redis; None when the call may be placed now.
+
+    A slot further away than ``max_pacing_sleep_s`` is not taken: the call goes back to
+    pending, due then, rather than holding a worker thread.
+    """
+    settings = get_settings()
+    limits = [
+        Limit(
+            f"number:{row.caller_number}",
+            settings.calls_per_second_per_number,
+            settings.pacing_burst,
+        ),
+        Limit(
+            f"account:{account_sid}", settings.calls_per_second_per_account, settings.pacing_burst
+        ),
+    ]
+    try:
+        reservation = reserve(limits, settings.max_pacing_sleep_s)
+    except RedisError as exc:
+        # Nothing was placed: hand the call back, due shortly, rather than dial unpaced.
+        log.warning("pacing unavailable for %s: %s", call_id, exc)
+        with transaction() as session:
+            calls_repo.release_claim(session, call_id, token, TRANSIENT_RETRY_DELAY_S)
+        return "pacing_unavailable"
+    if not reservation.reserved:
+        with transaction() as session:
+            calls_repo.release_claim(session, call_id, token, reservation.wait_s)
+        return "paced"
+    if reservation.wait_s > 0:
+        time.sleep(reservation.wait_s)
+    if reservation.wait_s >= 1.0:
+        # The batch may have been cancelled or paused during a long wait. (Short waits skip the
+        # read: cancel and pause wait for claims in flight, then hang up what was placed.)
+        with transaction() as session:
+            status = batches_repo.running_status(session, row.batch_id)
+            if status == "cancelled":
+                skip_claimed_call(session, call_id, callstate.OUTCOME_BATCH_CANCELLED)
+                return "cancelled"
+            if status != "running":
+                calls_repo.release_claim(session, call_id, token, 0)
+                return "paused"
+    return None
 
 
 def _hold_over_frequency_cap(session: Session, row: Any, token: str) -> str | None:
