@@ -83,6 +83,7 @@ class SandboxCarrier:
         self._calls: dict[str, dict[str, Any]] = {}
         self._order: list[str] = []
         self._attempts: Counter[str] = Counter()
+        self._requests: Counter[str] = Counter()
         self._stats: Counter[str] = Counter()
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._sequence = itertools.count()
@@ -161,6 +162,7 @@ class SandboxCarrier:
             self._calls.clear()
             self._order.clear()
             self._attempts.clear()
+            self._requests.clear()
             self._stats.clear()
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
@@ -237,8 +239,11 @@ class SandboxCarrier:
         with self._lock:
             rule = self.config.rule_for(to)
             attempt = self._attempts[to]
+            request_index = self._requests[to]
+            self._requests[to] += 1
             self._stats["create_requests_total"] += 1
-        rng = self._draw(rule, to, attempt)
+        # Draws depend on how often this number was asked for, never on thread timing.
+        rng = self._draw(rule, to, request_index)
         if rule.api_latency_ms:
             time.sleep(rule.api_latency_ms / 1000)
         if rule.http_error and rng.random() < rule.http_error_probability:

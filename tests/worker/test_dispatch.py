@@ -307,3 +307,33 @@ def test_lost_start_and_dial_messages_are_redriven_by_the_tick(make_stack):
     assert_counters_match_rows(stack, batch)
     counts = dial_counts(stack)
     assert len(counts) == 30 and set(counts.values()) == {1}
+
+
+def test_ambiguous_provider_timeout_is_reconciled_not_redialed(make_stack):
+    # The carrier answers after the client's 2 s timeout, but it did create the call.
+    stack = make_stack(sandbox={"rules": [{"pattern": "+16465552100", "timeout_seconds": 3}]})
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(2, "+1646555", 2100)).json()["id"]
+    batch = wait_final(client, batch_id, timeout=90)
+    assert batch["status"] == "completed"
+    assert [r["status"] for r in batch["recipients"]] == ["completed", "completed"]
+    assert dial_counts(stack)["+16465552100"] == 1
+    assert_counters_match_rows(stack, batch)
+
+
+def test_provider_overload_is_retried_without_failing_the_call(make_stack):
+    stack = make_stack(
+        sandbox={
+            "seed": 1,
+            "rules": [
+                {"pattern": "+1646555220*", "http_error": 429, "http_error_probability": 0.5}
+            ],
+        }
+    )
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(8, "+1646555", 2200)).json()["id"]
+    batch = wait_final(client, batch_id, timeout=90)
+    assert [r["status"] for r in batch["recipients"]] == ["completed"] * 8
+    assert set(dial_counts(stack).values()) == {1}
+    assert stack.carrier.stats().get("rejected_429", 0) >= 1
+    assert_counters_match_rows(stack, batch)
