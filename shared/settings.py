@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # of holding a worker thread.
     max_pacing_sleep_s: float = 5.0
 
+    # Live calls at once per workspace (batches may set a lower target_concurrency_limit).
+    max_live_calls_per_workspace: int = 200
+
     # At most this many accepted dials to one number per rolling 7 days, per workspace, across
     # batches (Regulation F's presumption); over the cap a call waits.
     max_dials_per_number_per_week: int = 7

@@ -49,7 +49,8 @@ def claim_for_dial(session: Session, call_id: str, claim_token: str) -> Row[Any]
             "AND b.id = c.batch_id AND b.status = 'in_progress' AND b.paused_at IS NULL "
             "RETURNING c.id, c.batch_id, c.workspace_id, c.phone_number, c.whatsapp_user_id, "
             "c.client_data, c.attempts, b.prompt_template, b.first_message_template, "
-            "b.telephony_call_config, b.calling_window, b.timezone, a.language, a.llm, a.voice, "
+            "b.telephony_call_config, b.calling_window, b.timezone, "
+            "b.target_concurrency_limit, a.language, a.llm, a.voice, "
             "p.phone_number AS caller_number, p.provider, p.credentials_ref"
         ),
         {"id": call_id, "token": claim_token},
@@ -73,7 +74,7 @@ def store_rendered(
     )
 
 
-def lock_call(session: Session, call_id: str) -> tuple[CallSnapshot, str] | None:
+def lock_call(session: Session, call_id: str) -> tuple[CallSnapshot, str, str] | None:
     """Lock the call row for a transition; its snapshot (with its batch's retry policy)."""
     row = session.execute(
         select(
@@ -82,6 +83,7 @@ def lock_call(session: Session, call_id: str) -> tuple[CallSnapshot, str] | None
             calls.first_dispatched_at,
             calls.attempts,
             calls.batch_id,
+            calls.workspace_id,
             calls.attempt_history,
             BATCHES.c.retry_policy,
         )
@@ -101,7 +103,7 @@ def lock_call(session: Session, call_id: str) -> tuple[CallSnapshot, str] | None
         ),
         retry=RetryPolicy.from_json(row.retry_policy),
     )
-    return snapshot, row.batch_id
+    return snapshot, row.batch_id, row.workspace_id
 
 
 def apply_transition(

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import func
 from sqlalchemy.orm import Session
 
-from shared import callstate, messaging
+from shared import callstate, messaging, slots
 from shared.callstate import CallSnapshot, CounterDeltas, ProviderUpdate, Transition
 from shared.db import after_commit
 from shared.errors import NotFound, ProviderError
@@ -25,6 +25,7 @@ from shared.repositories import calls as calls_repo
 from shared.repositories import dnc as dnc_repo
 from shared.schemas import AgentConfigResponse
 from shared.settings import get_settings
+from shared.slots import SlotLimit
 from shared.telephony.base import DialRequest
 from shared.telephony.twilio import provider_for
 from shared.templates import render, render_tree
@@ -37,6 +38,8 @@ Transaction = Callable[[], AbstractContextManager[Session]]
 
 # A dial the provider did not process (429, 5xx, unreachable) is handed back, due again after:
 TRANSIENT_RETRY_DELAY_S = 15.0
+# A call that found every concurrency slot taken is due again after:
+SLOT_RETRY_DELAY_S = 1.0
 
 
 def _ended_attempt(
@@ -58,10 +61,16 @@ def _ended_attempt(
     }
 
 
+def slot_names(batch_id: str, workspace_id: str) -> list[str]:
+    """The concurrency slots a call of this batch holds while it is live."""
+    return [f"batch:{batch_id}", f"workspace:{workspace_id}"]
+
+
 def _apply(
     session: Session,
     call_id: str,
     batch_id: str,
+    workspace_id: str,
     transition: Transition,
     values: dict[str, Any],
     ended_attempt: dict[str, Any] | None,
@@ -71,6 +80,9 @@ def _apply(
         return False
     if transition.accepted:
         calls_repo.log_dial(session, call_id)
+    if transition.to_status in callstate.FINAL or transition.requeue_delay_s is not None:
+        names = slot_names(batch_id, workspace_id)
+        after_commit(session, lambda: slots.release(call_id, names))
     if transition.deltas.any():
         batches_repo.move_counters(session, batch_id, transition.deltas)
     return True
@@ -100,12 +112,13 @@ def apply_provider_update(session: Session, call_id: str, update: ProviderUpdate
     if locked is None:
         log.warning("provider report for unknown call %s", call_id)
         return False
-    snapshot, batch_id = locked
+    snapshot, batch_id, workspace_id = locked
     transition = callstate.plan_provider_update(snapshot, update)
     if transition is None:
         return False
     ended = _ended_attempt(snapshot, transition, update.sid, update.outcome, update.duration_s)
-    return _apply(session, call_id, batch_id, transition, _update_values(update), ended)
+    values = _update_values(update)
+    return _apply(session, call_id, batch_id, workspace_id, transition, values, ended)
 
 
 def fail_claimed_call(
@@ -115,7 +128,7 @@ def fail_claimed_call(
     locked = calls_repo.lock_call(session, call_id)
     if locked is None:
         return False
-    snapshot, batch_id = locked
+    snapshot, batch_id, workspace_id = locked
     transition = callstate.plan_dial_failure(snapshot, callstate.FAILED)
     if transition is None:
         return False
@@ -126,7 +139,7 @@ def fail_claimed_call(
             error_message=error.message[:1000],
         )
     ended = _ended_attempt(snapshot, transition, None, outcome)
-    return _apply(session, call_id, batch_id, transition, values, ended)
+    return _apply(session, call_id, batch_id, workspace_id, transition, values, ended)
 
 
 def skip_claimed_call(session: Session, call_id: str, outcome: str) -> bool:
@@ -134,12 +147,12 @@ def skip_claimed_call(session: Session, call_id: str, outcome: str) -> bool:
     locked = calls_repo.lock_call(session, call_id)
     if locked is None:
         return False
-    snapshot, batch_id = locked
+    snapshot, batch_id, workspace_id = locked
     transition = callstate.plan_skip(snapshot)
     if transition is None:
         return False
     values = {"outcome": outcome, "ended_at": func.now()}
-    return _apply(session, call_id, batch_id, transition, values, None)
+    return _apply(session, call_id, batch_id, workspace_id, transition, values, None)
 
 
 def fail_batch(session: Session, batch_id: str, reason: str) -> None:
@@ -200,12 +213,18 @@ def dial_call(call_id: str, transaction: Transaction) -> str:
         ringing_timeout_s=config.get("ringing_timeout_secs") or settings.default_ringing_timeout_s,
     )
     provider = provider_for(row.credentials_ref)
+    names = slot_names(row.batch_id, row.workspace_id)
+    if not _take_slots(call_id, row, token, transaction):
+        return "no_slot"
     paced = _wait_for_pacing(call_id, row, token, provider.account.account_sid, transaction)
     if paced is not None:
+        slots.release(call_id, names)
         return paced
     try:
         placed = provider.place_call(request)
     except ProviderError as error:
+        if not error.ambiguous:  # an ambiguous call may be live: its lease keeps the slot
+            slots.release(call_id, names)
         with transaction() as session:
             return _record_dial_error(session, call_id, row.batch_id, token, error)
     update = callstate.from_twilio(placed.sid, placed.provider_status) or ProviderUpdate(
@@ -238,6 +257,23 @@ def _hold_outside_window(session: Session, row: Any, token: str) -> str | None:
         return "window_never_opens"
     calls_repo.release_claim(session, row.id, token, (opening - now).total_seconds())
     return "outside_window"
+
+
+def _take_slots(call_id: str, row: Any, token: str, transaction: Transaction) -> bool:
+    """A live-call slot under the workspace cap and the batch's target_concurrency_limit;
+    without one the call goes back to pending, due again shortly."""
+    settings = get_settings()
+    limits = [SlotLimit(f"workspace:{row.workspace_id}", settings.max_live_calls_per_workspace)]
+    if row.target_concurrency_limit:
+        limits.append(SlotLimit(f"batch:{row.batch_id}", row.target_concurrency_limit))
+    try:
+        if slots.acquire(call_id, limits, settings.call_stale_after_s):
+            return True
+    except RedisError as exc:
+        log.warning("concurrency slots unavailable for %s: %s", call_id, exc)
+    with transaction() as session:
+        calls_repo.release_claim(session, call_id, token, SLOT_RETRY_DELAY_S)
+    return False
 
 
 def _wait_for_pacing(

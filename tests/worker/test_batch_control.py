@@ -240,3 +240,18 @@ def test_frequency_cap_holds_the_next_dial_to_a_number(make_stack):
     )
     assert due == [(True,)]
     assert dial_counts(stack)["+16465552000"] == 2
+
+
+def test_target_concurrency_limit_caps_live_calls(make_stack):
+    stack = make_stack(
+        sandbox={"rules": [{"pattern": "*", "ring_seconds": 0.2, "talk_seconds": 1.0}]}
+    )
+    client, agent_id, number_id = setup_workspace(stack)
+    response = submit(
+        client, agent_id, number_id, recipients(12, "+1646555", 2300), target_concurrency_limit=3
+    )
+    batch = wait_final(client, response.json()["id"], timeout=90)
+    assert batch["status"] == "completed" and batch["total_calls_finished"] == 12
+    assert 1 <= stack.carrier.stats()["max_live_calls"] <= 3
+    assert set(dial_counts(stack).values()) == {1}
+    assert_counters_match_rows(stack, batch)

@@ -1,0 +1,76 @@
+"""Concurrency slots: how many calls may be live at once, per batch and per workspace.
+
+A slot is taken (in Redis, atomically for every limit) before a call is dialed and given back
+when the call ends. Each slot is a lease: a call whose final callback never comes frees its
+slot when the lease runs out, and the tick reconciles that call with the provider.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+from shared.settings import get_settings
+
+# KEYS: sorted sets of call ids scored by lease expiry. ARGV[1]: the call id, ARGV[2]: now,
+# ARGV[3]: lease expiry, then one limit per key. Returns 1 when every slot was taken.
+_ACQUIRE = """
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
+  if not redis.call('ZSCORE', key, ARGV[1]) and
+     redis.call('ZCARD', key) >= tonumber(ARGV[3 + i]) then
+    return 0
+  end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, ARGV[3], ARGV[1])
+  redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[3]) - tonumber(ARGV[2])) + 60)
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class SlotLimit:
+    """At most ``limit`` live calls under ``key``."""
+
+    key: str
+    limit: int
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, max_connections=256)
+
+
+@lru_cache(maxsize=4)
+def _script(url: str) -> Any:
+    return _client(url).register_script(_ACQUIRE)
+
+
+def _key(name: str) -> str:
+    return f"{get_settings().redis_key_prefix}slots:{name}"
+
+
+def acquire(call_id: str, limits: Sequence[SlotLimit], lease_s: float) -> bool:
+    """Take a slot under every limit for ``call_id``, or none at all."""
+    if not limits:
+        return True
+    now = time.time()
+    args: list[Any] = [call_id, now, now + lease_s, *[limit.limit for limit in limits]]
+    taken = _script(get_settings().redis_url)(keys=[_key(limit.key) for limit in limits], args=args)
+    return bool(taken)
+
+
+def release(call_id: str, names: Sequence[str]) -> None:
+    """Give back the call's slots (harmless if it held none)."""
+    client = _client(get_settings().redis_url)
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.zrem(_key(name), call_id)
+        pipe.execute()
