@@ -260,3 +260,15 @@ def running_status(session: Session, batch_id: str) -> str | None:
     if row.status == "in_progress" and row.paused_at is None:
         return "running"
     return "paused" if row.paused_at is not None else str(row.status)
+
+
+def status_of_call_batch(session: Session, call_id: str) -> str | None:
+    """The status of the batch a call belongs to, share-locked until the transaction ends, so
+    that a cancel cannot commit between this read and what the caller does with it."""
+    return session.execute(
+        text(
+            "SELECT b.status FROM calls c JOIN batches b ON b.id = c.batch_id WHERE c.id = :id "
+            "FOR SHARE OF b"
+        ),
+        {"id": call_id},
+    ).scalar_one_or_none()

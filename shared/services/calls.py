@@ -142,6 +142,19 @@ def fail_claimed_call(
     return _apply(session, call_id, batch_id, workspace_id, transition, values, ended)
 
 
+def hand_back(session: Session, call_id: str, token: str, delay_s: float) -> bool:
+    """A claimed call that was not placed goes back to pending, due after ``delay_s``; or, in a
+    batch cancelled meanwhile, ends cancelled (a pending call of a cancelled batch would never
+    be final). False if the claim was no longer ours.
+
+    For a claim committed earlier. Inside the claim's own transaction use release_claim: a
+    cancel then waits for that transaction and cancels the call it hands back.
+    """
+    if batches_repo.status_of_call_batch(session, call_id) == "cancelled":
+        return skip_claimed_call(session, call_id, callstate.OUTCOME_BATCH_CANCELLED)
+    return calls_repo.release_claim(session, call_id, token, delay_s)
+
+
 def skip_claimed_call(session: Session, call_id: str, outcome: str) -> bool:
     """dialing → cancelled for a call that must not be dialed after all."""
     locked = calls_repo.lock_call(session, call_id)
@@ -272,7 +285,7 @@ def _take_slots(call_id: str, row: Any, token: str, transaction: Transaction) ->
     except RedisError as exc:
         log.warning("concurrency slots unavailable for %s: %s", call_id, exc)
     with transaction() as session:
-        calls_repo.release_claim(session, call_id, token, SLOT_RETRY_DELAY_S)
+        hand_back(session, call_id, token, SLOT_RETRY_DELAY_S)
     return False
 
 
@@ -302,11 +315,11 @@ def _wait_for_pacing(
         # Nothing was placed: hand the call back, due shortly, rather than dial unpaced.
         log.warning("pacing unavailable for %s: %s", call_id, exc)
         with transaction() as session:
-            calls_repo.release_claim(session, call_id, token, TRANSIENT_RETRY_DELAY_S)
+            hand_back(session, call_id, token, TRANSIENT_RETRY_DELAY_S)
         return "pacing_unavailable"
     if not reservation.reserved:
         with transaction() as session:
-            calls_repo.release_claim(session, call_id, token, reservation.wait_s)
+            hand_back(session, call_id, token, reservation.wait_s)
         return "paced"
     if reservation.wait_s > 0:
         time.sleep(reservation.wait_s)
@@ -319,7 +332,7 @@ def _wait_for_pacing(
                 skip_claimed_call(session, call_id, callstate.OUTCOME_BATCH_CANCELLED)
                 return "cancelled"
             if status != "running":
-                calls_repo.release_claim(session, call_id, token, 0)
+                hand_back(session, call_id, token, 0)
                 return "paused"
     return None
 
@@ -353,7 +366,7 @@ def _record_dial_error(
         log.warning("ambiguous dial of %s: %s", call_id, error.message)
         return "ambiguous"
     if error.retryable:
-        calls_repo.release_claim(session, call_id, token, TRANSIENT_RETRY_DELAY_S)
+        hand_back(session, call_id, token, TRANSIENT_RETRY_DELAY_S)
         return "deferred"
     fail_claimed_call(session, call_id, callstate.OUTCOME_PROVIDER_ERROR, error)
     return "rejected"
@@ -384,9 +397,7 @@ def reconcile_call(call_id: str, transaction: Transaction) -> str:
         if found is not None:
             apply_provider_update(session, call_id, found)
             return "updated"
-        if row.status == callstate.DIALING and calls_repo.release_claim(
-            session, call_id, row.claim_token, 0
-        ):
+        if row.status == callstate.DIALING and hand_back(session, call_id, row.claim_token, 0):
             # The provider has no such call: the dial never happened, so dial again now.
             after_commit(session, lambda: messaging.publish(messaging.TASK_DIAL, [call_id]))
             return "redial"
@@ -427,17 +438,29 @@ def twiml_for_call(call_id: str) -> str:
 
 
 def hang_up_call(call_id: str, transaction: Transaction) -> str:
-    """End a live call of a cancelled batch through the provider; its callback finalises it."""
+    """End a live call of a cancelled batch through the provider; its callback finalises it.
+
+    When the provider says there is nothing to end, the call is already over there (its final
+    callback may be late or lost): its status is fetched and applied at once.
+    """
     with transaction() as session:
         row = calls_repo.hangup_row(session, call_id)
     if row is None or row.status not in callstate.LIVE or not row.provider_call_sid:
         return "nothing_to_do"
+    provider = provider_for(row.credentials_ref or "default")
     try:
-        provider_for(row.credentials_ref or "default").end_call(
-            row.provider_call_sid, answered=row.status == callstate.IN_PROGRESS
-        )
+        provider.end_call(row.provider_call_sid, answered=row.status == callstate.IN_PROGRESS)
+        return "ended"
     except ProviderError as error:
-        # Already over at the provider: its final callback (or reconciliation) ends our row.
-        log.info("hang-up of %s not needed or failed: %s", call_id, error.message)
-        return "not_ended"
-    return "ended"
+        log.info("hang-up of %s not done (%s); fetching its status", call_id, error.message)
+    try:
+        update = provider.fetch_call(row.provider_call_sid)
+    except ProviderError as error:
+        log.warning(
+            "status of %s unavailable; the tick will reconcile it: %s", call_id, error.message
+        )
+        return "unknown"
+    if update is not None:
+        with transaction() as session:
+            apply_provider_update(session, call_id, update)
+    return "reconciled"

@@ -114,7 +114,7 @@ def test_cancel_racing_four_busy_workers_places_nothing_after_the_response(make_
                 else None
             )
         )(batch_state(client, batch_id)),
-        30,
+        90,
         what="every recipient to be final",
     )
     assert final["status"] == "cancelled"
