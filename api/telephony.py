@@ -38,6 +38,7 @@ async def twilio_status_callback(call_id: str, request: Request) -> Response:
         "duration": form.get("CallDuration") or None,
         "error_code": form.get("ErrorCode"),
         "error_message": form.get("ErrorMessage"),
+        "from": form.get("From"),
     }
     # If this publish fails the request fails and Twilio retries; if the message is lost
     # later, the tick reconciles the call with Twilio once its final callback is overdue.

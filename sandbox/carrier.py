@@ -184,8 +184,10 @@ class SandboxCarrier:
         query: dict[str, list[str]],
         form: dict[str, list[str]],
         authorization: str | None,
+        received_at: float | None = None,
     ) -> tuple[int, Any]:
-        """Answer one request; returns (status, JSON body)."""
+        """Answer one request; returns (status, JSON body). ``received_at`` is when its first
+        line arrived: a call's ``created_at``, so that pacing is measured at the wire."""
         try:
             if path.startswith("/sandbox/"):
                 return self._control(method, path, form)
@@ -197,7 +199,9 @@ class SandboxCarrier:
             account_sid, call_sid = match.groups()
             self._authenticate(account_sid, authorization)
             if call_sid is None and method == "POST":
-                return self._create(account_sid, {k: v for k, v in form.items()})
+                return self._create(
+                    account_sid, {k: v for k, v in form.items()}, received_at or time.time()
+                )
             if call_sid is None and method == "GET":
                 return 200, self._list(account_sid, path, query)
             if call_sid is not None and method == "GET":
@@ -233,7 +237,9 @@ class SandboxCarrier:
     def _draw(self, rule: Rule, to: str, attempt: int) -> random.Random:
         return random.Random(f"{self.config.seed}:{to}:{attempt}")
 
-    def _create(self, account_sid: str, form: dict[str, list[str]]) -> tuple[int, Any]:
+    def _create(
+        self, account_sid: str, form: dict[str, list[str]], received_at: float
+    ) -> tuple[int, Any]:
         first = {k: v[0] for k, v in form.items()}
         to, from_ = first.get("To", ""), first.get("From", "")
         with self._lock:
@@ -276,7 +282,7 @@ class SandboxCarrier:
                     chosen = name
                     break
             outcome = chosen
-        now = time.time()
+        now = received_at + (rule.api_latency_ms or 0) / 1000
         sid = "CA" + uuid.uuid4().hex
         call: dict[str, Any] = {
             "sid": sid,
@@ -496,7 +502,7 @@ class SandboxCarrier:
         self._senders.submit(run)
 
     def _callback(self, call: dict[str, Any]) -> None:
-        if not call["status_callback"]:
+        if not call["status_callback"] or self.config.rule_for(call["to"]).drop_callbacks:
             return
         with self._lock:
             params = {
@@ -626,9 +632,14 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in one write with Nagle off: no 40 ms delayed-ACK stalls.
     disable_nagle_algorithm = True
+    received_at = 0.0
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the carrier is driven thousands of times a second."""
+
+    def parse_request(self) -> bool:
+        self.received_at = time.time()  # before the headers are parsed
+        return super().parse_request()
 
     def _serve(self, method: str) -> None:
         parts = urllib.parse.urlsplit(self.path)
@@ -640,7 +651,7 @@ class _Handler(BaseHTTPRequestHandler):
             form = urllib.parse.parse_qs(raw.decode(), keep_blank_values=True)
         query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
         status, payload = self.sandbox.handle(
-            method, parts.path, query, form, self.headers.get("Authorization")
+            method, parts.path, query, form, self.headers.get("Authorization"), self.received_at
         )
         body = json.dumps(payload).encode()
         head = (

@@ -30,6 +30,8 @@ class Rule:
     timeout_seconds: float | None = None
     error_code: int | None = None
     error_message: str | None = None
+    # The call plays out but no status callback is ever sent for it (a lost webhook).
+    drop_callbacks: bool = False
 
     def matches(self, number: str) -> bool:
         """Whether this rule applies to a call to ``number``."""

@@ -88,6 +88,8 @@ class ProviderUpdate:
     duration_s: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # The caller number the call was placed from, when the report tells it.
+    from_number: str | None = None
 
 
 def from_twilio(
@@ -98,6 +100,7 @@ def from_twilio(
     duration: str | int | None = None,
     error_code: str | None = None,
     error_message: str | None = None,
+    from_number: str | None = None,
 ) -> ProviderUpdate | None:
     """Map a Twilio call status (callback or REST resource) onto our states; None if unknown."""
     mapped = _TWILIO.get(call_status)
@@ -115,6 +118,7 @@ def from_twilio(
         duration_s=seconds,
         error_code=error_code or None,
         error_message=error_message or None,
+        from_number=from_number or None,
     )
 
 

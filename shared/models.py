@@ -17,7 +17,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -97,6 +97,10 @@ class Batch(Base):
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), nullable=False)
     phone_number_id: Mapped[str | None] = mapped_column(ForeignKey("phone_numbers.id"))
     phone_provider: Mapped[str | None] = mapped_column(Text)
+    # The caller-ID pool, phone_number_id first; empty for a batch that places no calls.
+    phone_number_ids: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{}'")
+    )
     status: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = _now()
     scheduled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -158,6 +162,8 @@ class Call(Base):
     # When the tick last asked the provider about this call (throttles reconciliation).
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     provider_call_sid: Mapped[str | None] = mapped_column(Text)
+    # The caller number of the batch's pool that the latest accepted attempt was placed from.
+    caller_number: Mapped[str | None] = mapped_column(Text)
     provider_status: Mapped[str | None] = mapped_column(Text)
     # Set once, the first time any attempt of this recipient is accepted by the provider; the
     # dispatched counter moves in the same transaction, so it moves once per recipient.

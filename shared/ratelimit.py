@@ -16,34 +16,52 @@ import redis
 
 from shared.settings import get_settings
 
-# KEYS: the limited resources. ARGV[1]: the longest wait worth reserving (µs); then pairs of
-# (emission interval µs, burst tolerance µs). Returns the wait in µs before the reserved slot,
-# every key advanced atomically; or, when the slot is further away than ARGV[1], minus the
-# wait, reserving nothing.
+# KEYS: first ARGV[2] alternatives (one of which is taken: the caller numbers of a pool), then
+# the resources every dial needs (the provider account). ARGV[1]: the longest wait worth
+# reserving (µs); then, per key, (emission interval µs, burst tolerance µs). Picks the
+# alternative whose slot comes first (ties: the one least recently used, so a pool rotates)
+# and returns {wait µs, its index (0 without alternatives)}, every key it needs advanced
+# atomically; or, when that slot is further away than ARGV[1], {minus the wait, index},
+# reserving nothing.
 _RESERVE = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
-local at = now
+local alternatives = tonumber(ARGV[2])
 local tats = {}
+local earliest = {}
 for i, key in ipairs(KEYS) do
-  local tolerance = tonumber(ARGV[2 * i + 1])
   local tat = tonumber(redis.call('GET', key) or now)
   if tat < now then tat = now end
   tats[i] = tat
-  local earliest = tat - tolerance
-  if earliest > at then at = earliest end
+  earliest[i] = tat - tonumber(ARGV[2 * i + 2])
+end
+local at = now
+for i = alternatives + 1, #KEYS do
+  if earliest[i] > at then at = earliest[i] end
+end
+local choice = 0
+if alternatives > 0 then
+  local best, best_tat
+  for i = 1, alternatives do
+    local candidate = math.max(at, earliest[i])
+    if best == nil or candidate < best or (candidate == best and tats[i] < best_tat) then
+      best, best_tat, choice = candidate, tats[i], i
+    end
+  end
+  at = best
 end
 if at - now > tonumber(ARGV[1]) then
-  return now - at
+  return {now - at, choice}
 end
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i])
-  local tat = tats[i]
-  if tat < at then tat = at end
-  local new_tat = tat + interval
-  redis.call('SET', key, new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+  if i == choice or i > alternatives then
+    local tat = tats[i]
+    if tat < at then tat = at end
+    local new_tat = tat + tonumber(ARGV[2 * i + 1])
+    redis.call('SET', key, new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+  end
 end
-return at - now
+return {at - now, choice}
 """
 
 
@@ -68,25 +86,32 @@ def _script(url: str) -> Any:
 
 @dataclass(frozen=True)
 class Reservation:
-    """When the slot comes: ``wait_s`` from now; ``reserved`` is False when it was too far."""
+    """When the slot comes: ``wait_s`` from now; ``reserved`` is False when it was too far.
+    ``choice`` is the index of the alternative taken (0 without alternatives)."""
 
     wait_s: float
     reserved: bool
+    choice: int = 0
 
 
-def reserve(limits: Sequence[Limit], max_wait_s: float) -> Reservation:
-    """Reserve the next slot under every limit, unless it is more than ``max_wait_s`` away."""
-    if not limits:
+def reserve(
+    limits: Sequence[Limit], max_wait_s: float, alternatives: Sequence[Limit] = ()
+) -> Reservation:
+    """Reserve the next slot under every limit and under one of ``alternatives`` (the one
+    whose slot comes first), unless it is more than ``max_wait_s`` away."""
+    if not limits and not alternatives:
         return Reservation(0.0, True)
     settings = get_settings()
-    keys = [f"{settings.redis_key_prefix}rate:{limit.key}" for limit in limits]
-    args: list[int] = [int(max_wait_s * 1_000_000)]
-    for limit in limits:
+    ordered = [*alternatives, *limits]
+    keys = [f"{settings.redis_key_prefix}rate:{limit.key}" for limit in ordered]
+    args: list[int] = [int(max_wait_s * 1_000_000), len(alternatives)]
+    for limit in ordered:
         interval = int(1_000_000 / limit.rate)
         # One call of the burst is kept as headroom for the jitter between a worker waking for
         # its slot and the request reaching the provider (measured: up to two calls in one
         # second with four workers on two cores), so the provider never sees more than
         # rate + burst in any one second.
         args += [interval, interval * max(limit.burst - 2, 0)]
-    wait_us = int(_script(settings.redis_url)(keys=keys, args=args))
-    return Reservation(abs(wait_us) / 1_000_000, wait_us >= 0)
+    wait_us, choice = _script(settings.redis_url)(keys=keys, args=args)
+    wait_us = int(wait_us)
+    return Reservation(abs(wait_us) / 1_000_000, wait_us >= 0, max(int(choice) - 1, 0))

@@ -150,6 +150,9 @@ class CallingWindowSpec(BaseModel):
         return sorted(set(days))
 
 
+MAX_CALLER_POOL = 50
+
+
 class SubmitBatchRequest(BaseModel):
     """Request model for submitting a batch call job."""
 
@@ -158,6 +161,13 @@ class SubmitBatchRequest(BaseModel):
     recipients: list[OutboundCallRecipient] = Field(min_length=1, max_length=10_000)
     scheduled_time_unix: int | None = None
     agent_phone_number_id: str | None = None
+    agent_phone_number_ids: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CALLER_POOL,
+        description="A caller-ID pool: calls rotate across these numbers, each at its own pace "
+        "(after agent_phone_number_id when both are given).",
+    )
     whatsapp_params: BatchCallWhatsAppParams | None = None
     timezone: str | None = None
     telephony_call_config: TelephonyCallConfig | None = None
@@ -178,6 +188,7 @@ class BatchResponse(BaseModel):
     status: BatchStatus
     agent_name: str
     phone_number_id: str | None = None
+    phone_number_ids: list[str] = Field(default_factory=list)
     phone_provider: PhoneProvider | None = None
     whatsapp_params: BatchCallWhatsAppParams | None = None
     total_calls_dispatched: int = 0
@@ -211,6 +222,7 @@ class RecipientResponse(BaseModel):
     updated_at_unix: int
     conversation_id: str | None = None
     provider_call_sid: str | None = None
+    caller_number: str | None = None
     conversation_initiation_client_data: dict[str, Any] | None = None
     attempt_history: list[AttemptResponse] = Field(default_factory=list)
 

@@ -34,16 +34,22 @@ def free_port() -> int:
 
 
 def wait_for(
-    predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition"
+    predicate: Callable[[], Any],
+    timeout: float,
+    interval: float = 0.2,
+    what: str = "condition",
+    describe: Callable[[], str] | None = None,
 ) -> Any:
-    """Poll until ``predicate`` returns something truthy; fail the test after ``timeout``."""
+    """Poll until ``predicate`` returns something truthy; fail the test after ``timeout``,
+    with what ``describe`` says about the state it was left in."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            state = f"; {describe()}" if describe else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{state}")
         time.sleep(interval)
 
 

@@ -59,6 +59,7 @@ def apply_status(call_id: str, report: dict[str, Any]) -> bool:
         duration=report.get("duration"),
         error_code=report.get("error_code"),
         error_message=report.get("error_message"),
+        from_number=report.get("from"),
     )
     if update is None:
         log.info("ignoring provider status %r for %s", report["status"], call_id)

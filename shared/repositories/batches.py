@@ -34,6 +34,7 @@ _BATCH_COLUMNS = (
     Batch.agent_id,
     Agent.name.label("agent_name"),
     Batch.phone_number_id,
+    Batch.phone_number_ids,
     Batch.phone_provider,
     Batch.status,
     Batch.created_at,
@@ -263,12 +264,16 @@ def running_status(session: Session, batch_id: str) -> str | None:
 
 
 def status_of_call_batch(session: Session, call_id: str) -> str | None:
-    """The status of the batch a call belongs to, share-locked until the transaction ends, so
-    that a cancel cannot commit between this read and what the caller does with it."""
+    """The status of the batch a call belongs to, locked until the transaction ends, so that a
+    cancel cannot commit between this read and what the caller does with it.
+
+    FOR NO KEY UPDATE, not FOR SHARE: the caller may go on to move the batch's counters, and
+    two transactions that share-lock a row and then both update it deadlock.
+    """
     return session.execute(
         text(
             "SELECT b.status FROM calls c JOIN batches b ON b.id = c.batch_id WHERE c.id = :id "
-            "FOR SHARE OF b"
+            "FOR NO KEY UPDATE OF b"
         ),
         {"id": call_id},
     ).scalar_one_or_none()

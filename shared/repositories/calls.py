@@ -33,10 +33,19 @@ def mark_batch_calls_enqueued(session: Session, batch_id: str) -> list[str]:
     return [row.id for row in sorted(rows, key=lambda r: r.position)]
 
 
+# The batch's caller-ID pool as E.164 numbers, in order (``b`` the batch, ``p`` its first
+# number; a batch stored before pools existed has only ``p``).
+_CALLER_POOL = (
+    "COALESCE(NULLIF(ARRAY(SELECT pn.phone_number FROM unnest(b.phone_number_ids) "
+    "WITH ORDINALITY AS pool(id, n) JOIN phone_numbers pn ON pn.id = pool.id "
+    "ORDER BY pool.n), '{}'), ARRAY[p.phone_number])"
+)
+
+
 def claim_for_dial(session: Session, call_id: str, claim_token: str) -> Row[Any] | None:
     """pending → dialing, only while the call is due and its batch in progress.
 
-    Returns what dialing needs (the call, its batch's templates and caller number), or None when
+    Returns what dialing needs (the call, its batch's templates and caller numbers), or None when
     another delivery of the same message, a cancel, or a due time in the future got there first.
     """
     return session.execute(
@@ -51,7 +60,8 @@ def claim_for_dial(session: Session, call_id: str, claim_token: str) -> Row[Any]
             "c.client_data, c.attempts, b.prompt_template, b.first_message_template, "
             "b.telephony_call_config, b.calling_window, b.timezone, "
             "b.target_concurrency_limit, a.language, a.llm, a.voice, "
-            "p.phone_number AS caller_number, p.provider, p.credentials_ref"
+            f"{_CALLER_POOL} AS caller_numbers, "
+            "p.provider, p.credentials_ref"
         ),
         {"id": call_id, "token": claim_token},
     ).one_or_none()
@@ -194,8 +204,9 @@ def reconcile_row(session: Session, call_id: str) -> Row[Any] | None:
     """What reconciling a call with its provider needs."""
     return session.execute(
         text(
-            "SELECT c.status, c.claimed_at, c.claim_token, c.phone_number, c.provider_call_sid, "
-            "p.phone_number AS caller_number, p.credentials_ref "
+            "SELECT c.status, c.batch_id, c.claimed_at, c.claim_token, c.phone_number, "
+            f"c.provider_call_sid, {_CALLER_POOL} AS caller_numbers, "
+            "p.credentials_ref "
             "FROM calls c JOIN batches b ON b.id = c.batch_id "
             "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id WHERE c.id = :id"
         ),
@@ -243,6 +254,7 @@ def recipient_rows(session: Session, batch_id: str) -> list[Any]:
                 Call.created_at,
                 Call.updated_at,
                 Call.provider_call_sid,
+                Call.caller_number,
                 Call.client_data,
                 Call.attempt_history,
             )

@@ -179,31 +179,62 @@ def _exclude_undialable(session: Session, workspace_id: str, rows: list[list[Any
     return excluded
 
 
-def _caller_number(
+def _caller_pool(
     session: Session, workspace_id: str, body: SubmitBatchRequest, needed: bool
-) -> PhoneNumber | None:
-    loc = ["body", "agent_phone_number_id"]
+) -> list[PhoneNumber]:
+    """The batch's caller numbers: ``agent_phone_number_id`` then ``agent_phone_number_ids``
+    (repeats dropped), else the workspace's default number when calls are to be placed.
+
+    Every number must exist in the workspace, place calls through a dialable provider, and use
+    the same provider account as the first, so one account's pace covers the whole pool.
+    """
+    given: list[tuple[list[str | int], str]] = []
     if body.agent_phone_number_id:
-        number = numbers_repo.get_phone_number(session, workspace_id, body.agent_phone_number_id)
-        if number is None:
+        given.append((["body", "agent_phone_number_id"], body.agent_phone_number_id))
+    for index, number_id in enumerate(body.agent_phone_number_ids or []):
+        given.append((["body", "agent_phone_number_ids", index], number_id))
+    if not given:
+        if not needed:
+            return []
+        default = numbers_repo.default_phone_number(session, workspace_id)
+        if default is None:
             raise ValidationFailed.one(
-                loc, f"phone number '{body.agent_phone_number_id}' not found", "not_found"
+                ["body", "agent_phone_number_id"],
+                "no caller number given and the workspace has none registered",
+                "missing",
             )
-    elif needed:
-        number = numbers_repo.default_phone_number(session, workspace_id)
+        given.append((["body", "agent_phone_number_id"], default.id))
+    errors: list[ErrorItem] = []
+    pool: list[PhoneNumber] = []
+    for loc, number_id in given:
+        number = numbers_repo.get_phone_number(session, workspace_id, number_id)
         if number is None:
-            raise ValidationFailed.one(
-                loc, "no caller number given and the workspace has none registered", "missing"
+            errors.append(ErrorItem(loc, f"phone number '{number_id}' not found", "not_found"))
+        elif number.provider not in DIALABLE_PROVIDERS:
+            errors.append(
+                ErrorItem(
+                    loc,
+                    f"provider '{number.provider}' cannot place calls yet; use a twilio number",
+                    "unsupported_provider",
+                )
             )
-    else:
-        return None
-    if number.provider not in DIALABLE_PROVIDERS:
-        raise ValidationFailed.one(
-            loc,
-            f"provider '{number.provider}' cannot place calls yet; use a twilio number",
-            "unsupported_provider",
-        )
-    return number
+        elif pool and (number.provider, number.credentials_ref) != (
+            pool[0].provider,
+            pool[0].credentials_ref,
+        ):
+            errors.append(
+                ErrorItem(
+                    loc,
+                    "every caller number of a batch must use the same provider account "
+                    f"as '{pool[0].id}'",
+                    "mixed_provider_accounts",
+                )
+            )
+        elif all(number.id != kept.id for kept in pool):
+            pool.append(number)
+    if errors:
+        raise ValidationFailed(errors)
+    return pool
 
 
 def submit_batch(
@@ -236,7 +267,8 @@ def submit_batch(
     _check_calling_window(body)
     batch_id = new_id("batch")
     recipients = _validate_recipients(body, batch_id, workspace_id, agent)
-    number = _caller_number(session, workspace_id, body, recipients.needs_caller_number)
+    pool = _caller_pool(session, workspace_id, body, recipients.needs_caller_number)
+    number = pool[0] if pool else None
     excluded = _exclude_undialable(session, workspace_id, recipients.rows)
 
     if idempotency_key and not batches_repo.claim_idempotency_key(
@@ -263,6 +295,7 @@ def submit_batch(
             "agent_id": agent.id,
             "phone_number_id": number.id if number else None,
             "phone_provider": number.provider if number else None,
+            "phone_number_ids": [caller.id for caller in pool],
             "status": "pending",
             "scheduled_at": scheduled,
             "whatsapp_params": body.whatsapp_params.model_dump(mode="json")
@@ -343,6 +376,7 @@ def _batch_response(row: Row[Any], cls: type[BatchResponse] = BatchResponse, **e
         status=row.status,
         agent_name=row.agent_name,
         phone_number_id=row.phone_number_id,
+        phone_number_ids=row.phone_number_ids,
         phone_provider=row.phone_provider,
         whatsapp_params=row.whatsapp_params,
         total_calls_dispatched=row.total_calls_dispatched,
@@ -384,6 +418,7 @@ def get_batch_detail(session: Session, workspace_id: str, batch_id: str) -> Batc
             updated_at_unix=_unix(r.updated_at),
             conversation_id=r.id if r.provider_call_sid else None,
             provider_call_sid=r.provider_call_sid,
+            caller_number=r.caller_number,
             conversation_initiation_client_data=r.client_data,
             attempt_history=r.attempt_history,
         )

@@ -40,6 +40,8 @@ Transaction = Callable[[], AbstractContextManager[Session]]
 TRANSIENT_RETRY_DELAY_S = 15.0
 # A call that found every concurrency slot taken is due again after:
 SLOT_RETRY_DELAY_S = 1.0
+# A dial paced a second or more away reads its batch's status this long before its slot:
+PACING_CHECK_LEAD_S = 0.5
 
 
 def _ended_attempt(
@@ -93,6 +95,8 @@ def _update_values(update: ProviderUpdate) -> dict[str, Any]:
         "provider_call_sid": update.sid,
         "provider_status": update.provider_status,
     }
+    if update.from_number:
+        values["caller_number"] = update.from_number
     if update.status == callstate.IN_PROGRESS:
         values["answered_at"] = func.now()
     if update.status in callstate.FINAL:
@@ -216,23 +220,26 @@ def dial_call(call_id: str, transaction: Transaction) -> str:
             render(first_message, variables),
             render_tree(override, variables) if override else None,
         )
-    config = row.telephony_call_config or {}
-    request = DialRequest(
-        call_id=call_id,
-        to=row.phone_number,
-        from_=row.caller_number,
-        twiml_url=twilio_twiml_url(call_id, settings),
-        status_callback_url=twilio_status_callback_url(call_id, settings),
-        ringing_timeout_s=config.get("ringing_timeout_secs") or settings.default_ringing_timeout_s,
-    )
     provider = provider_for(row.credentials_ref)
     names = slot_names(row.batch_id, row.workspace_id)
     if not _take_slots(call_id, row, token, transaction):
         return "no_slot"
-    paced = _wait_for_pacing(call_id, row, token, provider.account.account_sid, transaction)
-    if paced is not None:
+    callers = [number for number in row.caller_numbers if number]
+    paced = _wait_for_pacing(
+        call_id, row, token, callers, provider.account.account_sid, transaction
+    )
+    if isinstance(paced, str):
         slots.release(call_id, names)
         return paced
+    config = row.telephony_call_config or {}
+    request = DialRequest(
+        call_id=call_id,
+        to=row.phone_number,
+        from_=callers[paced],
+        twiml_url=twilio_twiml_url(call_id, settings),
+        status_callback_url=twilio_status_callback_url(call_id, settings),
+        ringing_timeout_s=config.get("ringing_timeout_secs") or settings.default_ringing_timeout_s,
+    )
     try:
         placed = provider.place_call(request)
     except ProviderError as error:
@@ -240,8 +247,13 @@ def dial_call(call_id: str, transaction: Transaction) -> str:
             slots.release(call_id, names)
         with transaction() as session:
             return _record_dial_error(session, call_id, row.batch_id, token, error)
-    update = callstate.from_twilio(placed.sid, placed.provider_status) or ProviderUpdate(
-        sid=placed.sid, status=callstate.DISPATCHED, provider_status=placed.provider_status
+    update = callstate.from_twilio(
+        placed.sid, placed.provider_status, from_number=request.from_
+    ) or ProviderUpdate(
+        sid=placed.sid,
+        status=callstate.DISPATCHED,
+        provider_status=placed.provider_status,
+        from_number=request.from_,
     )
     with transaction() as session:
         apply_provider_update(session, call_id, update)
@@ -290,27 +302,32 @@ def _take_slots(call_id: str, row: Any, token: str, transaction: Transaction) ->
 
 
 def _wait_for_pacing(
-    call_id: str, row: Any, token: str, account_sid: str, transaction: Transaction
-) -> str | None:
-    """Take a pacing slot for the caller number and the provider account, shared by every
-    worker through Redis; None when the call may be placed now.
+    call_id: str,
+    row: Any,
+    token: str,
+    callers: list[str],
+    account_sid: str,
+    transaction: Transaction,
+) -> int | str:
+    """Take a pacing slot for one of the batch's caller numbers (the one free first) and for
+    the provider account, shared by every worker through Redis; the index of the caller number
+    to dial from once the slot has come, or what happened instead.
 
     A slot further away than ``max_pacing_sleep_s`` is not taken: the call goes back to
     pending, due then, rather than holding a worker thread.
     """
     settings = get_settings()
+    pool = [
+        Limit(f"number:{number}", settings.calls_per_second_per_number, settings.pacing_burst)
+        for number in callers
+    ]
     limits = [
-        Limit(
-            f"number:{row.caller_number}",
-            settings.calls_per_second_per_number,
-            settings.pacing_burst,
-        ),
         Limit(
             f"account:{account_sid}", settings.calls_per_second_per_account, settings.pacing_burst
         ),
     ]
     try:
-        reservation = reserve(limits, settings.max_pacing_sleep_s)
+        reservation = reserve(limits, settings.max_pacing_sleep_s, alternatives=pool)
     except RedisError as exc:
         # Nothing was placed: hand the call back, due shortly, rather than dial unpaced.
         log.warning("pacing unavailable for %s: %s", call_id, exc)
@@ -321,11 +338,13 @@ def _wait_for_pacing(
         with transaction() as session:
             hand_back(session, call_id, token, reservation.wait_s)
         return "paced"
-    if reservation.wait_s > 0:
-        time.sleep(reservation.wait_s)
+    slot_at = time.monotonic() + reservation.wait_s
     if reservation.wait_s >= 1.0:
-        # The batch may have been cancelled or paused during a long wait. (Short waits skip the
-        # read: cancel and pause wait for claims in flight, then hang up what was placed.)
+        # The batch may have been cancelled or paused during a long wait: read its status
+        # shortly before the slot, so that the read's own delay never makes the dial late.
+        # (Short waits skip the read: cancel and pause wait for claims in flight, then hang up
+        # what was placed.)
+        time.sleep(reservation.wait_s - PACING_CHECK_LEAD_S)
         with transaction() as session:
             status = batches_repo.running_status(session, row.batch_id)
             if status == "cancelled":
@@ -334,7 +353,10 @@ def _wait_for_pacing(
             if status != "running":
                 hand_back(session, call_id, token, 0)
                 return "paused"
-    return None
+    remaining = slot_at - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+    return reservation.choice
 
 
 def _hold_over_frequency_cap(session: Session, row: Any, token: str) -> str | None:
@@ -381,7 +403,8 @@ def reconcile_call(call_id: str, transaction: Transaction) -> str:
     provider = provider_for(row.credentials_ref or "default")
     try:
         if row.status == callstate.DIALING:
-            found = provider.find_call(row.phone_number, row.caller_number, row.claimed_at)
+            callers = [number for number in row.caller_numbers if number]
+            found = provider.find_call(row.phone_number, callers, row.claimed_at)
         else:
             found = provider.fetch_call(row.provider_call_sid) if row.provider_call_sid else None
     except ProviderError as error:
@@ -396,6 +419,12 @@ def reconcile_call(call_id: str, transaction: Transaction) -> str:
             found = None  # a call to the same number made for another recipient
         if found is not None:
             apply_provider_update(session, call_id, found)
+            if found.status in callstate.LIVE and (
+                batches_repo.batch_status(session, row.batch_id) == "cancelled"
+            ):
+                # Found live in a batch cancelled meanwhile: end it like the cancel's hang-ups.
+                after_commit(session, lambda: messaging.publish(messaging.TASK_HANG_UP, [call_id]))
+                return "hang_up"
             return "updated"
         if row.status == callstate.DIALING and hand_back(session, call_id, row.claim_token, 0):
             # The provider has no such call: the dial never happened, so dial again now.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -36,8 +37,9 @@ class TelephonyProvider(Protocol):
         """Place the call; raise ProviderError when it was not (or may not have been) placed."""
         ...
 
-    def find_call(self, to: str, from_: str, since: datetime) -> ProviderUpdate | None:
-        """The newest call to ``to`` from ``from_`` created at or after ``since``, if any."""
+    def find_call(self, to: str, callers: Sequence[str], since: datetime) -> ProviderUpdate | None:
+        """The newest call to ``to`` from one of ``callers`` created at or after ``since``, if
+        any, with the caller number it was placed from."""
         ...
 
     def end_call(self, sid: str, answered: bool) -> None:

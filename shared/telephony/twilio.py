@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -134,21 +134,26 @@ class TwilioProvider:
         )
         return PlacedCall(sid=str(call.sid), provider_status=str(call.status))
 
-    def find_call(self, to: str, from_: str, since: datetime) -> ProviderUpdate | None:
-        """The newest call to ``to`` from ``from_`` since ``since`` (allowing clock skew)."""
+    def find_call(self, to: str, callers: Sequence[str], since: datetime) -> ProviderUpdate | None:
+        """The newest call to ``to`` from one of ``callers`` since ``since`` (allowing clock
+        skew). One caller is filtered at Twilio; a pool is filtered here."""
+        only = callers[0] if len(callers) == 1 else None
         calls = self._call(
             lambda: self._client().calls.list(
-                to=to, from_=from_, start_time_after=since - timedelta(minutes=1), limit=20
+                to=to, from_=only, start_time_after=since - timedelta(minutes=1), limit=50
             )
         )
-        if not calls:
+        # The SDK keeps a call's "from" as `_from` (`from` is a keyword).
+        ours = [call for call in calls if getattr(call, "_from", None) in callers]
+        if not ours:
             return None
-        newest = calls[0]
+        newest = ours[0]
         return from_twilio(
             str(newest.sid),
             str(newest.status),
             answered_by=newest.answered_by,
             duration=newest.duration,
+            from_number=getattr(newest, "_from", None),
         )
 
     def end_call(self, sid: str, answered: bool) -> None:

@@ -186,6 +186,34 @@ def test_unknown_agent_and_number_are_clear_errors(stack: Stack, client: httpx.C
     assert batch_rows(stack, client) == 0
 
 
+def test_caller_pool_is_checked_number_by_number(stack: Stack, client: httpx.Client):
+    agent_id = create_agent(client)
+    first = register_number(client, "+12025550100")
+    second = register_number(client, "+12025550101")
+    people = recipients(1)
+    response = submit(
+        client, agent_id, first, people, agent_phone_number_ids=[second, "phnum_nope", first]
+    )
+    assert response.status_code == 422
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", "agent_phone_number_ids", 1]]
+    other_account = client.post(
+        "/v1/voiceai/phone-numbers",
+        json={"phone_number": "+12025550102", "provider": "twilio", "credentials_ref": "acct2"},
+    ).json()["phone_number_id"]
+    response = submit(client, agent_id, None, people, agent_phone_number_ids=[first, other_account])
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "mixed_provider_accounts"
+    assert batch_rows(stack, client) == 0
+
+    # The pool keeps its order, drops repeats, and starts with agent_phone_number_id.
+    response = submit(client, agent_id, second, people, agent_phone_number_ids=[first, second])
+    assert response.status_code == 200, response.text
+    batch = client.get(f"/v1/voiceai/batch-calling/{response.json()['id']}").json()
+    assert batch["phone_number_id"] == second
+    assert batch["phone_number_ids"] == [second, first]
+    assert batch["phone_provider"] == "twilio"
+
+
 def test_missing_or_wrong_key_is_401(stack: Stack):
     with stack.raw_client() as anonymous:
         response = anonymous.post("/v1/voiceai/batch-calling/submit", json={})

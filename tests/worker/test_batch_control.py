@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tests.factories import recipients, submit
 from tests.support import Stack, wait_for
@@ -104,18 +105,10 @@ def test_cancel_racing_four_busy_workers_places_nothing_after_the_response(make_
     assert len(placed) < 400
     # Calls in flight were ended through the provider, and every recipient is final.
     final = wait_for(
-        lambda: (
-            lambda b: (
-                b
-                if all(
-                    r["status"] in ("completed", "failed", "voicemail", "cancelled")
-                    for r in b["recipients"]
-                )
-                else None
-            )
-        )(batch_state(client, batch_id)),
+        lambda: (lambda b: b if not _unfinished(b) else None)(batch_state(client, batch_id)),
         90,
         what="every recipient to be final",
+        describe=lambda: _describe_unfinished(stack, batch_state(client, batch_id)),
     )
     assert final["status"] == "cancelled"
     assert all(c["status"] in ("canceled", "completed") for c in stack.carrier.calls())
@@ -123,6 +116,26 @@ def test_cancel_racing_four_busy_workers_places_nothing_after_the_response(make_
     assert_counters_match_rows(stack, final)
     retry = client.post(f"/v1/voiceai/batch-calling/{batch_id}/retry")
     assert retry.status_code == 409
+
+
+FINAL_STATUSES = ("completed", "failed", "voicemail", "cancelled")
+
+
+def _unfinished(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in batch["recipients"] if r["status"] not in FINAL_STATUSES]
+
+
+def _describe_unfinished(stack: Stack, batch: dict[str, Any]) -> str:
+    left = _unfinished(batch)
+    rows = stack.sql(
+        "SELECT status, outcome, provider_call_sid, due_at, claim_token IS NOT NULL FROM calls"
+        " WHERE batch_id = %s AND status NOT IN %s LIMIT 5",
+        batch["id"],
+        FINAL_STATUSES,
+    )
+    sids = {row[2] for row in rows}
+    carrier = [(c["sid"], c["status"]) for c in stack.carrier.calls() if c["sid"] in sids]
+    return f"{len(left)} not final, e.g. {rows}; carrier: {carrier}"
 
 
 def test_pause_stops_new_calls_and_resume_finishes_the_batch(stack: Stack):
@@ -163,7 +176,8 @@ def test_call_outside_its_window_waits_for_the_window_to_open(stack: Stack):
     client, agent_id, number_id = setup_workspace(stack)
     now = datetime.now(UTC)
     zone, hours = _midday_zone(now)
-    opens = now + timedelta(hours=hours, seconds=5)
+    opens = now + timedelta(hours=hours, seconds=5)  # the zone's wall clock at the opening
+    opens_at = now.timestamp() + 5
     window = {
         "start": opens.strftime("%H:%M:%S"),
         "end": (opens + timedelta(hours=2)).strftime("%H:%M:%S"),
@@ -182,7 +196,8 @@ def test_call_outside_its_window_waits_for_the_window_to_open(stack: Stack):
     final = wait_final(client, batch_id, timeout=30)
     assert final["status"] == "completed"
     placed = [c for c in stack.carrier.calls() if c["to"].startswith("+1646555190")]
-    assert len(placed) == 3 and min(c["created_at"] for c in placed) >= opens.timestamp() - 1
+    assert len(placed) == 3
+    assert min(c["created_at"] for c in placed) >= opens_at - 1
 
 
 def test_batch_window_may_narrow_the_default_and_widen_it_only_explicitly(make_stack):
@@ -255,3 +270,66 @@ def test_target_concurrency_limit_caps_live_calls(make_stack):
     assert 1 <= stack.carrier.stats()["max_live_calls"] <= 3
     assert set(dial_counts(stack).values()) == {1}
     assert_counters_match_rows(stack, batch)
+
+
+def test_lost_callbacks_free_their_slots_by_lease_and_are_reconciled(make_stack):
+    # No callback ever comes: each call's slot is freed when its lease runs out, and the call
+    # is then finalised by fetching its status from the provider.
+    stack = make_stack(
+        settings_env={"SWITCHBOARD_CALL_STALE_AFTER_S": "4"},
+        sandbox={
+            "rules": [
+                {"pattern": "*", "ring_seconds": 0.1, "talk_seconds": 0.2, "drop_callbacks": True}
+            ]
+        },
+    )
+    client, agent_id, number_id = setup_workspace(stack)
+    response = submit(
+        client, agent_id, number_id, recipients(4, "+1646555", 2500), target_concurrency_limit=2
+    )
+    batch_id = response.json()["id"]
+    batch = wait_final(client, batch_id, timeout=60)
+    assert batch["status"] == "completed"
+    assert [r["status"] for r in batch["recipients"]] == ["completed"] * 4
+    placed = sorted(c["created_at"] for c in stack.carrier.calls())
+    assert len(placed) == 4 and not any(c["callbacks_sent"] for c in stack.carrier.calls())
+    # The second pair waited for the first pair's leases.
+    assert placed[2] - placed[0] >= 3.5
+    assert_counters_match_rows(stack, batch)
+
+
+def test_call_found_live_after_its_batch_was_cancelled_is_hung_up(make_stack):
+    # The dial's answer is lost to a timeout and no callback ever comes, so the call is
+    # unknown when the batch is cancelled; reconciliation later finds it talking and ends it
+    # through the provider.
+    stack = make_stack(
+        settings_env={"SWITCHBOARD_CALL_STALE_AFTER_S": "5"},
+        sandbox={
+            "rules": [
+                {
+                    "pattern": "+16465552700",
+                    "timeout_seconds": 3,
+                    "ring_seconds": 0.2,
+                    "talk_seconds": 300,
+                    "drop_callbacks": True,
+                }
+            ]
+        },
+    )
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(1, "+1646555", 2700)).json()["id"]
+    wait_for(lambda: stack.carrier.calls(), 20, what="the call to reach the carrier")
+    cancelled = client.post(f"/v1/voiceai/batch-calling/{batch_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    final = wait_for(
+        lambda: (lambda b: b if not _unfinished(b) else None)(batch_state(client, batch_id)),
+        60,
+        what="the call to be final",
+        describe=lambda: _describe_unfinished(stack, batch_state(client, batch_id)),
+    )
+    [call] = stack.carrier.calls()
+    assert call["status"] in ("completed", "canceled") and call["end_time"] is not None
+    assert call["end_time"] - call["created_at"] < 60
+    assert final["recipients"][0]["status"] == "completed"
+    assert final["recipients"][0]["provider_call_sid"] == call["sid"]
+    assert_counters_match_rows(stack, final)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import time
 
-from tests.factories import recipients, submit
-from tests.worker.test_dispatch import batch_state, setup_workspace
+from tests.factories import recipients, register_number, submit
+from tests.worker.test_dispatch import batch_state, setup_workspace, wait_final
 
 RATE = 10  # calls per second for the one caller number
 BURST = 2
@@ -41,3 +42,37 @@ def test_four_workers_dial_at_the_configured_rate_for_a_minute(make_stack):
     assert abs(observed - RATE) <= 0.05 * RATE
     assert busiest <= RATE + BURST
     assert batch_state(client, batch_id)["status"] == "cancelled"
+
+
+def test_caller_pool_rotates_numbers_each_at_its_own_pace(make_stack):
+    per_number, pool_size, count = 2, 3, 36
+    stack = make_stack(
+        workers=2,
+        settings_env={
+            "SWITCHBOARD_CALLS_PER_SECOND_PER_NUMBER": str(per_number),
+            "SWITCHBOARD_PACING_BURST": "1",
+        },
+    )
+    client, agent_id, first = setup_workspace(stack)
+    others = [register_number(client, f"+1202555010{i}") for i in range(1, pool_size)]
+    response = submit(
+        client, agent_id, first, recipients(count, "+1646555", 2600), agent_phone_number_ids=others
+    )
+    assert response.status_code == 200, response.text
+    batch = wait_final(client, response.json()["id"], timeout=90)
+    assert batch["status"] == "completed"
+    placed = stack.carrier.calls()
+    by_caller = collections.Counter(c["from"] for c in placed)
+    print(f"caller pool: calls per number {dict(by_caller)}")
+    assert len(placed) == count and len(by_caller) == pool_size
+    assert min(by_caller.values()) >= count // pool_size - 3
+    for caller in by_caller:
+        times = sorted(c["created_at"] for c in placed if c["from"] == caller)
+        busiest = max(sum(1 for u in times[i:] if u < t + 1) for i, t in enumerate(times))
+        assert busiest <= per_number + 1, (caller, busiest)
+    # The pool dials faster than any one number could.
+    span = max(c["created_at"] for c in placed) - min(c["created_at"] for c in placed)
+    assert span < (count - 1) / per_number * 0.6
+    # Each recipient records the number its call came from.
+    sent_from = {c["to"]: c["from"] for c in placed}
+    assert all(r["caller_number"] == sent_from[r["phone_number"]] for r in batch["recipients"])
