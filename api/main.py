@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api import agents, batch_calling, dnc, telephony
+from api import agents, batch_calling, dnc, telephony, webhooks
 from shared.db import get_engine
 from shared.errors import SwitchboardError
 from shared.settings import get_settings
@@ -27,6 +27,7 @@ for prefix in ("/v1/voiceai", "/v1/convai"):
     app.include_router(batch_calling.router, prefix=f"{prefix}/batch-calling")
     app.include_router(agents.router, prefix=prefix)
     app.include_router(dnc.router, prefix=prefix)
+    app.include_router(webhooks.router, prefix=prefix)
 app.include_router(telephony.router)
 
 

@@ -48,7 +48,7 @@ DEV_AGENT: dict[str, Any] = {
 }
 
 # The queues one dev worker consumes; production scales workers per queue instead.
-WORKER_QUEUES = "batch-control,dial,status"
+WORKER_QUEUES = "batch-control,dial,status,webhooks"
 STARTUP_TIMEOUT_S = 60.0
 
 

@@ -20,7 +20,8 @@ from shared.settings import Settings, get_settings
 QUEUE_BATCH_CONTROL = "batch-control"
 QUEUE_DIAL = "dial"
 QUEUE_STATUS = "status"
-QUEUES = (QUEUE_BATCH_CONTROL, QUEUE_DIAL, QUEUE_STATUS)
+QUEUE_WEBHOOKS = "webhooks"
+QUEUES = (QUEUE_BATCH_CONTROL, QUEUE_DIAL, QUEUE_STATUS, QUEUE_WEBHOOKS)
 
 TASK_START_BATCH = "batches.start"
 TASK_TICK = "batches.tick"
@@ -28,6 +29,7 @@ TASK_DIAL = "calls.dial"
 TASK_APPLY_STATUS = "calls.apply_status"
 TASK_RECONCILE = "calls.reconcile"
 TASK_HANG_UP = "calls.hang_up"
+TASK_DELIVER_WEBHOOK = "webhooks.deliver"
 
 TASK_QUEUES = {
     TASK_START_BATCH: QUEUE_BATCH_CONTROL,
@@ -36,6 +38,7 @@ TASK_QUEUES = {
     TASK_APPLY_STATUS: QUEUE_STATUS,
     TASK_RECONCILE: QUEUE_STATUS,
     TASK_HANG_UP: QUEUE_STATUS,
+    TASK_DELIVER_WEBHOOK: QUEUE_WEBHOOKS,
 }
 
 

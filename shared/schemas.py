@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 BatchStatus = Literal["pending", "in_progress", "completed", "failed", "cancelled"]
 RecipientStatus = Literal[
@@ -309,3 +309,55 @@ class AgentConfigResponse(BaseModel):
     voice: dict[str, Any]
     dynamic_variables: dict[str, Any]
     conversation_config_override: dict[str, Any] | None = None
+
+
+WebhookEventType = Literal["call.ended", "batch.completed"]
+
+
+class WebhookEndpointCreate(BaseModel):
+    url: AnyHttpUrl
+    event_types: list[WebhookEventType] = Field(
+        default=["call.ended", "batch.completed"], min_length=1
+    )
+    secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=200,
+        description="The HMAC key deliveries are signed with; generated when omitted.",
+    )
+
+
+class WebhookEndpointResponse(BaseModel):
+    id: str
+    url: str
+    event_types: list[str]
+    created_at_unix: int
+
+
+class WebhookEndpointCreated(WebhookEndpointResponse):
+    secret: str
+
+
+class WebhookEndpointList(BaseModel):
+    webhooks: list[WebhookEndpointResponse]
+
+
+class WebhookDeliveryResponse(BaseModel):
+    id: str
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status_code: int | None = None
+    last_error: str | None = None
+    created_at_unix: int
+    next_attempt_at_unix: int | None = None
+    delivered_at_unix: int | None = None
+    payload: dict[str, Any]
+
+
+class WebhookDeliveryList(BaseModel):
+    deliveries: list[WebhookDeliveryResponse]
+    next_doc: str | None = None
+    has_more: bool = False

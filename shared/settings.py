@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     # How many stale rows one tick handles per kind, so a tick stays short.
     tick_batch_limit: int = 2000
 
+    # Webhooks: a failed delivery is tried again after base * 2^(attempts - 1) seconds, at most
+    # max_delay apart, until the window since the event closes; then it is marked failed.
+    webhook_retry_base_s: float = 5.0
+    webhook_retry_max_delay_s: float = 600.0
+    webhook_retry_window_s: float = 24 * 3600.0
+    webhook_timeout_s: float = 10.0
+
     # Applies to every batch, in each recipient's local time; a batch may narrow it, and widen
     # it only with override_default_window.
     default_calling_window: str = "08:00-21:00"

@@ -1,4 +1,4 @@
-"""The Celery application: ``celery -A worker.app worker -Q batch-control,dial,status``."""
+"""The Celery application: ``celery -A worker.app worker -Q batch-control,dial,status,webhooks``."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from shared.callstate import from_twilio
 from shared.db import transaction
 from shared.services import batches as batches_service
 from shared.services import calls as calls_service
+from shared.services import webhooks as webhooks_service
 from worker.app import app
 
 log = logging.getLogger(__name__)
@@ -78,3 +79,9 @@ def reconcile(call_id: str) -> str:
 def hang_up(call_id: str) -> str:
     """End a live call of a cancelled batch through the provider."""
     return calls_service.hang_up_call(call_id, transaction)
+
+
+@app.task(name=messaging.TASK_DELIVER_WEBHOOK, **DATABASE_RETRY)
+def deliver_webhook(delivery_id: str) -> str:
+    """Send one webhook delivery that is due."""
+    return webhooks_service.deliver(delivery_id, transaction)

@@ -138,8 +138,9 @@ def claim_due_batches(session: Session, limit: int) -> list[str]:
     return [row.id for row in rows]
 
 
-def move_counters(session: Session, batch_id: str, deltas: CounterDeltas) -> str:
+def move_counters(session: Session, batch_id: str, deltas: CounterDeltas) -> bool:
     """Add ``deltas`` to the batch's counters; completes the batch when every call is final.
+    True when this move completed it.
 
     Called only in the transaction of the call transition that the deltas count, so each
     counter moves exactly once per transition.
@@ -154,7 +155,8 @@ def move_counters(session: Session, batch_id: str, deltas: CounterDeltas) -> str
             "last_updated_at = now(), "
             "status = CASE WHEN status = 'in_progress' "
             "AND calls_final + :final >= total_recipients THEN 'completed' ELSE status END "
-            "WHERE id = :id RETURNING status"
+            "WHERE id = :id RETURNING status = 'completed' "
+            "AND calls_final - :final < total_recipients AS completed_now"
         ),
         {
             "id": batch_id,
@@ -164,7 +166,7 @@ def move_counters(session: Session, batch_id: str, deltas: CounterDeltas) -> str
             "final": deltas.final,
         },
     ).one()
-    return str(row.status)
+    return bool(row.completed_now)
 
 
 def fail_batch(session: Session, batch_id: str, reason: str) -> bool:

@@ -227,16 +227,16 @@ def release_claim(session: Session, call_id: str, claim_token: str, delay_s: flo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def abandon_pending_calls(session: Session, batch_id: str, outcome: str) -> int:
-    """Fail every pending call of a batch that cannot proceed; how many there were."""
+def abandon_pending_calls(session: Session, batch_id: str, outcome: str) -> list[str]:
+    """Fail every pending call of a batch that cannot proceed; their ids."""
     result = session.execute(
         text(
             "UPDATE calls SET status = 'failed', outcome = :outcome, ended_at = now(), "
-            "updated_at = now() WHERE batch_id = :batch_id AND status = 'pending'"
+            "updated_at = now() WHERE batch_id = :batch_id AND status = 'pending' RETURNING id"
         ),
         {"batch_id": batch_id, "outcome": outcome},
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return [row.id for row in result]
 
 
 def recipient_rows(session: Session, batch_id: str) -> list[Any]:
@@ -287,16 +287,16 @@ def sid_taken(session: Session, sid: str, except_call_id: str) -> bool:
     )
 
 
-def cancel_pending_calls(session: Session, batch_id: str, outcome: str) -> int:
-    """Every undialed call of a cancelled batch becomes cancelled; how many there were."""
+def cancel_pending_calls(session: Session, batch_id: str, outcome: str) -> list[str]:
+    """Every undialed call of a cancelled batch becomes cancelled; their ids."""
     result = session.execute(
         text(
             "UPDATE calls SET status = 'cancelled', outcome = :outcome, ended_at = now(), "
-            "updated_at = now() WHERE batch_id = :batch_id AND status = 'pending'"
+            "updated_at = now() WHERE batch_id = :batch_id AND status = 'pending' RETURNING id"
         ),
         {"batch_id": batch_id, "outcome": outcome},
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return [row.id for row in result]
 
 
 def fresh_claims(session: Session, batch_id: str, within_s: float) -> int:

@@ -32,6 +32,7 @@ from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo
 from shared.repositories import dnc as dnc_repo
 from shared.repositories import phone_numbers as numbers_repo
+from shared.repositories import webhooks as webhooks_repo
 from shared.schemas import (
     BatchDetailResponse,
     BatchResponse,
@@ -39,6 +40,7 @@ from shared.schemas import (
     RecipientResponse,
     SubmitBatchRequest,
 )
+from shared.services import webhooks
 from shared.services.calls import Transaction
 from shared.settings import get_settings
 from shared.templates import placeholders, placeholders_in
@@ -468,7 +470,8 @@ class TickReport:
 
 
 def tick(session: Session) -> TickReport:
-    """Start due batches, re-drive calls whose messages were lost, and reconcile stale calls.
+    """Start due batches, re-drive calls whose messages were lost, reconcile stale calls, and
+    publish webhook deliveries that are due (retries, and messages that were lost).
 
     Every step claims rows with SKIP LOCKED or a guarded UPDATE, so two concurrent ticks (two
     beats) split the work instead of doubling it.
@@ -493,6 +496,10 @@ def tick(session: Session) -> TickReport:
         limit=settings.tick_batch_limit,
     )
     _publish_after_commit(session, messaging.TASK_RECONCILE, stale)
+    deliveries = webhooks_repo.due_deliveries(
+        session, settings.redrive_after_s, settings.tick_batch_limit
+    )
+    _publish_after_commit(session, messaging.TASK_DELIVER_WEBHOOK, deliveries)
     return TickReport(len(started), len(redriven), len(stale))
 
 
@@ -516,7 +523,8 @@ def cancel_batch(session: Session, workspace_id: str, batch_id: str) -> None:
     batches_repo.set_batch_status(session, batch_id, "cancelled")
     cancelled = calls_repo.cancel_pending_calls(session, batch_id, OUTCOME_BATCH_CANCELLED)
     if cancelled:
-        batches_repo.move_counters(session, batch_id, CounterDeltas(final=cancelled))
+        webhooks.calls_ended(session, cancelled)
+        batches_repo.move_counters(session, batch_id, CounterDeltas(final=len(cancelled)))
 
 
 def pause_batch(session: Session, workspace_id: str, batch_id: str) -> None:

@@ -24,6 +24,7 @@ from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo
 from shared.repositories import dnc as dnc_repo
 from shared.schemas import AgentConfigResponse
+from shared.services import webhooks
 from shared.settings import get_settings
 from shared.slots import SlotLimit
 from shared.telephony.base import DialRequest
@@ -85,8 +86,10 @@ def _apply(
     if transition.to_status in callstate.FINAL or transition.requeue_delay_s is not None:
         names = slot_names(batch_id, workspace_id)
         after_commit(session, lambda: slots.release(call_id, names))
-    if transition.deltas.any():
-        batches_repo.move_counters(session, batch_id, transition.deltas)
+    if transition.to_status in callstate.FINAL:
+        webhooks.calls_ended(session, [call_id])
+    if transition.deltas.any() and batches_repo.move_counters(session, batch_id, transition.deltas):
+        webhooks.batch_completed(session, batch_id)
     return True
 
 
@@ -178,9 +181,9 @@ def fail_batch(session: Session, batch_id: str, reason: str) -> None:
         return
     abandoned = calls_repo.abandon_pending_calls(session, batch_id, callstate.OUTCOME_BATCH_FAILED)
     if abandoned:
-        batches_repo.move_counters(
-            session, batch_id, CounterDeltas(finished=abandoned, final=abandoned)
-        )
+        webhooks.calls_ended(session, abandoned)
+        count = len(abandoned)
+        batches_repo.move_counters(session, batch_id, CounterDeltas(finished=count, final=count))
 
 
 def dial_call(call_id: str, transaction: Transaction) -> str:

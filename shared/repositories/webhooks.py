@@ -1,0 +1,200 @@
+"""Webhook endpoints and their deliveries.
+
+A delivery row is one event for one endpoint. Rows are inserted by the transaction of the
+change that causes the event (INSERT ... SELECT, one statement whatever the number of calls),
+claimed for sending with a lease, and marked delivered or due again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row, select, text, update
+from sqlalchemy.orm import Session
+
+from shared.models import WebhookDelivery, WebhookEndpoint
+
+EVENT_CALL_ENDED = "call.ended"
+EVENT_BATCH_COMPLETED = "batch.completed"
+EVENT_TYPES = (EVENT_CALL_ENDED, EVENT_BATCH_COMPLETED)
+
+
+def _sql_id(prefix: str) -> str:
+    """A SQL expression making an id like shared.ids.new_id: time-ordered, 80 random bits."""
+    return (
+        f"'{prefix}_' || lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), "
+        "12, '0') || substr(replace(gen_random_uuid()::text, '-', ''), 1, 20)"
+    )
+
+
+# Inserts one delivery per (event, subscribed endpoint). The event id is drawn once per event
+# (a MATERIALIZED CTE), so every endpoint and every retry of it sees the same id.
+_INSERT_DELIVERIES = (
+    "INSERT INTO webhook_deliveries (id, workspace_id, endpoint_id, event_id, event_type, "
+    "payload, enqueued_at) "
+    f"SELECT {_sql_id('whd')}, e.workspace_id, e.id, ev.event_id, CAST(:type AS text), "
+    "jsonb_build_object('id', ev.event_id, 'type', CAST(:type AS text), "
+    "'created_at_unix', extract(epoch FROM now())::bigint, 'data', ev.data), now() "
+    "FROM ev JOIN webhook_endpoints e ON e.workspace_id = ev.workspace_id AND e.enabled "
+    "AND CAST(:type AS text) = ANY(e.event_types) RETURNING id"
+)
+
+_CALL_ENDED = (
+    "WITH ev AS MATERIALIZED (SELECT "
+    f"{_sql_id('evt')} AS event_id, c.workspace_id, jsonb_build_object("
+    "'batch_id', c.batch_id, 'call_id', c.id, 'recipient_id', c.recipient_id, "
+    "'contact', jsonb_build_object('id', ct.id, 'phone_number', c.phone_number, "
+    "'whatsapp_user_id', c.whatsapp_user_id, 'first_name', ct.first_name, "
+    "'last_name', ct.last_name, 'email', ct.email), "
+    "'status', c.status, 'outcome', c.outcome, 'duration_s', c.duration_s, "
+    "'provider_call_sid', c.provider_call_sid, 'caller_number', c.caller_number, "
+    "'attempts', c.attempts, 'requestMetadata', c.request_metadata, "
+    "'ended_at_unix', extract(epoch FROM coalesce(c.ended_at, now()))::bigint) AS data "
+    "FROM calls c LEFT JOIN contacts ct ON ct.id = c.contact_id "
+    "WHERE c.id = ANY(:ids) AND EXISTS (SELECT 1 FROM webhook_endpoints w "
+    "WHERE w.workspace_id = c.workspace_id AND w.enabled)) " + _INSERT_DELIVERIES
+)
+
+_BATCH_COMPLETED = (
+    "WITH ev AS MATERIALIZED (SELECT "
+    f"{_sql_id('evt')} AS event_id, b.workspace_id, jsonb_build_object("
+    "'batch_id', b.id, 'name', b.name, 'agent_id', b.agent_id, 'status', b.status, "
+    "'total_calls_scheduled', b.total_calls_scheduled, "
+    "'total_calls_dispatched', b.total_calls_dispatched, "
+    "'total_calls_finished', b.total_calls_finished, 'retry_count', b.retry_count, "
+    "'completed_at_unix', extract(epoch FROM now())::bigint) AS data "
+    "FROM batches b WHERE b.id = :batch_id AND EXISTS (SELECT 1 FROM webhook_endpoints w "
+    "WHERE w.workspace_id = b.workspace_id AND w.enabled)) " + _INSERT_DELIVERIES
+)
+
+
+def add_call_ended(session: Session, call_ids: Sequence[str]) -> list[str]:
+    """A ``call.ended`` delivery per subscribed endpoint for each of these (final) calls."""
+    if not call_ids:
+        return []
+    rows = session.execute(
+        text(_CALL_ENDED), {"ids": list(call_ids), "type": EVENT_CALL_ENDED}
+    ).all()
+    return [row.id for row in rows]
+
+
+def add_batch_completed(session: Session, batch_id: str) -> list[str]:
+    """A ``batch.completed`` delivery per subscribed endpoint."""
+    rows = session.execute(
+        text(_BATCH_COMPLETED), {"batch_id": batch_id, "type": EVENT_BATCH_COMPLETED}
+    ).all()
+    return [row.id for row in rows]
+
+
+def insert_endpoint(session: Session, values: dict[str, Any]) -> None:
+    session.add(WebhookEndpoint(**values))
+
+
+def list_endpoints(session: Session, workspace_id: str) -> list[WebhookEndpoint]:
+    return list(
+        session.scalars(
+            select(WebhookEndpoint)
+            .where(WebhookEndpoint.workspace_id == workspace_id, WebhookEndpoint.enabled)
+            .order_by(WebhookEndpoint.id)
+        )
+    )
+
+
+def disable_endpoint(session: Session, workspace_id: str, endpoint_id: str) -> bool:
+    """Stop sending to the endpoint; its undelivered deliveries end failed."""
+    done = session.execute(
+        update(WebhookEndpoint)
+        .where(
+            WebhookEndpoint.id == endpoint_id,
+            WebhookEndpoint.workspace_id == workspace_id,
+            WebhookEndpoint.enabled,
+        )
+        .values(enabled=False)
+    )
+    if not done.rowcount:  # type: ignore[attr-defined]
+        return False
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "pending")
+        .values(status="failed", last_error="endpoint deleted")
+    )
+    return True
+
+
+def list_deliveries(
+    session: Session, workspace_id: str, limit: int, before_id: str | None, status: str | None
+) -> list[WebhookDelivery]:
+    stmt = select(WebhookDelivery).where(WebhookDelivery.workspace_id == workspace_id)
+    if before_id:
+        stmt = stmt.where(WebhookDelivery.id < before_id)
+    if status:
+        stmt = stmt.where(WebhookDelivery.status == status)
+    return list(session.scalars(stmt.order_by(WebhookDelivery.id.desc()).limit(limit)))
+
+
+def claim_delivery(session: Session, delivery_id: str, lease_s: float) -> Row[Any] | None:
+    """Take a due delivery for one attempt: counted now, not due again until the lease ends
+    (a worker that dies mid-request leaves it to be sent again, with the same event id)."""
+    return session.execute(
+        text(
+            "UPDATE webhook_deliveries d SET attempts = d.attempts + 1, "
+            "next_attempt_at = now() + make_interval(secs => :lease) "
+            "FROM webhook_endpoints e WHERE d.id = :id AND d.status = 'pending' "
+            "AND d.next_attempt_at <= now() AND e.id = d.endpoint_id AND e.enabled "
+            "RETURNING d.id, d.event_id, d.event_type, d.payload, d.attempts, e.url, e.secret"
+        ),
+        {"id": delivery_id, "lease": lease_s},
+    ).one_or_none()
+
+
+def mark_delivered(session: Session, delivery_id: str, status_code: int) -> None:
+    session.execute(
+        text(
+            "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), "
+            "last_status_code = :code, last_error = NULL WHERE id = :id AND status = 'pending'"
+        ),
+        {"id": delivery_id, "code": status_code},
+    )
+
+
+def mark_attempt_failed(
+    session: Session,
+    delivery_id: str,
+    status_code: int | None,
+    error: str,
+    delay_s: float,
+    window_s: float,
+) -> None:
+    """Due again after ``delay_s``; failed for good once that is past the retry window."""
+    session.execute(
+        text(
+            "UPDATE webhook_deliveries SET last_status_code = :code, last_error = :error, "
+            "enqueued_at = NULL, next_attempt_at = now() + make_interval(secs => :delay), "
+            "status = CASE WHEN now() + make_interval(secs => :delay) "
+            "> created_at + make_interval(secs => :window) THEN 'failed' ELSE 'pending' END "
+            "WHERE id = :id AND status = 'pending'"
+        ),
+        {
+            "id": delivery_id,
+            "code": status_code,
+            "error": error,
+            "delay": delay_s,
+            "window": window_s,
+        },
+    )
+
+
+def due_deliveries(session: Session, redrive_after_s: float, limit: int) -> list[str]:
+    """Pending deliveries that are due and not published lately, stamped as published now."""
+    rows = session.execute(
+        text(
+            "UPDATE webhook_deliveries SET enqueued_at = now() WHERE id IN ("
+            "SELECT id FROM webhook_deliveries WHERE status = 'pending' "
+            "AND next_attempt_at <= now() AND (enqueued_at IS NULL "
+            "OR enqueued_at < now() - make_interval(secs => :redrive)) "
+            "ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING id"
+        ),
+        {"redrive": redrive_after_s, "limit": limit},
+    )
+    return [row.id for row in rows]

@@ -1,0 +1,236 @@
+"""Signed, durable webhooks: endpoints, events written with the change that causes them, and
+delivery with exponential backoff.
+
+Every delivery is a POST of the event's JSON body with these headers:
+
+* ``Switchboard-Event-Id``: the event's id, the same on every retry and for every endpoint;
+* ``Switchboard-Event-Type``: ``call.ended`` or ``batch.completed``;
+* ``Switchboard-Timestamp``: Unix seconds when this attempt was signed;
+* ``Switchboard-Signature``: ``v1=`` + hex HMAC-SHA256 of ``"{timestamp}.{body}"`` keyed with
+  the endpoint's secret.
+
+A receiver recomputes the signature over the raw body and rejects a mismatch or a timestamp
+more than five minutes away from its clock (``verify_signature`` does both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+
+import requests
+from sqlalchemy.orm import Session
+
+from shared import messaging
+from shared.db import after_commit
+from shared.errors import NotFound
+from shared.ids import new_id
+from shared.models import WebhookDelivery, WebhookEndpoint
+from shared.repositories import webhooks as webhooks_repo
+from shared.schemas import (
+    WebhookDeliveryList,
+    WebhookDeliveryResponse,
+    WebhookEndpointCreate,
+    WebhookEndpointCreated,
+    WebhookEndpointResponse,
+)
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+Transaction = Callable[[], AbstractContextManager[Session]]
+
+SIGNATURE_TOLERANCE_S = 300
+_local = threading.local()
+
+
+def _unix(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``Switchboard-Signature`` header value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+def verify_signature(
+    secret: str, body: bytes, timestamp: str, signature: str, now: float | None = None
+) -> bool:
+    """What a receiver does: the signature matches and the timestamp is recent."""
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return False
+    if abs((now if now is not None else time.time()) - sent) > SIGNATURE_TOLERANCE_S:
+        return False
+    return hmac.compare_digest(sign(secret, sent, body), signature)
+
+
+def _publish(session: Session, delivery_ids: Sequence[str]) -> None:
+    if delivery_ids:
+        ids = list(delivery_ids)
+        after_commit(session, lambda: messaging.publish(messaging.TASK_DELIVER_WEBHOOK, ids))
+
+
+def calls_ended(session: Session, call_ids: Sequence[str]) -> None:
+    """In the transaction that made these calls final: their ``call.ended`` deliveries."""
+    _publish(session, webhooks_repo.add_call_ended(session, call_ids))
+
+
+def batch_completed(session: Session, batch_id: str) -> None:
+    """In the transaction that completed the batch: its ``batch.completed`` deliveries."""
+    _publish(session, webhooks_repo.add_batch_completed(session, batch_id))
+
+
+def _endpoint_response(row: WebhookEndpoint) -> WebhookEndpointResponse:
+    return WebhookEndpointResponse(
+        id=row.id,
+        url=row.url,
+        event_types=list(row.event_types),
+        created_at_unix=_unix(row.created_at) or 0,
+    )
+
+
+def create_endpoint(
+    session: Session, workspace_id: str, body: WebhookEndpointCreate
+) -> WebhookEndpointCreated:
+    """Register an endpoint; its secret is returned here only."""
+    endpoint_id = new_id("whk")
+    secret = body.secret or "whsec_" + secrets.token_hex(24)
+    event_types: list[str] = sorted(set(body.event_types))
+    webhooks_repo.insert_endpoint(
+        session,
+        {
+            "id": endpoint_id,
+            "workspace_id": workspace_id,
+            "url": str(body.url),
+            "secret": secret,
+            "event_types": event_types,
+        },
+    )
+    session.flush()
+    return WebhookEndpointCreated(
+        id=endpoint_id,
+        url=str(body.url),
+        event_types=event_types,
+        created_at_unix=int(time.time()),
+        secret=secret,
+    )
+
+
+def list_endpoints(session: Session, workspace_id: str) -> list[WebhookEndpointResponse]:
+    return [_endpoint_response(row) for row in webhooks_repo.list_endpoints(session, workspace_id)]
+
+
+def delete_endpoint(session: Session, workspace_id: str, endpoint_id: str) -> None:
+    if not webhooks_repo.disable_endpoint(session, workspace_id, endpoint_id):
+        raise NotFound(["path", "endpoint_id"], f"webhook endpoint '{endpoint_id}' not found")
+
+
+def _delivery_response(row: WebhookDelivery) -> WebhookDeliveryResponse:
+    return WebhookDeliveryResponse(
+        id=row.id,
+        endpoint_id=row.endpoint_id,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        status=row.status,  # type: ignore[arg-type]
+        attempts=row.attempts,
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+        created_at_unix=_unix(row.created_at) or 0,
+        next_attempt_at_unix=_unix(row.next_attempt_at) if row.status == "pending" else None,
+        delivered_at_unix=_unix(row.delivered_at),
+        payload=row.payload,
+    )
+
+
+def list_deliveries(
+    session: Session, workspace_id: str, limit: int, last_doc: str | None, status: str | None
+) -> WebhookDeliveryList:
+    rows = webhooks_repo.list_deliveries(session, workspace_id, limit + 1, last_doc, status)
+    page = rows[:limit]
+    return WebhookDeliveryList(
+        deliveries=[_delivery_response(row) for row in page],
+        next_doc=page[-1].id if len(rows) > limit else None,
+        has_more=len(rows) > limit,
+    )
+
+
+def _http() -> requests.Session:
+    """One HTTP session per worker thread (connections are kept alive per receiver)."""
+    session: requests.Session | None = getattr(_local, "http", None)
+    if session is None:
+        session = requests.Session()
+        session.trust_env = False
+        _local.http = session
+    return session
+
+
+def retry_delay_s(attempts: int) -> float:
+    """How long after the ``attempts``-th failed attempt the next one is due."""
+    settings = get_settings()
+    return float(
+        min(
+            settings.webhook_retry_base_s * 2 ** max(attempts - 1, 0),
+            settings.webhook_retry_max_delay_s,
+        )
+    )
+
+
+def deliver(delivery_id: str, transaction: Transaction) -> str:
+    """Send one due delivery; delivered on any 2xx, otherwise due again after a backoff."""
+    settings = get_settings()
+    with transaction() as session:
+        row = webhooks_repo.claim_delivery(
+            session, delivery_id, lease_s=settings.webhook_timeout_s * 2 + 5
+        )
+    if row is None:
+        return "not_due"
+    body = json.dumps(row.payload, separators=(",", ":")).encode()
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Switchboard-Webhooks/1",
+        "Switchboard-Event-Id": row.event_id,
+        "Switchboard-Event-Type": row.event_type,
+        "Switchboard-Timestamp": str(timestamp),
+        "Switchboard-Signature": sign(row.secret, timestamp, body),
+    }
+    status_code: int | None = None
+    error: str | None = None
+    try:
+        response = _http().post(
+            row.url,
+            data=body,
+            headers=headers,
+            timeout=settings.webhook_timeout_s,
+            allow_redirects=False,
+        )
+        status_code = response.status_code
+        if not 200 <= status_code < 300:
+            error = f"HTTP {status_code}: {response.text[:200]}"
+    except requests.RequestException as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    with transaction() as session:
+        if error is None and status_code is not None:
+            webhooks_repo.mark_delivered(session, delivery_id, status_code)
+            return "delivered"
+        webhooks_repo.mark_attempt_failed(
+            session,
+            delivery_id,
+            status_code,
+            error or "no response",
+            retry_delay_s(row.attempts),
+            settings.webhook_retry_window_s,
+        )
+    log.info("webhook %s attempt %d failed: %s", delivery_id, row.attempts, error)
+    return "failed_attempt"
