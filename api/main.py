@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api import agents, batch_calling, dnc, telephony
+from api import agents, batch_calling, call_bulk, contacts, dnc, settings_templates, telephony
 from shared.db import get_engine
 from shared.errors import SwitchboardError
 from shared.settings import get_settings
@@ -28,6 +28,8 @@ for prefix in ("/v1/voiceai", "/v1/convai"):
     app.include_router(agents.router, prefix=prefix)
     app.include_router(dnc.router, prefix=prefix)
 app.include_router(telephony.router)
+for router in (call_bulk.router, contacts.router, settings_templates.router):
+    app.include_router(router, prefix="/ai")
 
 
 @app.exception_handler(SwitchboardError)
