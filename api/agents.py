@@ -21,7 +21,8 @@ from shared.services import agents as service
 router = APIRouter()
 
 
-def _agent(agent: Agent) -> AgentResponse:
+def agent_response(agent: Agent) -> AgentResponse:
+    """The API's view of an agent."""
     return AgentResponse(
         agent_id=agent.id,
         name=agent.name,
@@ -30,6 +31,7 @@ def _agent(agent: Agent) -> AgentResponse:
         language=agent.language,
         llm=agent.llm,
         voice=agent.voice,
+        ai_settings_template_id=agent.template_id,
         created_at_unix=int(agent.created_at.timestamp()),
         updated_at_unix=int(agent.updated_at.timestamp()),
     )
@@ -51,7 +53,7 @@ def create_agent(
     body: AgentCreate, session: SessionDep, workspace_id: WorkspaceDep
 ) -> AgentResponse:
     """Create an agent: prompt template, first message, language, LLM and voice."""
-    return _agent(service.create_agent(session, workspace_id, body))
+    return agent_response(service.create_agent(session, workspace_id, body))
 
 
 @router.get("/agents", response_model=AgentListResponse, tags=["agents"])
@@ -64,7 +66,7 @@ def list_agents(
     """The workspace's agents, newest first."""
     agents, has_more = service.list_agents(session, workspace_id, limit, cursor)
     return AgentListResponse(
-        agents=[_agent(a) for a in agents],
+        agents=[agent_response(a) for a in agents],
         next_cursor=agents[-1].id if has_more and agents else None,
         has_more=has_more,
     )
@@ -73,7 +75,7 @@ def list_agents(
 @router.get("/agents/{agent_id}", response_model=AgentResponse, tags=["agents"])
 def get_agent(agent_id: str, session: SessionDep, workspace_id: WorkspaceDep) -> AgentResponse:
     """One agent."""
-    return _agent(service.get_agent(session, workspace_id, agent_id))
+    return agent_response(service.get_agent(session, workspace_id, agent_id))
 
 
 @router.patch("/agents/{agent_id}", response_model=AgentResponse, tags=["agents"])
@@ -81,7 +83,7 @@ def update_agent(
     agent_id: str, body: AgentUpdate, session: SessionDep, workspace_id: WorkspaceDep
 ) -> AgentResponse:
     """Change some of an agent's fields."""
-    return _agent(service.update_agent(session, workspace_id, agent_id, body))
+    return agent_response(service.update_agent(session, workspace_id, agent_id, body))
 
 
 @router.post(

@@ -10,7 +10,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api import agents, batch_calling, dnc, telephony, webhooks
+from api import (
+    agents,
+    batch_calling,
+    call_bulk,
+    contacts,
+    dnc,
+    settings_templates,
+    telephony,
+    webhooks,
+)
 from shared.db import get_engine
 from shared.errors import SwitchboardError
 from shared.settings import get_settings
@@ -29,6 +38,8 @@ for prefix in ("/v1/voiceai", "/v1/convai"):
     app.include_router(dnc.router, prefix=prefix)
     app.include_router(webhooks.router, prefix=prefix)
 app.include_router(telephony.router)
+for router in (call_bulk.router, contacts.router, settings_templates.router):
+    app.include_router(router, prefix="/ai")
 
 
 @app.exception_handler(SwitchboardError)

@@ -132,6 +132,9 @@ class Batch(Base):
     calling_window: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # Set while the batch is paused: nothing is claimed for dialing until it is cleared.
     paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # call-bulk's batchSize: dial messages are published in pipelined chunks of this many
+    # (SWITCHBOARD_FAN_OUT_CHUNK_SIZE when null).
+    fan_out_chunk_size: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_batches_workspace_id_id", "workspace_id", "id"),

@@ -18,3 +18,8 @@ def normalize_e164(raw: str, default_region: str | None = None) -> str:
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidPhoneNumber(f"'{raw}' is not a valid phone number")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def is_known_region(code: str) -> bool:
+    """Whether ``code`` is a region phonenumbers can parse local numbers of."""
+    return code in phonenumbers.SUPPORTED_REGIONS

@@ -4,8 +4,9 @@ ElevenLabs batch-calling extras: timezone, telephony_call_config, target_concurr
 from __future__ import annotations
 
 from typing import Any, Literal
+from uuid import UUID
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 BatchStatus = Literal["pending", "in_progress", "completed", "failed", "cancelled"]
 RecipientStatus = Literal[
@@ -270,6 +271,9 @@ class AgentResponse(BaseModel):
     language: str
     llm: str
     voice: dict[str, Any]
+    ai_settings_template_id: str = Field(
+        description="The id call-bulk's aiSettingsTemplateId names this agent by."
+    )
     created_at_unix: int
     updated_at_unix: int
 
@@ -277,6 +281,101 @@ class AgentResponse(BaseModel):
 class AgentListResponse(BaseModel):
     agents: list[AgentResponse]
     next_cursor: str | None = None
+    has_more: bool = False
+
+
+class SettingsTemplateResponse(AgentResponse):
+    """An AI settings template: an agent, named by its template id."""
+
+    id: str
+
+
+class SettingsTemplateListResponse(BaseModel):
+    templates: list[SettingsTemplateResponse]
+    next_cursor: str | None = None
+    has_more: bool = False
+
+
+class BulkContact(BaseModel):
+    """One contact of a call-bulk request."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    number_to_call: str = Field(alias="numberToCall", min_length=1, max_length=64)
+    first_name: str | None = Field(default=None, alias="firstName", max_length=200)
+    last_name: str | None = Field(default=None, alias="lastName", max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Stored on the call (request_metadata); never in the prompt."
+    )
+    prompt_tags: dict[str, str] | None = Field(
+        default=None,
+        alias="promptTags",
+        description="Values for the {{key}} / <<key>> placeholders of the template's prompt.",
+    )
+
+
+class CallBulkRequest(BaseModel):
+    """Call many contacts with one AI settings template."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    contacts: list[BulkContact] = Field(min_length=1, max_length=10_000)
+    ai_settings_template_id: UUID | None = Field(default=None, alias="aiSettingsTemplateId")
+    update_existing: StrictBool = Field(default=False, alias="updateExisting")
+    country_code: str | None = Field(
+        default=None,
+        alias="countryCode",
+        min_length=2,
+        max_length=2,
+        pattern=r"^[A-Z]{2}$",
+        description="ISO 3166-1 alpha-2 region code to parse local numbers.",
+    )
+    batch_size: int | None = Field(
+        default=None,
+        alias="batchSize",
+        ge=10,
+        le=1000,
+        description="Dial messages are published to the workers in chunks of this many "
+        "(default SWITCHBOARD_FAN_OUT_CHUNK_SIZE).",
+    )
+
+
+class CallBulkResponse(BaseModel):
+    batch_id: str
+    call_ids: list[str] = Field(description="One call per contact, in request order.")
+    status: BatchStatus
+
+
+class ContactResponse(BaseModel):
+    id: str
+    phone_number: str
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    created_at_unix: int
+    updated_at_unix: int
+
+
+class ContactCallResponse(BaseModel):
+    call_id: str
+    batch_id: str
+    status: RecipientStatus
+    outcome: str | None = None
+    attempts: int = 0
+    provider_call_sid: str | None = None
+    created_at_unix: int
+    updated_at_unix: int
+    request_metadata: dict[str, Any] | None = None
+
+
+class ContactDetailResponse(ContactResponse):
+    calls: list[ContactCallResponse] = Field(default_factory=list)
+
+
+class ContactListResponse(BaseModel):
+    contacts: list[ContactResponse]
+    next_doc: str | None = None
     has_more: bool = False
 
 

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
 
     idempotency_ttl_s: int = 24 * 3600
     max_recipients_per_batch: int = 10_000
+    # Dial messages of a batch are pushed to the broker in pipelined chunks of this many, one
+    # round trip each; call-bulk's batchSize overrides it per batch.
+    fan_out_chunk_size: int = 1000
     default_ringing_timeout_s: int = 60
 
     flower_user: str = "admin"

@@ -25,6 +25,20 @@ def get_agent(session: Session, workspace_id: str, agent_id: str) -> Agent | Non
     ).scalar_one_or_none()
 
 
+def get_agent_by_template_id(session: Session, workspace_id: str, template_id: str) -> Agent | None:
+    """The agent whose AI settings template id this is, if it is in this workspace."""
+    return session.execute(
+        select(Agent).where(Agent.template_id == template_id, Agent.workspace_id == workspace_id)
+    ).scalar_one_or_none()
+
+
+def oldest_agent(session: Session, workspace_id: str) -> Agent | None:
+    """The workspace's first agent (ids are time-ordered)."""
+    return session.execute(
+        select(Agent).where(Agent.workspace_id == workspace_id).order_by(Agent.id).limit(1)
+    ).scalar_one_or_none()
+
+
 def list_agents(
     session: Session, workspace_id: str, limit: int, before_id: str | None
 ) -> list[Agent]:

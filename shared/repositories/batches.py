@@ -25,6 +25,8 @@ CALL_COPY_COLUMNS = (
     "client_data",
     "status",
     "outcome",
+    "contact_id",
+    "request_metadata",
 )
 
 _BATCH_COLUMNS = (
@@ -105,6 +107,13 @@ def list_batch_rows(
     if agent_id is not None:
         stmt = stmt.where(Batch.agent_id == agent_id)
     return list(session.execute(stmt.order_by(Batch.id.desc()).limit(limit)).all())
+
+
+def fan_out_chunk_size(session: Session, batch_id: str) -> int | None:
+    """The batch's own chunk size for publishing its dial messages, if it set one."""
+    return session.execute(
+        select(Batch.fan_out_chunk_size).where(Batch.id == batch_id)
+    ).scalar_one_or_none()
 
 
 def start_batch_if_due(session: Session, batch_id: str) -> bool:

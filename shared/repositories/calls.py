@@ -264,6 +264,36 @@ def recipient_rows(session: Session, batch_id: str) -> list[Any]:
     )
 
 
+def call_ids_of_batch(session: Session, batch_id: str) -> list[str]:
+    """The batch's call ids in submission order."""
+    return list(
+        session.execute(
+            select(Call.id).where(Call.batch_id == batch_id).order_by(Call.position)
+        ).scalars()
+    )
+
+
+def contact_call_rows(session: Session, workspace_id: str, contact_id: str) -> list[Any]:
+    """Every call placed to a contact, newest first."""
+    return list(
+        session.execute(
+            select(
+                Call.id,
+                Call.batch_id,
+                Call.status,
+                Call.outcome,
+                Call.attempts,
+                Call.provider_call_sid,
+                Call.created_at,
+                Call.updated_at,
+                Call.request_metadata,
+            )
+            .where(Call.workspace_id == workspace_id, Call.contact_id == contact_id)
+            .order_by(Call.id.desc())
+        ).all()
+    )
+
+
 def agent_config_row(session: Session, call_id: str) -> Row[Any] | None:
     """The rendered configuration of a call and its agent's settings."""
     return session.execute(

@@ -36,6 +36,14 @@ def get_agent(session: Session, workspace_id: str, agent_id: str) -> Agent:
     return agent
 
 
+def get_settings_template(session: Session, workspace_id: str, template_id: str) -> Agent:
+    """The agent an AI settings template id names, or 404."""
+    agent = agents_repo.get_agent_by_template_id(session, workspace_id, template_id)
+    if agent is None:
+        raise NotFound(["path", "template_id"], f"AI settings template '{template_id}' not found")
+    return agent
+
+
 def list_agents(
     session: Session, workspace_id: str, limit: int, cursor: str | None
 ) -> tuple[list[Agent], bool]:

@@ -6,12 +6,13 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import BaseModel
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
@@ -23,19 +24,22 @@ from shared.callstate import (
     public_status,
 )
 from shared.db import after_commit
-from shared.errors import Conflict, ErrorItem, NotFound, ValidationFailed
+from shared.errors import Conflict, ErrorItem, Loc, NotFound, ValidationFailed
 from shared.ids import new_id, new_ids
 from shared.models import Agent, PhoneNumber
-from shared.phones import InvalidPhoneNumber, normalize_e164
+from shared.phones import InvalidPhoneNumber, is_known_region, normalize_e164
 from shared.repositories import agents as agents_repo
 from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo
+from shared.repositories import contacts as contacts_repo
 from shared.repositories import dnc as dnc_repo
 from shared.repositories import phone_numbers as numbers_repo
 from shared.repositories import webhooks as webhooks_repo
 from shared.schemas import (
     BatchDetailResponse,
     BatchResponse,
+    CallBulkRequest,
+    CallBulkResponse,
     OutboundCallRecipient,
     RecipientResponse,
     SubmitBatchRequest,
@@ -53,7 +57,7 @@ MAX_ERROR_ITEMS = 200
 DIALABLE_PROVIDERS = frozenset({"twilio"})
 
 
-def request_fingerprint(body: SubmitBatchRequest) -> str:
+def request_fingerprint(body: BaseModel) -> str:
     """A hash of the request, to tell a retried submit from a different one under one key."""
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -80,8 +84,21 @@ def _needed_tags(
     return needed | placeholders_in([override.model_dump(mode="json", exclude_none=True)])
 
 
+def _missing_tags(loc: Loc, needed: set[str], supplied: Iterable[str]) -> ErrorItem | None:
+    """The error naming the placeholders a recipient needs and has no value for, if any."""
+    missing = needed - set(supplied)
+    if not missing:
+        return None
+    names = ", ".join(f"'{m}'" for m in sorted(missing))
+    return ErrorItem(
+        loc,
+        f"no value for placeholder {names} used by the agent's prompt",
+        "missing_dynamic_variable",
+    )
+
+
 # Positions in a call row (batches_repo.CALL_COPY_COLUMNS).
-PHONE, STATUS, OUTCOME = 5, 8, 9
+PHONE, STATUS, OUTCOME, CONTACT = 5, 8, 9, 10
 
 
 @dataclass
@@ -121,17 +138,13 @@ def _validate_recipients(
             )
         seen_ids.add(recipient_id)
         data = recipient.conversation_initiation_client_data
-        supplied = data.dynamic_variables.keys() if data else set()
-        missing = _needed_tags(recipient, prompt_tags, first_message_tags) - set(supplied)
+        missing = _missing_tags(
+            [*loc, "conversation_initiation_client_data", "dynamic_variables"],
+            _needed_tags(recipient, prompt_tags, first_message_tags),
+            data.dynamic_variables.keys() if data else (),
+        )
         if missing:
-            names = ", ".join(f"'{m}'" for m in sorted(missing))
-            errors.append(
-                ErrorItem(
-                    [*loc, "conversation_initiation_client_data", "dynamic_variables"],
-                    f"no value for placeholder {names} used by the agent's prompt",
-                    "missing_dynamic_variable",
-                )
-            )
+            errors.append(missing)
         if len(errors) >= MAX_ERROR_ITEMS:
             break
         rows.append(
@@ -145,6 +158,8 @@ def _validate_recipients(
                 recipient.whatsapp_user_id,
                 data.model_dump(mode="json", exclude_unset=True) if data else None,
                 callstate.PENDING,
+                None,
+                None,
                 None,
             ]
         )
@@ -181,31 +196,40 @@ def _exclude_undialable(session: Session, workspace_id: str, rows: list[list[Any
     return excluded
 
 
-def _caller_pool(
-    session: Session, workspace_id: str, body: SubmitBatchRequest, needed: bool
-) -> list[PhoneNumber]:
-    """The batch's caller numbers: ``agent_phone_number_id`` then ``agent_phone_number_ids``
-    (repeats dropped), else the workspace's default number when calls are to be placed.
-
-    Every number must exist in the workspace, place calls through a dialable provider, and use
-    the same provider account as the first, so one account's pace covers the whole pool.
-    """
-    given: list[tuple[list[str | int], str]] = []
+def _requested_callers(body: SubmitBatchRequest) -> list[tuple[Loc, str]]:
+    """``agent_phone_number_id`` then ``agent_phone_number_ids``, each with where it was given."""
+    given: list[tuple[Loc, str]] = []
     if body.agent_phone_number_id:
         given.append((["body", "agent_phone_number_id"], body.agent_phone_number_id))
     for index, number_id in enumerate(body.agent_phone_number_ids or []):
         given.append((["body", "agent_phone_number_ids", index], number_id))
+    return given
+
+
+def _caller_pool(
+    session: Session,
+    workspace_id: str,
+    given: list[tuple[Loc, str]],
+    needed: bool,
+    default_loc: Loc,
+) -> list[PhoneNumber]:
+    """The batch's caller numbers: those ``given`` (repeats dropped), else the workspace's
+    default number when calls are to be placed (422 at ``default_loc`` when it has none).
+
+    Every number must exist in the workspace, place calls through a dialable provider, and use
+    the same provider account as the first, so one account's pace covers the whole pool.
+    """
     if not given:
         if not needed:
             return []
         default = numbers_repo.default_phone_number(session, workspace_id)
         if default is None:
             raise ValidationFailed.one(
-                ["body", "agent_phone_number_id"],
+                default_loc,
                 "no caller number given and the workspace has none registered",
                 "missing",
             )
-        given.append((["body", "agent_phone_number_id"], default.id))
+        given = [(default_loc, default.id)]
     errors: list[ErrorItem] = []
     pool: list[PhoneNumber] = []
     for loc, number_id in given:
@@ -239,6 +263,66 @@ def _caller_pool(
     return pool
 
 
+@dataclass
+class _NewBatch:
+    """A validated batch, ready to be stored with its calls."""
+
+    id: str
+    name: str
+    agent: Agent
+    pool: list[PhoneNumber]
+    rows: list[list[Any]]
+    scheduled_at: datetime
+    # The batch's own columns beyond those every batch sets.
+    options: dict[str, Any]
+
+
+def _claim_key(
+    session: Session, workspace_id: str, key: str | None, fingerprint: str, batch_id: str
+) -> str | None:
+    """Take the idempotency key for ``batch_id``; the earlier batch's id when a concurrent
+    request with the same key committed first (None when the key is now ours, or not given)."""
+    if not key or batches_repo.claim_idempotency_key(
+        session, workspace_id, key, fingerprint, batch_id, get_settings().idempotency_ttl_s
+    ):
+        return None
+    earlier = _earlier_batch(session, workspace_id, key, fingerprint)
+    if earlier is None:
+        raise Conflict(["header", "Idempotency-Key"], "the key is in use; retry")
+    return earlier
+
+
+def _store_batch(session: Session, workspace_id: str, batch: _NewBatch) -> None:
+    """Insert the batch and all its calls (COPY) in the session's transaction, with the
+    do-not-call list and repeated numbers applied; start it after commit if it is due."""
+    excluded = _exclude_undialable(session, workspace_id, batch.rows)
+    number = batch.pool[0] if batch.pool else None
+    batches_repo.insert_batch(
+        session,
+        {
+            "id": batch.id,
+            "workspace_id": workspace_id,
+            "name": batch.name,
+            "agent_id": batch.agent.id,
+            "phone_number_id": number.id if number else None,
+            "phone_provider": number.provider if number else None,
+            "phone_number_ids": [caller.id for caller in batch.pool],
+            "status": "pending",
+            "scheduled_at": batch.scheduled_at,
+            "prompt_template": batch.agent.prompt,
+            "first_message_template": batch.agent.first_message,
+            "total_recipients": len(batch.rows),
+            "calls_final": excluded,
+            "total_calls_scheduled": len(batch.rows),
+            **batch.options,
+        },
+    )
+    batches_repo.copy_calls(session, batch.rows)
+    if batch.scheduled_at <= datetime.now(UTC):
+        batch_id = batch.id
+        after_commit(session, lambda: messaging.publish(messaging.TASK_START_BATCH, [batch_id]))
+
+
 def submit_batch(
     session: Session, workspace_id: str, body: SubmitBatchRequest, idempotency_key: str | None
 ) -> str:
@@ -247,7 +331,6 @@ def submit_batch(
     With an idempotency key already used for the same request within the TTL, nothing is
     written and the first batch's id is returned.
     """
-    settings = get_settings()
     fingerprint = request_fingerprint(body) if idempotency_key else ""
     if idempotency_key:
         earlier = _earlier_batch(session, workspace_id, idempotency_key, fingerprint)
@@ -269,62 +352,200 @@ def submit_batch(
     _check_calling_window(body)
     batch_id = new_id("batch")
     recipients = _validate_recipients(body, batch_id, workspace_id, agent)
-    pool = _caller_pool(session, workspace_id, body, recipients.needs_caller_number)
-    number = pool[0] if pool else None
-    excluded = _exclude_undialable(session, workspace_id, recipients.rows)
-
-    if idempotency_key and not batches_repo.claim_idempotency_key(
-        session, workspace_id, idempotency_key, fingerprint, batch_id, settings.idempotency_ttl_s
-    ):
-        # A concurrent request with the same key committed first.
-        earlier = _earlier_batch(session, workspace_id, idempotency_key, fingerprint)
-        if earlier is None:
-            raise Conflict(["header", "Idempotency-Key"], "the key is in use; retry")
+    pool = _caller_pool(
+        session,
+        workspace_id,
+        _requested_callers(body),
+        recipients.needs_caller_number,
+        ["body", "agent_phone_number_id"],
+    )
+    earlier = _claim_key(session, workspace_id, idempotency_key, fingerprint, batch_id)
+    if earlier is not None:
         return earlier
 
-    now = datetime.now(UTC)
     scheduled = (
         datetime.fromtimestamp(body.scheduled_time_unix, UTC)
         if body.scheduled_time_unix is not None
-        else now
+        else datetime.now(UTC)
     )
-    batches_repo.insert_batch(
+    _store_batch(
         session,
-        {
-            "id": batch_id,
-            "workspace_id": workspace_id,
-            "name": body.call_name,
-            "agent_id": agent.id,
-            "phone_number_id": number.id if number else None,
-            "phone_provider": number.provider if number else None,
-            "phone_number_ids": [caller.id for caller in pool],
-            "status": "pending",
-            "scheduled_at": scheduled,
-            "whatsapp_params": body.whatsapp_params.model_dump(mode="json")
-            if body.whatsapp_params
-            else None,
-            "timezone": body.timezone,
-            "telephony_call_config": body.telephony_call_config.model_dump(mode="json")
-            if body.telephony_call_config
-            else None,
-            "target_concurrency_limit": body.target_concurrency_limit,
-            "retry_policy": body.retry_policy.model_dump(mode="json")
-            if body.retry_policy
-            else None,
-            "calling_window": body.calling_window.model_dump(mode="json")
-            if body.calling_window
-            else None,
-            "prompt_template": agent.prompt,
-            "first_message_template": agent.first_message,
-            "total_recipients": len(recipients.rows),
-            "calls_final": excluded,
-            "total_calls_scheduled": len(recipients.rows),
-        },
+        workspace_id,
+        _NewBatch(
+            id=batch_id,
+            name=body.call_name,
+            agent=agent,
+            pool=pool,
+            rows=recipients.rows,
+            scheduled_at=scheduled,
+            options={
+                "whatsapp_params": body.whatsapp_params.model_dump(mode="json")
+                if body.whatsapp_params
+                else None,
+                "timezone": body.timezone,
+                "telephony_call_config": body.telephony_call_config.model_dump(mode="json")
+                if body.telephony_call_config
+                else None,
+                "target_concurrency_limit": body.target_concurrency_limit,
+                "retry_policy": body.retry_policy.model_dump(mode="json")
+                if body.retry_policy
+                else None,
+                "calling_window": body.calling_window.model_dump(mode="json")
+                if body.calling_window
+                else None,
+            },
+        ),
     )
-    batches_repo.copy_calls(session, recipients.rows)
-    if scheduled <= now:
-        after_commit(session, lambda: messaging.publish(messaging.TASK_START_BATCH, [batch_id]))
     return batch_id
+
+
+def _bulk_template(session: Session, workspace_id: str, body: CallBulkRequest) -> Agent:
+    """The agent call-bulk calls with: the one named by ``aiSettingsTemplateId``, else the
+    workspace's oldest agent."""
+    loc = ["body", "aiSettingsTemplateId"]
+    if body.ai_settings_template_id is None:
+        agent = agents_repo.oldest_agent(session, workspace_id)
+        if agent is None:
+            raise ValidationFailed.one(
+                loc, "no aiSettingsTemplateId given and the workspace has no agent", "missing"
+            )
+        return agent
+    template_id = str(body.ai_settings_template_id)
+    agent = agents_repo.get_agent_by_template_id(session, workspace_id, template_id)
+    if agent is None:
+        raise ValidationFailed.one(
+            loc, f"AI settings template '{template_id}' not found", "not_found"
+        )
+    return agent
+
+
+@dataclass
+class _Contacts:
+    rows: list[list[Any]]
+    # One entry per number: the first value given for each field among its contacts.
+    book: dict[str, dict[str, Any]]
+
+
+def _validate_contacts(
+    body: CallBulkRequest, batch_id: str, workspace_id: str, agent: Agent
+) -> _Contacts:
+    """Normalise and check every contact; raise one 422 naming each bad one by index."""
+    errors: list[ErrorItem] = []
+    needed = placeholders(agent.prompt) | placeholders(agent.first_message)
+    call_ids = new_ids("call", len(body.contacts))
+    rows: list[list[Any]] = []
+    book: dict[str, dict[str, Any]] = {}
+    for index, contact in enumerate(body.contacts):
+        loc: list[str | int] = ["body", "contacts", index]
+        phone: str | None = None
+        try:
+            phone = normalize_e164(contact.number_to_call, body.country_code)
+        except InvalidPhoneNumber as exc:
+            errors.append(ErrorItem([*loc, "numberToCall"], str(exc), "value_error.phone"))
+        tags = contact.prompt_tags or {}
+        missing = _missing_tags([*loc, "promptTags"], needed, tags.keys())
+        if missing:
+            errors.append(missing)
+        if len(errors) >= MAX_ERROR_ITEMS:
+            break
+        if errors:
+            continue
+        assert phone is not None
+        entry = book.setdefault(
+            phone,
+            {"phone_number": phone, "first_name": None, "last_name": None, "email": None},
+        )
+        for field, value in (
+            ("first_name", contact.first_name),
+            ("last_name", contact.last_name),
+            ("email", contact.email),
+        ):
+            if entry[field] is None:
+                entry[field] = value
+        rows.append(
+            [
+                call_ids[index],
+                batch_id,
+                workspace_id,
+                index,
+                call_ids[index],
+                phone,
+                None,
+                {"dynamic_variables": tags},
+                callstate.PENDING,
+                None,
+                None,
+                contact.metadata,
+            ]
+        )
+    if errors:
+        raise ValidationFailed(errors)
+    return _Contacts(rows=rows, book=book)
+
+
+def submit_call_bulk(
+    session: Session, workspace_id: str, body: CallBulkRequest, idempotency_key: str | None
+) -> str:
+    """Store a call-bulk request as a batch: contacts upserted, one call per contact, all in
+    one transaction; the batch starts after commit like any submitted batch.
+
+    The same idempotency rules as ``submit_batch`` apply.
+    """
+    fingerprint = request_fingerprint(body) if idempotency_key else ""
+    if idempotency_key:
+        earlier = _earlier_batch(session, workspace_id, idempotency_key, fingerprint)
+        if earlier is not None:
+            return earlier
+    if body.country_code is not None and not is_known_region(body.country_code):
+        raise ValidationFailed.one(
+            ["body", "countryCode"], f"unknown region code '{body.country_code}'"
+        )
+    agent = _bulk_template(session, workspace_id, body)
+    batch_id = new_id("batch")
+    contacts = _validate_contacts(body, batch_id, workspace_id, agent)
+    pool = _caller_pool(session, workspace_id, [], True, ["body"])
+    earlier = _claim_key(session, workspace_id, idempotency_key, fingerprint, batch_id)
+    if earlier is not None:
+        return earlier
+
+    contact_ids = contacts_repo.upsert_contacts(
+        session,
+        workspace_id,
+        [
+            {**entry, "id": contact_id}
+            for entry, contact_id in zip(
+                contacts.book.values(), new_ids("contact", len(contacts.book)), strict=True
+            )
+        ],
+        body.update_existing,
+    )
+    for row in contacts.rows:
+        row[CONTACT] = contact_ids[row[PHONE]]
+    now = datetime.now(UTC)
+    _store_batch(
+        session,
+        workspace_id,
+        _NewBatch(
+            id=batch_id,
+            name=f"call-bulk {now.strftime('%Y-%m-%d %H:%M:%S')} UTC",
+            agent=agent,
+            pool=pool,
+            rows=contacts.rows,
+            scheduled_at=now,
+            options={"fan_out_chunk_size": body.batch_size},
+        ),
+    )
+    return batch_id
+
+
+def call_bulk_result(session: Session, workspace_id: str, batch_id: str) -> CallBulkResponse:
+    """What call-bulk answers: the batch, its call ids in contact order, and its status."""
+    batch = get_batch(session, workspace_id, batch_id)
+    return CallBulkResponse(
+        batch_id=batch_id,
+        call_ids=calls_repo.call_ids_of_batch(session, batch_id),
+        status=batch.status,
+    )
 
 
 def _check_calling_window(body: SubmitBatchRequest) -> None:
@@ -439,15 +660,21 @@ def list_batches(
 
 def _fan_out(session: Session, batch_id: str) -> None:
     call_ids = calls_repo.mark_batch_calls_enqueued(session, batch_id)
-    _publish_after_commit(session, messaging.TASK_DIAL, call_ids)
+    chunk_size = batches_repo.fan_out_chunk_size(session, batch_id)
+    _publish_after_commit(session, messaging.TASK_DIAL, call_ids, chunk_size)
 
 
-def _publish_after_commit(session: Session, task_name: str, ids: Sequence[str]) -> None:
+def _publish_after_commit(
+    session: Session, task_name: str, ids: Sequence[str], chunk_size: int | None = None
+) -> None:
     if ids:
+        chunk = chunk_size or get_settings().fan_out_chunk_size
         after_commit(
             session,
             lambda: log.info(
-                "published %d %s", messaging.publish_many(task_name, ([i] for i in ids)), task_name
+                "published %d %s",
+                messaging.publish_many(task_name, ([i] for i in ids), chunk),
+                task_name,
             ),
         )
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from shared.services.webhooks import verify_signature
+from tests.api.test_call_bulk import CALL_BULK, SEED_REQUEST, seed_body, seed_template
+from tests.conftest import new_api_key
 from tests.factories import recipients, submit
 from tests.support import Stack, wait_for
 from tests.worker.test_dispatch import setup_workspace, wait_final
@@ -199,3 +201,33 @@ def test_endpoint_validation_and_deletion(stack: Stack, receiver: Receiver):
     assert client.delete(f"/v1/voiceai/webhooks/{endpoint['id']}").status_code == 204
     assert client.delete(f"/v1/voiceai/webhooks/{endpoint['id']}").status_code == 404
     assert client.get("/v1/voiceai/webhooks").json()["webhooks"] == []
+
+
+def test_call_bulk_metadata_reaches_the_receiver_as_request_metadata(
+    stack: Stack, receiver: Receiver
+):
+    client = stack.client(new_api_key(stack))
+    template_id = seed_template(client)
+    _register(client, receiver.url, event_types=["call.ended"])
+    response = client.post(CALL_BULK, json=seed_body(template_id))
+    assert response.status_code == 201, response.text
+    events = _events(receiver, 2)
+    by_number = {}
+    for request in events.values():
+        headers = request["headers"]
+        assert verify_signature(
+            SECRET,
+            request["body"],
+            headers["Switchboard-Timestamp"],
+            headers["Switchboard-Signature"],
+        )
+        data = json.loads(request["body"])["data"]
+        by_number[data["contact"]["phone_number"]] = data
+    for contact in SEED_REQUEST["contacts"]:
+        data = by_number[contact["numberToCall"]]
+        assert data["requestMetadata"] == contact["metadata"]
+        assert data["contact"]["first_name"] == contact["firstName"]
+        assert data["contact"]["last_name"] == contact["lastName"]
+        assert data["batch_id"] == response.json()["batch_id"]
+        assert data["call_id"] in response.json()["call_ids"]
+        assert data["status"] == "completed"
