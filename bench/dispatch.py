@@ -1,47 +1,69 @@
-"""Dispatch benchmark: submit latency for 10,000 recipients, and the time from submit until all
-10,000 calls are final against the sandbox carrier (zero latency), with 1 and 2 worker
-processes. Prints figures; asserts nothing.
+"""The benchmark suite: prints figures against the targets in docs/BENCHMARKS.md; asserts nothing.
 
     python bench/dispatch.py [--recipients 10000] [--workers 1 2] [--concurrency 16]
+                             [--only a b c d e f]
 
-Uses DATABASE_URL / REDIS_URL when set, else embedded servers started here.
+(a) submit latency for 1,000 and 10,000 recipients, p50 and p95;
+(b) end to end, 10,000 recipients submit → all final against the sandbox (zero latency) with
+    1 and 2 worker processes, next to the rate the same workers drain no-op tasks;
+(c) the same with 150 ms provider latency from one worker process;
+(d) database transactions and statements, and Redis commands, per call;
+(e) worker resident memory during (b);
+(f) time from submit to the first dial, p50.
+
+Uses DATABASE_URL / REDIS_URL when set, else embedded servers started here (statements are
+counted only on an embedded server, whose statement log this script switches on).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import new_api_key  # noqa: E402
 from tests.factories import create_agent, recipients, register_number, submit  # noqa: E402
-from tests.support import create_database, drop_database, running_stack  # noqa: E402
+from tests.support import Stack, create_database, drop_database, running_stack  # noqa: E402
+
+ZERO_LATENCY = {"rules": [{"pattern": "*", "ring_seconds": 0.01, "talk_seconds": 0.02}]}
+SLOW_PROVIDER = {
+    "rules": [{"pattern": "*", "api_latency_ms": 150, "ring_seconds": 0.01, "talk_seconds": 0.02}]
+}
 
 
-def _services(stack: ExitStack, state: Path) -> tuple[str, str]:
-    import os
+def _say(text: str) -> None:
+    print(text, flush=True)
 
+
+def _services(stack: ExitStack, state: Path) -> tuple[str, str, Path | None]:
     from cli.devstack import start_embedded_postgres, start_embedded_redis
 
     database_url = os.environ.get("DATABASE_URL")
     redis_url = os.environ.get("REDIS_URL")
+    pg_log = None
     if not database_url:
         server = start_embedded_postgres(state / "pg")
         stack.callback(server.stop)
         database_url = server.url
+        logs = sorted((state / "pg").rglob("log"))
+        pg_log = next((p for p in logs if p.is_file()), None)
     if not redis_url:
-        server = start_embedded_redis(state / "redis")
-        stack.callback(server.stop)
-        redis_url = server.url
-    return database_url, redis_url
+        redis_server = start_embedded_redis(state / "redis")
+        stack.callback(redis_server.stop)
+        redis_url = redis_server.url
+    return database_url, redis_url, pg_log
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -49,81 +71,266 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
+@contextmanager
+def _stack_settings(stack: Stack) -> Iterator[None]:
+    """Publish from this process into the stack's broker (its Redis key prefix)."""
+    from shared import messaging
+    from shared.settings import get_settings
+
+    saved = dict(os.environ)
+    os.environ.update(stack.env())
+    get_settings.cache_clear()
+    messaging.get_app.cache_clear()
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+        messaging.get_app.cache_clear()
+
+
+def _autocommit(stack: Stack, statement: str) -> None:
+    """Run a statement that may not run in a transaction (ALTER SYSTEM)."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    dsn = (
+        make_url(stack.database_url)
+        .render_as_string(hide_password=False)
+        .replace("postgresql+psycopg2", "postgresql")
+    )
+    connection = psycopg2.connect(dsn)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+def _batch(stack: Stack, batch_id: str) -> tuple[int, int, str]:
+    finished, dispatched, status = stack.sql(
+        "SELECT total_calls_finished, total_calls_dispatched, status FROM batches WHERE id = %s",
+        batch_id,
+    )[0]
+    return int(finished), int(dispatched), str(status)
+
+
+def _wait_final(stack: Stack, batch_id: str, timeout: float, poll_s: float = 0.25) -> int:
+    """Poll until the batch ends; how many polls it took."""
+    started, polls = time.perf_counter(), 0
+    while time.perf_counter() - started < timeout:
+        polls += 1
+        if _batch(stack, batch_id)[2] in ("completed", "failed"):
+            return polls
+        time.sleep(poll_s)
+    raise TimeoutError(f"batch {batch_id} not final after {timeout} s")
+
+
+class RssSampler:
+    """The largest resident set of the given processes, sampled twice a second."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in self.pids:
+                try:
+                    text = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in text.splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _noop_drain_rate(stack: Stack, count: int) -> float:
+    """Publish ``count`` no-op tasks to the dial queue; the rate the workers drain them."""
+    from shared import messaging
+
+    with _stack_settings(stack):
+        started = time.perf_counter()
+        messaging.publish_many(messaging.TASK_NOOP, ([i] for i in range(count)))
+        while messaging.queue_length(messaging.QUEUE_DIAL) > 0:
+            time.sleep(0.02)
+        return count / (time.perf_counter() - started)
+
+
+def _setup(stack: Stack) -> tuple[Any, str, str]:
+    client = stack.client(new_api_key(stack))
+    return client, create_agent(client), register_number(client)
+
+
+def bench_submit(stack: Stack, samples: int) -> None:
+    client, agent_id, number_id = _setup(stack)
+    later = int(time.time()) + 86_400  # stored, never dialed here
+    for size in (1_000, 10_000):
+        people = recipients(size)
+        latencies = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            response = submit(client, agent_id, number_id, people, scheduled_time_unix=later)
+            latencies.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+        _say(
+            f"(a) submit {size} recipients: p50 {statistics.median(latencies):.3f} s, "
+            f"p95 {_percentile(latencies, 95):.3f} s ({samples} samples; target for 10,000: "
+            "p50 <= 0.7 s)"
+        )
+
+
+def bench_end_to_end(stack: Stack, count: int, label: str, timeout: float) -> None:
+    client, agent_id, number_id = _setup(stack)
+    time.sleep(2)  # let the workers finish starting
+    drain = _noop_drain_rate(stack, count)
+    pids = [p.pid for name, p in stack.processes.items() if name.startswith("worker")]
+    with RssSampler(pids) as rss:
+        started = time.perf_counter()
+        batch_id = submit(client, agent_id, number_id, recipients(count)).json()["id"]
+        _wait_final(stack, batch_id, timeout)
+        elapsed = time.perf_counter() - started
+    rate = count / elapsed
+    _say(
+        f"{label}: {count} calls final in {elapsed:.1f} s = {rate:.0f} calls/s; no-op drain "
+        f"{drain:.0f} tasks/s; ratio {rate / drain:.0%} (target >= 40%); "
+        f"(e) peak worker RSS {rss.peak_kib / 1024:.0f} MiB"
+    )
+
+
+def bench_costs(stack: Stack, count: int, pg_log: Path | None) -> None:
+    import redis
+
+    client, agent_id, number_id = _setup(stack)
+    time.sleep(2)
+    database = stack.database_url.rsplit("/", 1)[-1].split("?")[0]
+
+    def commits() -> int:
+        return int(
+            stack.sql(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+                database,
+            )[0][0]
+        )
+
+    def redis_calls() -> int:
+        stats = redis.Redis.from_url(stack.redis_url).info("commandstats")
+        return sum(int(v["calls"]) for v in stats.values())
+
+    if pg_log is not None:
+        _autocommit(stack, "ALTER SYSTEM SET log_statement = 'all'")
+        _autocommit(stack, "SELECT pg_reload_conf()")
+        time.sleep(1)
+    lines_before = pg_log.read_text(errors="replace").count("statement: ") if pg_log else 0
+    xacts_before, redis_before = commits(), redis_calls()
+    batch_id = submit(client, agent_id, number_id, recipients(count, "+1646555")).json()["id"]
+    polls = _wait_final(stack, batch_id, 300, poll_s=1.0)
+    time.sleep(1)  # the last callbacks' transactions
+    xacts = commits() - xacts_before - 2 * polls - 2  # minus this script's own reads
+    commands = redis_calls() - redis_before
+    statements = None
+    if pg_log is not None:
+        _autocommit(stack, "ALTER SYSTEM RESET log_statement")
+        _autocommit(stack, "SELECT pg_reload_conf()")
+        statements = pg_log.read_text(errors="replace").count("statement: ") - lines_before
+    _say(
+        f"(d) per call, over {count} calls: {xacts / count:.2f} database transactions "
+        f"(target <= 4); "
+        + (
+            f"{statements / count:.1f} statements; "
+            if statements is not None
+            else "statements not counted (external server); "
+        )
+        + f"{commands / count:.1f} Redis commands (the beat's ticks and idle polls included)"
+    )
+
+
+def bench_first_dial(stack: Stack, samples: int) -> None:
+    client, agent_id, number_id = _setup(stack)
+    time.sleep(2)
+    delays = []
+    for index in range(samples):
+        prefix_start = 5000 + index * 10
+        started = time.time()
+        submit(client, agent_id, number_id, recipients(10, "+1646555", prefix_start))
+        target = f"+1646555{prefix_start:04d}"
+        while True:
+            placed = [c for c in stack.carrier.calls() if c["to"] == target]
+            if placed:
+                delays.append(placed[0]["created_at"] - started)
+                break
+            if time.time() - started > 30:
+                raise TimeoutError("no dial within 30 s")
+            time.sleep(0.005)
+        time.sleep(0.5)
+    _say(
+        f"(f) submit to first dial: p50 {statistics.median(delays) * 1000:.0f} ms, "
+        f"p95 {_percentile(delays, 95) * 1000:.0f} ms ({samples} batches; target p50 <= 1 s)"
+    )
+
+
 def run(args: argparse.Namespace) -> None:
     from shared.db import migrate
 
+    only = set(args.only)
     with tempfile.TemporaryDirectory(prefix="sbbench") as tmp, ExitStack() as resources:
-        server_url, redis_url = _services(resources, Path(tmp))
+        server_url, redis_url, pg_log = _services(resources, Path(tmp))
         template = f"sbbench_template_{uuid.uuid4().hex[:8]}"
         migrate(create_database(server_url, template))
         resources.callback(drop_database, server_url, template)
-        sandbox = {"rules": [{"pattern": "*", "ring_seconds": 0.01, "talk_seconds": 0.02}]}
 
-        for workers in args.workers:
-            with running_stack(
+        def stack(name: str, sandbox: dict[str, Any], workers: int, concurrency: int) -> Any:
+            return running_stack(
                 server_url,
                 template,
                 redis_url,
-                Path(tmp) / f"w{workers}",
+                Path(tmp) / name,
                 sandbox=sandbox,
-                workers=0,
+                workers=workers,
                 beat=True,
-            ) as stack:
-                for index in range(workers):
-                    stack.start_worker(name=f"worker{index}", concurrency=args.concurrency)
-                client = stack.client(new_api_key(stack))
-                agent_id = create_agent(client)
-                number_id = register_number(client)
-                people = recipients(args.recipients)
+                concurrency=concurrency,
+            )
 
-                if workers == args.workers[0]:
-                    later = int(time.time()) + 86_400  # stored, never dialed here
-                    latencies = []
-                    for _ in range(args.submit_samples):
-                        started = time.perf_counter()
-                        response = submit(
-                            client, agent_id, number_id, people, scheduled_time_unix=later
-                        )
-                        latencies.append(time.perf_counter() - started)
-                        assert response.status_code == 200, response.text
-                    print(
-                        f"submit {args.recipients} recipients: "
-                        f"p50 {statistics.median(latencies):.3f} s, "
-                        f"p95 {_percentile(latencies, 95):.3f} s "
-                        f"({args.submit_samples} samples)",
-                        flush=True,
+        if only & {"a", "f"}:
+            with stack("af", ZERO_LATENCY, 1, args.concurrency) as s:
+                if "a" in only:
+                    bench_submit(s, args.submit_samples)
+                if "f" in only:
+                    bench_first_dial(s, args.first_dial_samples)
+        if only & {"b", "e"}:
+            for workers in args.workers:
+                with stack(f"b{workers}", ZERO_LATENCY, workers, args.concurrency) as s:
+                    bench_end_to_end(
+                        s,
+                        args.recipients,
+                        f"(b) {workers} worker process(es) x {args.concurrency} threads",
+                        args.timeout,
                     )
-
-                time.sleep(3)  # let the workers finish starting
-                started = time.perf_counter()
-                response = submit(client, agent_id, number_id, people)
-                submitted = time.perf_counter() - started
-                batch_id = response.json()["id"]
-                first_dial = None
-                while True:
-                    finished, dispatched, status = stack.sql(
-                        "SELECT total_calls_finished, total_calls_dispatched, status "
-                        "FROM batches WHERE id = %s",
-                        batch_id,
-                    )[0]
-                    if first_dial is None and dispatched:
-                        first_dial = time.perf_counter() - started
-                    if status in ("completed", "failed"):
-                        break
-                    if time.perf_counter() - started > args.timeout:
-                        print(f"timed out with {finished} finished", flush=True)
-                        break
-                    time.sleep(0.25)
-                elapsed = time.perf_counter() - started
-                placed = len(stack.carrier.calls())
-                print(
-                    f"{workers} worker process(es) x {args.concurrency} threads: "
-                    f"{args.recipients} calls final in {elapsed:.1f} s "
-                    f"({args.recipients / elapsed:.0f} calls/s; submit {submitted:.2f} s, "
-                    f"first dial after {first_dial or 0:.2f} s, status {status}, "
-                    f"carrier placed {placed})",
-                    flush=True,
+        if "c" in only:
+            with stack("c", SLOW_PROVIDER, 1, args.slow_concurrency) as s:
+                bench_end_to_end(
+                    s,
+                    args.recipients,
+                    f"(c) 150 ms provider latency, 1 worker process x {args.slow_concurrency} "
+                    "threads (target >= 200 calls/s)",
+                    args.timeout,
                 )
+        if "d" in only:
+            with stack("d", ZERO_LATENCY, 1, args.concurrency) as s:
+                bench_costs(s, args.cost_recipients, pg_log)
 
 
 def main() -> None:
@@ -133,8 +340,12 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--submit-samples", type=int, default=5)
+    parser.add_argument("--slow-concurrency", type=int, default=64)
+    parser.add_argument("--submit-samples", type=int, default=7)
+    parser.add_argument("--first-dial-samples", type=int, default=15)
+    parser.add_argument("--cost-recipients", type=int, default=1_000)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--only", nargs="+", default=list("abcdef"))
     run(parser.parse_args())
 
 

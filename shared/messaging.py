@@ -30,6 +30,8 @@ TASK_APPLY_STATUS = "calls.apply_status"
 TASK_RECONCILE = "calls.reconcile"
 TASK_HANG_UP = "calls.hang_up"
 TASK_DELIVER_WEBHOOK = "webhooks.deliver"
+# Does nothing: the benchmark measures how fast workers drain plain messages with it.
+TASK_NOOP = "system.noop"
 
 TASK_QUEUES = {
     TASK_START_BATCH: QUEUE_BATCH_CONTROL,
@@ -39,6 +41,7 @@ TASK_QUEUES = {
     TASK_RECONCILE: QUEUE_STATUS,
     TASK_HANG_UP: QUEUE_STATUS,
     TASK_DELIVER_WEBHOOK: QUEUE_WEBHOOKS,
+    TASK_NOOP: QUEUE_DIAL,
 }
 
 

@@ -85,3 +85,8 @@ def hang_up(call_id: str) -> str:
 def deliver_webhook(delivery_id: str) -> str:
     """Send one webhook delivery that is due."""
     return webhooks_service.deliver(delivery_id, transaction)
+
+
+@app.task(name=messaging.TASK_NOOP)
+def noop(*args: Any) -> None:
+    """Nothing: the benchmark's measure of the worker's bare message rate."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import signal
 import time
 from typing import Any
 
@@ -195,6 +196,29 @@ def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(make_stack):
     mid = batch_state(client, batch_id)
     assert mid["status"] == "in_progress" and mid["total_calls_finished"] < 300
     stack.start_worker(name="worker-restarted")
+    batch = wait_final(client, batch_id, timeout=150)
+
+    assert batch["status"] == "completed"
+    assert_counters_match_rows(stack, batch)
+    assert batch["total_calls_dispatched"] == 300 and batch["total_calls_finished"] == 300
+    counts = dial_counts(stack)
+    assert len(counts) == 300 and max(counts.values()) == 1, counts.most_common(3)
+
+
+def test_sigterm_mid_batch_finishes_what_the_worker_holds(make_stack):
+    slow = {"rules": [{"pattern": "*", "api_latency_ms": 30, "ring_seconds": 0.3}]}
+    stack = make_stack(sandbox=slow, workers=2)
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(300, "+1646555", 3100)).json()["id"]
+    wait_for(
+        lambda: batch_state(client, batch_id)["total_calls_dispatched"] >= 60,
+        60,
+        what="the batch to be well under way",
+    )
+    process = stack.processes["worker0"]
+    stack.kill("worker0", signal.SIGTERM)  # warm shutdown: waits for the tasks it runs
+    assert process.returncode == 0
+    assert batch_state(client, batch_id)["status"] == "in_progress"
     batch = wait_final(client, batch_id, timeout=150)
 
     assert batch["status"] == "completed"
