@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api import agents, batch_calling, dnc, telephony, webhooks
+from api import agents, batch_calling, dnc, metrics, telephony, webhooks
 from shared.db import get_engine
 from shared.errors import SwitchboardError
 from shared.settings import get_settings
@@ -29,6 +29,7 @@ for prefix in ("/v1/voiceai", "/v1/convai"):
     app.include_router(dnc.router, prefix=prefix)
     app.include_router(webhooks.router, prefix=prefix)
 app.include_router(telephony.router)
+app.include_router(metrics.router)
 
 
 @app.exception_handler(SwitchboardError)
