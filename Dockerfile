@@ -12,7 +12,7 @@ WORKDIR /app
 COPY . .
 RUN pip install . \
     && useradd --create-home --uid 10001 switchboard \
-    && install -d -o switchboard /var/lib/switchboard
+    && install -d -o switchboard /var/lib/switchboard /var/lib/switchboard/metrics
 
 USER switchboard
 EXPOSE 8000

@@ -16,6 +16,7 @@ from api import (
     call_bulk,
     contacts,
     dnc,
+    metrics,
     settings_templates,
     telephony,
     webhooks,
@@ -40,6 +41,7 @@ for prefix in ("/v1/voiceai", "/v1/convai"):
 app.include_router(telephony.router)
 for router in (call_bulk.router, contacts.router, settings_templates.router):
     app.include_router(router, prefix="/ai")
+app.include_router(metrics.router)
 
 
 @app.exception_handler(SwitchboardError)

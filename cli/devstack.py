@@ -49,6 +49,8 @@ DEV_AGENT: dict[str, Any] = {
 
 # The queues one dev worker consumes; production scales workers per queue instead.
 WORKER_QUEUES = "batch-control,dial,status,webhooks"
+# The processes that share the Prometheus multiprocess directory (see shared/metrics.py).
+METRICS_PROCESSES = ("api", "worker")
 STARTUP_TIMEOUT_S = 60.0
 
 
@@ -698,6 +700,11 @@ class RunningStack:
         return f"http://{LOCALHOST}:{self.ports.flower}"
 
     @property
+    def metrics_url(self) -> str:
+        """Prometheus metrics of the API and the workers."""
+        return f"{self.api_url}/metrics"
+
+    @property
     def sandbox_url(self) -> str:
         """Base URL of the sandbox carrier."""
         return f"http://{LOCALHOST}:{self.ports.sandbox}"
@@ -713,6 +720,19 @@ def point_settings_at(services: Services, overrides: Mapping[str, str] | None = 
     os.environ.update(overrides or {})
     get_settings.cache_clear()
     db.reset_engine()
+
+
+def fresh_metrics_dir(state_dir: Path) -> Path:
+    """``state_dir/metrics``, emptied: the Prometheus multiprocess directory of one stack run.
+
+    Emptied before any process starts (a process already writing there would keep writing to
+    deleted files), so counters start from zero with the stack.
+    """
+    metrics_dir = state_dir / "metrics"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for sample_file in metrics_dir.glob("*.db"):
+        sample_file.unlink()
+    return metrics_dir
 
 
 def child_environment(
@@ -827,13 +847,18 @@ def launch_stack(
         migrate(services.database_url)
         settings = get_settings()
         env = child_environment(services, ports, env_overrides)
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        # The worker writes its metrics to the multiprocess directory and the API's /metrics
+        # serves them. Beat records none, and Flower's own metrics must stay out of it.
+        metrics_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(fresh_metrics_dir(state_dir))}
         commands = stack_commands(
             ports, state_dir, settings.flower_user, settings.flower_password, sandbox_config
         )
         announce("Starting " + ", ".join(commands))
         with ProcessSupervisor(log_dir=log_dir, stop_event=stop_event) as supervisor:
             for name, argv in commands.items():
-                supervisor.start(name, argv, env=env, cwd=PROJECT_ROOT)
+                process_env = metrics_env if name in METRICS_PROCESSES else env
+                supervisor.start(name, argv, env=process_env, cwd=PROJECT_ROOT)
             supervisor.wait_http(f"http://{LOCALHOST}:{ports.sandbox}/sandbox/stats")
             supervisor.wait_http(f"http://{LOCALHOST}:{ports.api}/readyz")
             # Celery logs "<hostname> ready." once the consumer is connected and consuming.

@@ -140,6 +140,7 @@ def stack_banner(stack: RunningStack) -> str:
             "Switchboard is running.",
             f"  API              {stack.api_url}",
             f"  API docs         {stack.api_url}/docs",
+            f"  Metrics          {stack.metrics_url}  (Prometheus; API and workers)",
             f"  Flower           {stack.flower_url}  "
             f"(user {stack.flower_user}, password {stack.flower_password})",
             f"  Sandbox carrier  {stack.sandbox_url}  (counters at /sandbox/stats)",

@@ -138,9 +138,19 @@ def publish_many(task_name: str, arg_lists: Iterable[Sequence[Any]], chunk_size:
 
 def queue_length(queue: str) -> int:
     """Messages waiting in ``queue`` (not counting those a worker holds unacknowledged)."""
+    return queue_lengths([queue])[queue]
+
+
+def queue_lengths(queues: Iterable[str]) -> dict[str, int]:
+    """Messages waiting in each of ``queues``, read in one pipelined round trip."""
     settings = get_settings()
+    names = list(queues)
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        return int(client.llen(settings.redis_key_prefix + queue))
+        with client.pipeline(transaction=False) as pipeline:
+            for queue in names:
+                pipeline.llen(settings.redis_key_prefix + queue)
+            lengths = pipeline.execute()
     finally:
         client.close()
+    return {queue: int(length) for queue, length in zip(names, lengths, strict=True)}

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     flower_user: str = "admin"
     flower_password: str = "switchboard"
 
+    # Prometheus. With PROMETHEUS_MULTIPROC_DIR set, workers write their metrics there and the
+    # API's /metrics serves them; without it, a worker given a port serves its own metrics
+    # (0: none). One port per worker process, so this suits the threads pool.
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "127.0.0.1"
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

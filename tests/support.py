@@ -107,6 +107,11 @@ class Stack:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def metrics_dir(self) -> Path:
+        """The Prometheus multiprocess directory the API and the workers share."""
+        return self.log_dir / "metrics"
+
     def env(self) -> dict[str, str]:
         """The environment every process of this stack runs with."""
         env = dict(os.environ)
@@ -133,12 +138,20 @@ class Stack:
         env.update(self.settings_env)
         return env
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def metrics_env(self) -> dict[str, str]:
+        """The environment of the processes that record metrics (the API and the workers), as
+        the dev stack runs them: sharing one multiprocess directory."""
+        self.metrics_dir.mkdir(parents=True, exist_ok=True)
+        return {**self.env(), "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open by the child
         process = subprocess.Popen(
             args,
             cwd=ROOT,
-            env=self.env(),
+            env=env if env is not None else self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -162,6 +175,7 @@ class Stack:
                 "--log-level",
                 "warning",
             ],
+            env=self.metrics_env(),
         )
         wait_for(self._api_up, 30, what="the API to answer /healthz")
 
@@ -178,8 +192,11 @@ class Stack:
         pool: str = "threads",
         concurrency: int = 8,
         loglevel: str = "INFO",
+        events: bool = False,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """A real Celery worker process consuming ``queues``."""
+        """A real Celery worker process consuming ``queues``; with ``events``, it sends task
+        events (``-E``) as workers watched in Flower do."""
         process = self._spawn(
             name,
             [
@@ -201,7 +218,9 @@ class Stack:
                 loglevel,
                 "--without-gossip",
                 "--without-mingle",
+                *(["-E"] if events else []),
             ],
+            env=env if env is not None else self.metrics_env(),
         )
         return process
 
@@ -220,6 +239,23 @@ class Stack:
                 "INFO",
                 "-s",
                 str(self.log_dir / "beat-schedule"),
+            ],
+        )
+
+    def start_flower(self, port: int, user: str, password: str) -> subprocess.Popen[bytes]:
+        """Flower on 127.0.0.1:``port`` with basic auth, on this stack's broker and prefix."""
+        return self._spawn(
+            "flower",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "flower",
+                "--address=127.0.0.1",
+                f"--port={port}",
+                f"--basic-auth={user}:{password}",
             ],
         )
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from shared.db import reset_engine
 from shared.messaging import make_celery
+from shared.metrics import serve_worker_metrics
 
 app = make_celery()
 app.conf.imports = ("worker.tasks",)
@@ -18,6 +19,13 @@ app.conf.imports = ("worker.tasks",)
 def _fresh_database_pool(**_: Any) -> None:
     # A forked pool child must not share the parent's database connections.
     reset_engine(close=False)
+
+
+@worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    # Only without PROMETHEUS_MULTIPROC_DIR and with SWITCHBOARD_WORKER_METRICS_PORT set: the
+    # worker's main process serves its registry (the threads pool records metrics there).
+    serve_worker_metrics()
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

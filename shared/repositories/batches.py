@@ -288,3 +288,9 @@ def status_of_call_batch(session: Session, call_id: str) -> str | None:
         ),
         {"id": call_id},
     ).scalar_one_or_none()
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    """How many batches there are per status: one GROUP BY."""
+    rows = session.execute(select(Batch.status, func.count()).group_by(Batch.status)).all()
+    return {str(status): int(count) for status, count in rows}

@@ -405,3 +405,11 @@ def week_of_dials(session: Session, workspace_id: str, number: str) -> list[Any]
             {"ws": workspace_id, "n": number},
         ).scalars()
     )
+
+
+def count_by_status_and_outcome(session: Session) -> list[tuple[str, str | None, int]]:
+    """How many calls there are per (status, outcome), over every batch: one GROUP BY."""
+    rows = session.execute(
+        select(calls.status, calls.outcome, func.count()).group_by(calls.status, calls.outcome)
+    ).all()
+    return [(str(status), outcome, int(count)) for status, outcome, count in rows]

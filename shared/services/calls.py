@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import func
 from sqlalchemy.orm import Session
 
-from shared import callstate, messaging, slots
+from shared import callstate, messaging, metrics, slots
 from shared.callstate import CallSnapshot, CounterDeltas, ProviderUpdate, Transition
 from shared.db import after_commit
 from shared.errors import NotFound, ProviderError
@@ -187,11 +187,17 @@ def fail_batch(session: Session, batch_id: str, reason: str) -> None:
 
 
 def dial_call(call_id: str, transaction: Transaction) -> str:
-    """Claim, render and place one call; returns what happened, for logs and tests.
+    """Claim, render and place one call; returns what happened, for logs, tests and metrics.
 
     Three short transactions: the claim (with the rendered prompt), the provider request
     outside any transaction, then recording the provider's answer.
     """
+    result = _place_claimed_call(call_id, transaction)
+    metrics.DIALS.labels(result=result).inc()
+    return result
+
+
+def _place_claimed_call(call_id: str, transaction: Transaction) -> str:
     settings = get_settings()
     token = uuid.uuid4().hex
     with transaction() as session:
@@ -243,13 +249,18 @@ def dial_call(call_id: str, transaction: Transaction) -> str:
         status_callback_url=twilio_status_callback_url(call_id, settings),
         ringing_timeout_s=config.get("ringing_timeout_secs") or settings.default_ringing_timeout_s,
     )
+    started = time.perf_counter()
     try:
         placed = provider.place_call(request)
     except ProviderError as error:
+        metrics.DIAL_SECONDS.labels(result=metrics.dial_error_result(error)).observe(
+            time.perf_counter() - started
+        )
         if not error.ambiguous:  # an ambiguous call may be live: its lease keeps the slot
             slots.release(call_id, names)
         with transaction() as session:
             return _record_dial_error(session, call_id, row.batch_id, token, error)
+    metrics.DIAL_SECONDS.labels(result=metrics.DIAL_ACCEPTED).observe(time.perf_counter() - started)
     update = callstate.from_twilio(
         placed.sid, placed.provider_status, from_number=request.from_
     ) or ProviderUpdate(
@@ -338,9 +349,11 @@ def _wait_for_pacing(
             hand_back(session, call_id, token, TRANSIENT_RETRY_DELAY_S)
         return "pacing_unavailable"
     if not reservation.reserved:
+        metrics.PACING_HANDED_BACK.inc()
         with transaction() as session:
             hand_back(session, call_id, token, reservation.wait_s)
         return "paced"
+    metrics.PACING_WAIT_SECONDS.observe(reservation.wait_s)
     slot_at = time.monotonic() + reservation.wait_s
     if reservation.wait_s >= 1.0:
         # The batch may have been cancelled or paused during a long wait: read its status

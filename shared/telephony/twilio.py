@@ -17,6 +17,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from shared import metrics
 from shared.callstate import ProviderUpdate, from_twilio
 from shared.errors import ProviderError
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings, get_settings
@@ -112,6 +113,7 @@ class TwilioProvider:
                 return request()
             except Exception as exc:
                 error = _provider_error(exc)
+                metrics.PROVIDER_ERRORS.labels(code=metrics.provider_error_code(error)).inc()
                 if not error.retryable or pause is None:
                     raise error from exc
                 log.warning("provider request not processed (%s); retrying", error.message)
