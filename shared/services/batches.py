@@ -130,6 +130,7 @@ def _validate_recipients(
                     [*loc, "conversation_initiation_client_data", "dynamic_variables"],
                     f"no value for placeholder {names} used by the agent's prompt",
                     "missing_dynamic_variable",
+                    ctx={"missing": sorted(missing)},
                 )
             )
         if len(errors) >= MAX_ERROR_ITEMS:
