@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, WorkspaceDep
 from shared.db import transaction
 from shared.schemas import BatchDetailResponse, BatchListResponse, BatchResponse, SubmitBatchRequest
+from shared.services import batch_csv
 from shared.services import batches as service
 
 router = APIRouter(tags=["batch-calling"])
@@ -25,6 +26,37 @@ def submit_batch(
 ) -> BatchResponse:
     """Store the batch and its recipients; calls start at ``scheduled_time_unix`` (or now)."""
     batch_id = service.submit_batch(session, workspace_id, body, idempotency_key)
+    return service.get_batch(session, workspace_id, batch_id)
+
+
+@router.post(
+    "/submit-csv", response_model=BatchResponse, summary="Submit A Batch Call From A CSV File"
+)
+def submit_batch_csv(
+    file: Annotated[
+        UploadFile, File(description="UTF-8 CSV: phone_number, optional id, variables")
+    ],
+    call_name: Annotated[str, Form()],
+    agent_id: Annotated[str, Form()],
+    session: SessionDep,
+    workspace_id: WorkspaceDep,
+    agent_phone_number_id: Annotated[str | None, Form()] = None,
+    scheduled_time_unix: Annotated[int | None, Form()] = None,
+    timezone: Annotated[str | None, Form()] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> BatchResponse:
+    """One recipient per row; every other column than ``phone_number`` and ``id`` is a dynamic
+    variable. Errors name the row (the header is row 1) and the column."""
+    # Read at most one byte past the limit, so an oversized upload is refused, not buffered.
+    data = file.file.read(batch_csv.MAX_CSV_BYTES + 1)
+    form = batch_csv.SubmitCsvForm(
+        call_name=call_name,
+        agent_id=agent_id,
+        agent_phone_number_id=agent_phone_number_id,
+        scheduled_time_unix=scheduled_time_unix,
+        timezone=timezone,
+    )
+    batch_id = batch_csv.submit_csv_batch(session, workspace_id, data, form, idempotency_key)
     return service.get_batch(session, workspace_id, batch_id)
 
 
@@ -51,6 +83,21 @@ def get_batch(
 ) -> BatchDetailResponse:
     """The batch with every recipient's status."""
     return service.get_batch_detail(session, workspace_id, batch_id)
+
+
+@router.get(
+    "/{batch_id}/export.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}},
+    summary="Export a batch call's results as CSV",
+)
+def export_batch(batch_id: str, session: SessionDep, workspace_id: WorkspaceDep) -> Response:
+    """One row per recipient in submission order: status, outcome, attempts, call SID, ..."""
+    return Response(
+        content=batch_csv.export_batch_csv(session, workspace_id, batch_id),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{batch_id}.csv"'},
+    )
 
 
 def _control(

@@ -1,4 +1,5 @@
-"""The ``switchboard`` command: API keys, migrations, the local dev stack and the demo."""
+"""The ``switchboard`` command: API keys, migrations, the local dev stack, the demo, and batch
+commands (submit a CSV, watch, list, export) that talk to the HTTP API."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
+from cli.batches import CommandFailed, add_batch_commands
 from cli.devstack import (
     LOCALHOST,
     ApiError,
@@ -279,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``switchboard`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="switchboard",
-        description="Switchboard: API keys, migrations, the local dev stack and the demo.",
+        description="Switchboard: API keys, migrations, the local dev stack, the demo, and "
+        "batches from CSV files (submit, watch, batches, export) over the HTTP API.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -321,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", default=None, help="keep state here (default: a temporary directory)"
     )
     demo.set_defaults(handler=cmd_demo)
+
+    add_batch_commands(commands)
     return parser
 
 
@@ -329,9 +334,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except ServiceUnavailable as exc:
+    except (ServiceUnavailable, CommandFailed) as exc:
         print(f"switchboard {args.command}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     return code
 
 

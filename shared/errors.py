@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,9 @@ class ErrorItem:
     loc: Loc
     msg: str
     type: str
+    # Machine-readable facts behind ``msg`` for callers inside the service (never rendered):
+    # e.g. the CSV upload names each missing dynamic variable as a column.
+    ctx: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The seed's error-item shape."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 
 
@@ -23,3 +25,40 @@ def normalize_e164(raw: str, default_region: str | None = None) -> str:
 def is_known_region(code: str) -> bool:
     """Whether ``code`` is a region phonenumbers can parse local numbers of."""
     return code in phonenumbers.SUPPORTED_REGIONS
+
+
+# A number a spreadsheet turned into a float: one digit, optional decimals, a positive exponent.
+_SCIENTIFIC = re.compile(r"^(\d)(?:\.(\d+))?[eE]\+?(\d{1,2})$")
+
+
+def restore_dropped_plus(raw: str) -> str:
+    """Put back the leading ``+`` a spreadsheet dropped from an E.164 number, when unambiguous.
+
+    ``12125550100`` and ``1.2125550100E+10`` become ``+12125550100``: the text is digits only
+    (scientific notation only when its mantissa still holds every digit) and is a valid number
+    once ``+`` is prepended. Text starting with ``+``, or with other characters, is returned
+    stripped and left to ``normalize_e164``. Raise ``InvalidPhoneNumber`` for digits that are
+    not a valid number with ``+``, and for scientific notation whose digits were rounded away.
+    """
+    text = raw.strip()
+    if text.startswith("+"):
+        return text
+    scientific = _SCIENTIFIC.match(text)
+    if scientific:
+        digits = scientific.group(1) + (scientific.group(2) or "")
+        if len(digits) != int(scientific.group(3)) + 1:
+            raise InvalidPhoneNumber(
+                f"'{raw}' is in scientific notation with digits rounded away; "
+                "format the column as text and export the file again"
+            )
+    elif text.isascii() and text.isdigit():
+        digits = text
+    else:
+        return text
+    try:
+        return normalize_e164("+" + digits)
+    except InvalidPhoneNumber:
+        raise InvalidPhoneNumber(
+            f"'{raw}' has no leading '+' and is not a valid number with one added; "
+            "write it in E.164 (+, country code, number)"
+        ) from None

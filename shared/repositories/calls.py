@@ -257,6 +257,8 @@ def recipient_rows(session: Session, batch_id: str) -> list[Any]:
                 Call.caller_number,
                 Call.client_data,
                 Call.attempt_history,
+                Call.duration_s,
+                Call.request_metadata,
             )
             .where(Call.batch_id == batch_id)
             .order_by(Call.position)

@@ -94,6 +94,7 @@ def _missing_tags(loc: Loc, needed: set[str], supplied: Iterable[str]) -> ErrorI
         loc,
         f"no value for placeholder {names} used by the agent's prompt",
         "missing_dynamic_variable",
+        ctx={"missing": sorted(missing)},
     )
 
 
