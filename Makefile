@@ -10,10 +10,10 @@ BIN := $(VENV)/bin
 # Touched after a successful install: the venv is rebuilt whenever pyproject.toml changes.
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo run test lint bench clean
+.PHONY: help install chromium demo run test lint bench clean
 
 help:
-	@echo "make install  create $(VENV) and install switchboard with its dev tools"
+	@echo "make install  create $(VENV), install switchboard with its dev tools, and Chromium"
 	@echo "make demo     run a sample batch through a private local stack"
 	@echo "make run      run API, worker, beat, Flower and the sandbox carrier"
 	@echo "make test     ruff, ruff format --check, mypy and pytest (what CI runs)"
@@ -28,7 +28,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(STAMP)
+# The dashboard test drives a real headless Chromium; Debian's packages, installed once (as root).
+# apt-get update runs only when the install fails, e.g. for a missing package list.
+CHROMIUM_PACKAGES := chromium chromium-driver
+
+chromium:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		echo "chromium: $$(command -v chromium)"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends $(CHROMIUM_PACKAGES) \
+		|| { apt-get update && apt-get install -y --no-install-recommends $(CHROMIUM_PACKAGES); }; \
+	fi
+
+install: $(STAMP) chromium
 
 demo: $(STAMP)
 	$(BIN)/switchboard demo
@@ -41,7 +54,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy api worker shared cli sandbox
 
-test: lint
+test: install lint
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -15,6 +15,7 @@ from api import (
     batch_calling,
     call_bulk,
     contacts,
+    dashboard,
     dnc,
     metrics,
     settings_templates,
@@ -39,6 +40,7 @@ for prefix in ("/v1/voiceai", "/v1/convai"):
     app.include_router(dnc.router, prefix=prefix)
     app.include_router(webhooks.router, prefix=prefix)
 app.include_router(telephony.router)
+app.include_router(dashboard.router)
 for router in (call_bulk.router, contacts.router, settings_templates.router):
     app.include_router(router, prefix="/ai")
 app.include_router(metrics.router)

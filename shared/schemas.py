@@ -238,6 +238,27 @@ class BatchListResponse(BaseModel):
     has_more: bool = False
 
 
+class DashboardBatch(BaseModel):
+    """One batch as the dashboard shows it: its counters and its recipients counted by status."""
+
+    id: str
+    name: str
+    status: BatchStatus
+    paused: bool = False
+    created_at_unix: int
+    total_calls_scheduled: int
+    total_calls_dispatched: int
+    total_calls_finished: int
+    retry_count: int
+    total_recipients: int
+    final_recipients: int
+    recipients_by_status: dict[RecipientStatus, int]
+
+
+class DashboardResponse(BaseModel):
+    batches: list[DashboardBatch]
+
+
 class VoiceSettings(_Open):
     voice_id: str | None = None
     stability: float | None = Field(default=None, ge=0, le=1)

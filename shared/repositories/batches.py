@@ -109,6 +109,30 @@ def list_batch_rows(
     return list(session.execute(stmt.order_by(Batch.id.desc()).limit(limit)).all())
 
 
+def dashboard_batch_rows(session: Session, workspace_id: str, limit: int) -> list[Any]:
+    """The newest ``limit`` batches with their counters, for the dashboard."""
+    return list(
+        session.execute(
+            select(
+                Batch.id,
+                Batch.name,
+                Batch.status,
+                Batch.paused_at,
+                Batch.created_at,
+                Batch.total_calls_scheduled,
+                Batch.total_calls_dispatched,
+                Batch.total_calls_finished,
+                Batch.retry_count,
+                Batch.total_recipients,
+                Batch.calls_final,
+            )
+            .where(Batch.workspace_id == workspace_id)
+            .order_by(Batch.id.desc())
+            .limit(limit)
+        ).all()
+    )
+
+
 def fan_out_chunk_size(session: Session, batch_id: str) -> int | None:
     """The batch's own chunk size for publishing its dial messages, if it set one."""
     return session.execute(

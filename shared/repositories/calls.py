@@ -266,6 +266,18 @@ def recipient_rows(session: Session, batch_id: str) -> list[Any]:
     )
 
 
+def status_counts(session: Session, batch_ids: Sequence[str]) -> list[tuple[str, str, int]]:
+    """(batch_id, status, count) for the calls of these batches, in one GROUP BY."""
+    if not batch_ids:
+        return []
+    rows = session.execute(
+        select(Call.batch_id, Call.status, func.count())
+        .where(Call.batch_id.in_(batch_ids))
+        .group_by(Call.batch_id, Call.status)
+    ).all()
+    return [(batch_id, status, count) for batch_id, status, count in rows]
+
+
 def call_ids_of_batch(session: Session, batch_id: str) -> list[str]:
     """The batch's call ids in submission order."""
     return list(

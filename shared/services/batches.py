@@ -40,6 +40,8 @@ from shared.schemas import (
     BatchResponse,
     CallBulkRequest,
     CallBulkResponse,
+    DashboardBatch,
+    DashboardResponse,
     OutboundCallRecipient,
     RecipientResponse,
     SubmitBatchRequest,
@@ -657,6 +659,36 @@ def list_batches(
     """One page of batches, newest first, and whether more follow."""
     rows = batches_repo.list_batch_rows(session, workspace_id, limit + 1, last_doc, agent_id)
     return [_batch_response(r) for r in rows[:limit]], len(rows) > limit
+
+
+def dashboard_batches(session: Session, workspace_id: str, limit: int) -> DashboardResponse:
+    """The newest batches with their counters and their recipients counted by public status."""
+    rows = batches_repo.dashboard_batch_rows(session, workspace_id, limit)
+    counts: dict[str, dict[str, int]] = {row.id: {} for row in rows}
+    for batch_id, status, count in calls_repo.status_counts(session, list(counts)):
+        by_status = counts[batch_id]
+        # `dialing` is counted as `pending`, as every recipient response shows it.
+        shown = public_status(status)
+        by_status[shown] = by_status.get(shown, 0) + count
+    return DashboardResponse(
+        batches=[
+            DashboardBatch(
+                id=row.id,
+                name=row.name,
+                status=row.status,
+                paused=row.paused_at is not None,
+                created_at_unix=_unix(row.created_at),
+                total_calls_scheduled=row.total_calls_scheduled,
+                total_calls_dispatched=row.total_calls_dispatched,
+                total_calls_finished=row.total_calls_finished,
+                retry_count=row.retry_count,
+                total_recipients=row.total_recipients,
+                final_recipients=row.calls_final,
+                recipients_by_status=counts[row.id],  # type: ignore[arg-type]
+            )
+            for row in rows
+        ]
+    )
 
 
 def _fan_out(session: Session, batch_id: str) -> None:
