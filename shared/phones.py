@@ -27,6 +27,8 @@ def is_known_region(code: str) -> bool:
     return code in phonenumbers.SUPPORTED_REGIONS
 
 
+# Fewer digits than this, without a '+', may as well be a national number: not repaired.
+MIN_REPAIRABLE_DIGITS = 11
 # A number a spreadsheet turned into a float: one digit, optional decimals, a positive exponent.
 _SCIENTIFIC = re.compile(r"^(\d)(?:\.(\d+))?[eE]\+?(\d{1,2})$")
 
@@ -35,10 +37,11 @@ def restore_dropped_plus(raw: str) -> str:
     """Put back the leading ``+`` a spreadsheet dropped from an E.164 number, when unambiguous.
 
     ``12125550100`` and ``1.2125550100E+10`` become ``+12125550100``: the text is digits only
-    (scientific notation only when its mantissa still holds every digit) and is a valid number
-    once ``+`` is prepended. Text starting with ``+``, or with other characters, is returned
-    stripped and left to ``normalize_e164``. Raise ``InvalidPhoneNumber`` for digits that are
-    not a valid number with ``+``, and for scientific notation whose digits were rounded away.
+    (scientific notation only when its mantissa still holds every digit), at least eleven of
+    them (fewer may be a national number), and is a valid number once ``+`` is prepended. Text
+    starting with ``+``, or with other characters, is returned stripped and left to
+    ``normalize_e164``. Raise ``InvalidPhoneNumber`` for digits that are too few or not a valid
+    number with ``+``, and for scientific notation whose digits were rounded away.
     """
     text = raw.strip()
     if text.startswith("+"):
@@ -55,6 +58,12 @@ def restore_dropped_plus(raw: str) -> str:
         digits = text
     else:
         return text
+    if len(digits) < MIN_REPAIRABLE_DIGITS:
+        # 2015550142 is a US national number and, with a '+', an Egyptian one: never guess.
+        raise InvalidPhoneNumber(
+            f"'{raw}' has no leading '+' and may be a national number; "
+            "write it in E.164 (+, country code, number)"
+        )
     try:
         return normalize_e164("+" + digits)
     except InvalidPhoneNumber:

@@ -7,6 +7,7 @@ and is told how long to wait for it; waiting never fails a call.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,8 +19,10 @@ from shared.settings import get_settings
 
 # KEYS: first ARGV[2] alternatives (one of which is taken: the caller numbers of a pool), then
 # the resources every dial needs (the provider account). ARGV[1]: the longest wait worth
-# reserving (µs); then, per key, (emission interval µs, burst tolerance µs). Picks the
-# alternative whose slot comes first (ties: the one least recently used, so a pool rotates)
+# reserving (µs); ARGV[3]: where among the alternatives to start looking (a random offset, so
+# an idle pool, whose keys are all free, rotates); then, per key, (emission interval µs, burst
+# tolerance µs). Picks the alternative whose slot comes first (ties: the one whose own slot is
+# furthest in the past, then the first looked at)
 # and returns {wait µs, its index (0 without alternatives)}, every key it needs advanced
 # atomically; or, when that slot is further away than ARGV[1], {minus the wait, index},
 # reserving nothing.
@@ -33,7 +36,7 @@ for i, key in ipairs(KEYS) do
   local tat = tonumber(redis.call('GET', key) or now)
   if tat < now then tat = now end
   tats[i] = tat
-  earliest[i] = tat - tonumber(ARGV[2 * i + 2])
+  earliest[i] = tat - tonumber(ARGV[2 * i + 3])
 end
 local at = now
 for i = alternatives + 1, #KEYS do
@@ -42,7 +45,8 @@ end
 local choice = 0
 if alternatives > 0 then
   local best, best_tat
-  for i = 1, alternatives do
+  for k = 0, alternatives - 1 do
+    local i = (tonumber(ARGV[3]) + k) % alternatives + 1
     local candidate = math.max(at, earliest[i])
     if best == nil or candidate < best or (candidate == best and tats[i] < best_tat) then
       best, best_tat, choice = candidate, tats[i], i
@@ -57,7 +61,7 @@ for i, key in ipairs(KEYS) do
   if i == choice or i > alternatives then
     local tat = tats[i]
     if tat < at then tat = at end
-    local new_tat = tat + tonumber(ARGV[2 * i + 1])
+    local new_tat = tat + tonumber(ARGV[2 * i + 2])
     redis.call('SET', key, new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
   end
 end
@@ -104,7 +108,11 @@ def reserve(
     settings = get_settings()
     ordered = [*alternatives, *limits]
     keys = [f"{settings.redis_key_prefix}rate:{limit.key}" for limit in ordered]
-    args: list[int] = [int(max_wait_s * 1_000_000), len(alternatives)]
+    args: list[int] = [
+        int(max_wait_s * 1_000_000),
+        len(alternatives),
+        random.randrange(len(alternatives)) if alternatives else 0,
+    ]
     for limit in ordered:
         interval = int(1_000_000 / limit.rate)
         # One call of the burst is kept as headroom for the jitter between a worker waking for

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     webhook_retry_max_delay_s: float = 600.0
     webhook_retry_window_s: float = 24 * 3600.0
     webhook_timeout_s: float = 10.0
+    # Webhooks to loopback, private, link-local or reserved addresses are refused unless this
+    # is set (the dev stack and the tests, whose receivers run on loopback, set it).
+    webhook_allow_private_destinations: bool = False
 
     # Applies to every batch, in each recipient's local time; a batch may narrow it, and widen
     # it only with override_default_window.

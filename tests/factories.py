@@ -46,7 +46,11 @@ def register_number(
 
 
 def recipients(count: int, prefix: str = "+1212555", start: int = 0) -> list[dict[str, Any]]:
-    """``count`` recipients with valid NANP test numbers and the default agent's variables."""
+    """``count`` recipients with valid NANP test numbers and the default agent's variables.
+
+    Tests sharing the session stack count the carrier's calls by number, so each test uses a
+    range of numbers no other test uses (grep for its prefix and start before picking one).
+    """
     return [
         {
             "phone_number": f"{prefix}{start + i:04d}",

@@ -125,6 +125,8 @@ class Stack:
             SWITCHBOARD_TICK_INTERVAL_S="1",
             # Tests must not depend on the hour they run at; window tests set their own.
             SWITCHBOARD_DEFAULT_CALLING_WINDOW="00:00-24:00",
+            # Webhook receivers in tests run on loopback.
+            SWITCHBOARD_WEBHOOK_ALLOW_PRIVATE_DESTINATIONS="true",
             # One caller number dials everything here; the pacing test sets its own limits.
             SWITCHBOARD_CALLS_PER_SECOND_PER_NUMBER="1000",
             SWITCHBOARD_CALLS_PER_SECOND_PER_ACCOUNT="1000",

@@ -140,23 +140,25 @@ def fan_out_chunk_size(session: Session, batch_id: str) -> int | None:
     ).scalar_one_or_none()
 
 
-def start_batch_if_due(session: Session, batch_id: str) -> bool:
-    """pending → in_progress when its time has come; False if it was not pending or not due."""
+def start_batch_if_due(session: Session, batch_id: str) -> str | None:
+    """pending → in_progress (or straight to completed when no recipient is left to call) when
+    its time has come; the new status, or None if it was not pending or not due."""
     result = session.execute(
         text(
             "UPDATE batches SET status = CASE WHEN calls_final >= total_recipients "
             "THEN 'completed' ELSE 'in_progress' END, started_at = now(), "
             "last_updated_at = now() "
             "WHERE id = :id AND status = 'pending' AND scheduled_at <= now() "
-            "AND paused_at IS NULL"
+            "AND paused_at IS NULL RETURNING status"
         ),
         {"id": batch_id},
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return result.scalar_one_or_none()
 
 
-def claim_due_batches(session: Session, limit: int) -> list[str]:
-    """Start due pending batches; SKIP LOCKED lets concurrent ticks take disjoint batches."""
+def claim_due_batches(session: Session, limit: int) -> list[tuple[str, str]]:
+    """Start due pending batches, as (id, new status); SKIP LOCKED lets concurrent ticks take
+    disjoint batches."""
     rows = session.execute(
         text(
             "UPDATE batches SET status = CASE WHEN calls_final >= total_recipients "
@@ -164,11 +166,11 @@ def claim_due_batches(session: Session, limit: int) -> list[str]:
             "last_updated_at = now() "
             "WHERE id IN (SELECT id FROM batches WHERE status = 'pending' "
             "AND scheduled_at <= now() AND paused_at IS NULL ORDER BY scheduled_at LIMIT :limit "
-            "FOR NO KEY UPDATE SKIP LOCKED) RETURNING id"
+            "FOR NO KEY UPDATE SKIP LOCKED) RETURNING id, status"
         ),
         {"limit": limit},
     )
-    return [row.id for row in rows]
+    return [(row.id, row.status) for row in rows]
 
 
 def move_counters(session: Session, batch_id: str, deltas: CounterDeltas) -> bool:

@@ -135,7 +135,15 @@ def apply_transition(
             provider_call_sid=None,
             claim_token=None,
             enqueued_at=None,
+            # What the row shows is the latest attempt's; the ended one is in attempt_history.
             outcome=None,
+            provider_status=None,
+            caller_number=None,
+            answered_at=None,
+            ended_at=None,
+            duration_s=None,
+            error_code=None,
+            error_message=None,
         )
     if ended_attempt is not None:
         changes["attempt_history"] = calls.attempt_history.op("||")(literal([ended_attempt], JSONB))
@@ -375,6 +383,8 @@ def requeue_calls_with_outcomes(
     rows = session.execute(
         text(
             "UPDATE calls SET status = 'pending', outcome = NULL, provider_call_sid = NULL, "
+            "provider_status = NULL, caller_number = NULL, answered_at = NULL, "
+            "duration_s = NULL, error_code = NULL, error_message = NULL, "
             "claim_token = NULL, due_at = now(), enqueued_at = now(), ended_at = NULL, "
             "updated_at = now() "
             "WHERE batch_id = :batch_id AND status = 'failed' AND outcome = ANY(:outcomes) "

@@ -272,6 +272,11 @@ def submit_csv_batch(
         raise _in_file_terms(exc.items, parsed) from None
 
 
+def _inert(text: str) -> str:
+    """A client-supplied cell a spreadsheet would run as a formula, quoted so it is not."""
+    return "'" + text if text[:1] in ("=", "@", "+", "-", "\t", "\r") else text
+
+
 def export_batch_csv(session: Session, workspace_id: str, batch_id: str) -> str:
     """Every recipient of the batch in submission order as CSV text, or 404."""
     if batches_repo.get_batch_row(session, workspace_id, batch_id) is None:
@@ -287,7 +292,7 @@ def export_batch_csv(session: Session, workspace_id: str, batch_id: str) -> str:
         )
         writer.writerow(
             [
-                r.recipient_id,
+                _inert(r.recipient_id),
                 r.phone_number or "",
                 public_status(r.status),
                 r.outcome or "",

@@ -714,10 +714,20 @@ def _publish_after_commit(
 
 def start_batch(session: Session, batch_id: str) -> bool:
     """pending → in_progress if due, and fan its recipients out as dial messages after commit."""
-    if not batches_repo.start_batch_if_due(session, batch_id):
+    status = batches_repo.start_batch_if_due(session, batch_id)
+    if status is None:
         return False
-    _fan_out(session, batch_id)
+    _started(session, batch_id, status)
     return True
+
+
+def _started(session: Session, batch_id: str, status: str) -> None:
+    """A batch just started: fan its calls out, or, when none was left to call (all excluded
+    at submit), report it completed."""
+    if status == "completed":
+        webhooks.batch_completed(session, batch_id)
+    else:
+        _fan_out(session, batch_id)
 
 
 @dataclass(frozen=True)
@@ -738,8 +748,8 @@ def tick(session: Session) -> TickReport:
     """
     settings = get_settings()
     started = batches_repo.claim_due_batches(session, limit=50)
-    for batch_id in started:
-        _fan_out(session, batch_id)
+    for batch_id, status in started:
+        _started(session, batch_id, status)
     # Only when the dial queue is empty can a published-but-pending call be presumed lost;
     # otherwise its message may simply be waiting its turn.
     queue_idle = messaging.queue_length(messaging.QUEUE_DIAL) == 0

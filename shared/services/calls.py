@@ -151,14 +151,17 @@ def fail_claimed_call(
 
 def hand_back(session: Session, call_id: str, token: str, delay_s: float) -> bool:
     """A claimed call that was not placed goes back to pending, due after ``delay_s``; or, in a
-    batch cancelled meanwhile, ends cancelled (a pending call of a cancelled batch would never
-    be final). False if the claim was no longer ours.
+    batch cancelled or failed meanwhile, ends cancelled or failed (a pending call of such a
+    batch would never be final). False if the claim was no longer ours.
 
     For a claim committed earlier. Inside the claim's own transaction use release_claim: a
     cancel then waits for that transaction and cancels the call it hands back.
     """
-    if batches_repo.status_of_call_batch(session, call_id) == "cancelled":
+    status = batches_repo.status_of_call_batch(session, call_id)
+    if status == "cancelled":
         return skip_claimed_call(session, call_id, callstate.OUTCOME_BATCH_CANCELLED)
+    if status == "failed":
+        return fail_claimed_call(session, call_id, callstate.OUTCOME_BATCH_FAILED)
     return calls_repo.release_claim(session, call_id, token, delay_s)
 
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -31,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from shared import messaging
 from shared.db import after_commit
-from shared.errors import NotFound
+from shared.errors import NotFound, ValidationFailed
 from shared.ids import new_id
 from shared.models import WebhookDelivery, WebhookEndpoint
 from shared.repositories import webhooks as webhooks_repo
@@ -47,6 +50,11 @@ from shared.settings import get_settings
 log = logging.getLogger(__name__)
 
 Transaction = Callable[[], AbstractContextManager[Session]]
+
+
+class _Refused(Exception):
+    """The delivery's destination is not allowed."""
+
 
 SIGNATURE_TOLERANCE_S = 300
 _local = threading.local()
@@ -78,7 +86,11 @@ def verify_signature(
 def _publish(session: Session, delivery_ids: Sequence[str]) -> None:
     if delivery_ids:
         ids = list(delivery_ids)
-        after_commit(session, lambda: messaging.publish(messaging.TASK_DELIVER_WEBHOOK, ids))
+
+        def publish() -> None:
+            messaging.publish_many(messaging.TASK_DELIVER_WEBHOOK, ([i] for i in ids))
+
+        after_commit(session, publish)
 
 
 def calls_ended(session: Session, call_ids: Sequence[str]) -> None:
@@ -104,6 +116,9 @@ def create_endpoint(
     session: Session, workspace_id: str, body: WebhookEndpointCreate
 ) -> WebhookEndpointCreated:
     """Register an endpoint; its secret is returned here only."""
+    refused = _forbidden_destination(str(body.url))
+    if refused is not None:
+        raise ValidationFailed.one(["body", "url"], refused, "forbidden_destination")
     endpoint_id = new_id("whk")
     secret = body.secret or "whsec_" + secrets.token_hex(24)
     event_types: list[str] = sorted(set(body.event_types))
@@ -165,6 +180,26 @@ def list_deliveries(
     )
 
 
+def _forbidden_destination(url: str) -> str | None:
+    """Why ``url`` may not be sent to (an address inside our network), or None.
+
+    Checked when an endpoint is registered and again before every delivery, so a name that
+    later resolves inward is refused too.
+    """
+    if get_settings().webhook_allow_private_destinations:
+        return None
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return None  # unresolvable now: the attempt fails and is retried like any other
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if not ip.is_global or ip.is_multicast:
+            return f"destination {host} resolves to a non-public address ({ip})"
+    return None
+
+
 def _http() -> requests.Session:
     """One HTTP session per worker thread (connections are kept alive per receiver)."""
     session: requests.Session | None = getattr(_local, "http", None)
@@ -206,31 +241,38 @@ def deliver(delivery_id: str, transaction: Transaction) -> str:
         "Switchboard-Signature": sign(row.secret, timestamp, body),
     }
     status_code: int | None = None
-    error: str | None = None
+    error: str | None = _forbidden_destination(row.url)
     try:
+        if error is not None:
+            raise _Refused(error)
         response = _http().post(
             row.url,
             data=body,
             headers=headers,
             timeout=settings.webhook_timeout_s,
             allow_redirects=False,
+            stream=True,
         )
+        response.close()  # the body is never read: only the status matters
         status_code = response.status_code
         if not 200 <= status_code < 300:
-            error = f"HTTP {status_code}: {response.text[:200]}"
+            error = f"HTTP {status_code} {response.reason or ''}".strip()[:200]
+    except _Refused:
+        pass
     except requests.RequestException as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     with transaction() as session:
         if error is None and status_code is not None:
             webhooks_repo.mark_delivered(session, delivery_id, status_code)
             return "delivered"
+        refused = status_code is None and error is not None and error.startswith("destination")
         webhooks_repo.mark_attempt_failed(
             session,
             delivery_id,
             status_code,
             error or "no response",
             retry_delay_s(row.attempts),
-            settings.webhook_retry_window_s,
+            0.0 if refused else settings.webhook_retry_window_s,  # a refused one is failed now
         )
     log.info("webhook %s attempt %d failed: %s", delivery_id, row.attempts, error)
     return "failed_attempt"

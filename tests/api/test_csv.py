@@ -68,9 +68,9 @@ def test_csv_with_bom_and_mangled_plus_completes_and_exports(stack: Stack, clien
     # A BOM, CRLF line ends, a '+' a spreadsheet dropped, and one in scientific notation.
     text = (
         "\ufeffphone_number,id,first_name,amount\r\n"
-        "+16465550701,cust-1,Ada,$1.00\r\n"
-        "16465550702,,Grace,$2.00\r\n"
-        "1.6465550703E+10,cust-3,Alan,$3.00\r\n"
+        "+17185550701,cust-1,Ada,$1.00\r\n"
+        "17185550702,,Grace,$2.00\r\n"
+        "1.7185550703E+10,cust-3,Alan,$3.00\r\n"
     )
     response = upload(client, text, agent_id, number_id, timezone="UTC")
     assert response.status_code == 200, response.text
@@ -82,7 +82,7 @@ def test_csv_with_bom_and_mangled_plus_completes_and_exports(stack: Stack, clien
     final = wait_final(client, batch["id"])
     assert final["status"] == "completed"
     people = final["recipients"]
-    assert [p["phone_number"] for p in people] == ["+16465550701", "+16465550702", "+16465550703"]
+    assert [p["phone_number"] for p in people] == ["+17185550701", "+17185550702", "+17185550703"]
     assert people[0]["id"] == "cust-1" and people[2]["id"] == "cust-3"
     assert people[1]["id"] and people[1]["id"] not in ("cust-1", "cust-3")
     assert [p["conversation_initiation_client_data"]["dynamic_variables"] for p in people] == [
@@ -116,7 +116,7 @@ def test_csv_with_bom_and_mangled_plus_completes_and_exports(stack: Stack, clien
 def test_export_writes_request_metadata_as_compact_json(stack: Stack, client: httpx.Client):
     agent_id = create_agent(client)
     number_id = register_number(client)
-    text = "phone_number,first_name,amount\n+16465550711,Ada,$1\n+16465550712,Bob,$2\n"
+    text = "phone_number,first_name,amount\n+17185550711,Ada,$1\n+17185550712,Bob,$2\n"
     batch = upload(client, text, agent_id, number_id).json()
     wait_final(client, batch["id"])
     # request_metadata is written by call-bulk; set it directly to see how the export shows it.
@@ -132,7 +132,7 @@ def test_export_writes_request_metadata_as_compact_json(stack: Stack, client: ht
 def test_csv_submit_keeps_idempotency_and_dedup_rules(stack: Stack, client: httpx.Client):
     agent_id = create_agent(client)
     number_id = register_number(client)
-    text = "phone_number,first_name,amount\n+16465550721,Ada,$1\n16465550721,Ada,$1\n"
+    text = "phone_number,first_name,amount\n+17185550721,Ada,$1\n17185550721,Ada,$1\n"
     key = {"Idempotency-Key": "csv-once"}
     first = upload(client, text, agent_id, number_id, headers=key)
     again = upload(client, text, agent_id, number_id, headers=key)
@@ -151,10 +151,10 @@ def test_bad_number_and_missing_variable_are_named_by_row_and_column(
     number_id = register_number(client)
     text = (
         "phone_number,first_name,amount\n"
-        "+16465550731,Ada,$1\n"  # row 2
+        "+17185550731,Ada,$1\n"  # row 2
         "+1 555 NOT A NUMBER,Bob,$2\n"  # row 3
-        "+16465550733,Cy,$3\n"  # row 4
-        "+16465550734,Di,\n"  # row 5: amount left empty
+        "+17185550733,Cy,$3\n"  # row 4
+        "+17185550734,Di,\n"  # row 5: amount left empty
     )
     before = call_count(stack)
     response = upload(client, text, agent_id, number_id)
@@ -200,22 +200,26 @@ def test_unrepairable_mangled_numbers_are_rejected_clearly(stack: Stack, client:
     text = (
         "phone_number,first_name,amount\n"
         "5550100,Ada,$1\n"  # row 2: too short to be a number with '+'
-        "+16465550742,Bob,$2\n"
+        "+17185550742,Bob,$2\n"
         "1.64656E+10,Cy,$3\n"  # row 4: the spreadsheet rounded digits away
+        "2015550142,Di,$4\n"  # row 5: a US national number, and Egyptian with a '+': no guess
     )
     response = upload(client, text, agent_id, number_id)
     assert locs(response) == [
         ["body", "file", "row", 2, "phone_number"],
         ["body", "file", "row", 4, "phone_number"],
+        ["body", "file", "row", 5, "phone_number"],
     ]
-    first, second = response.json()["detail"]
+    first, second, third = response.json()["detail"]
     assert "leading '+'" in first["msg"] and first["type"] == "value_error.phone"
     assert "rounded" in second["msg"]
+    assert "national number" in third["msg"]
     # An unknown agent stops the service before the recipients; the file's errors still show.
     response = upload(client, text, "agent_nope", number_id)
     assert locs(response) == [
         ["body", "agent_id"],
         ["body", "file", "row", 2, "phone_number"],
         ["body", "file", "row", 4, "phone_number"],
+        ["body", "file", "row", 5, "phone_number"],
     ]
     assert batch_count(client) == 0

@@ -42,9 +42,9 @@ def test_submit_watch_list_and_export(stack: Stack, tmp_path: Path):
     people = tmp_path / "people.csv"
     people.write_text(
         "\ufeffphone_number,id,first_name,amount\n"
-        "+16465550801,c-1,Ada,$1\n"
-        "16465550802,c-2,Grace,$2\n"
-        "+16465550803,c-3,Alan,$3\n"
+        "+17185550801,c-1,Ada,$1\n"
+        "17185550802,c-2,Grace,$2\n"
+        "+17185550803,c-3,Alan,$3\n"
     )
     submitted = switchboard(
         stack,
@@ -77,7 +77,7 @@ def test_submit_watch_list_and_export(stack: Stack, tmp_path: Path):
     assert exported.returncode == 0, exported.stderr
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))
     assert [r["recipient_id"] for r in rows] == ["c-1", "c-2", "c-3"]
-    assert [r["phone_number"] for r in rows] == ["+16465550801", "+16465550802", "+16465550803"]
+    assert [r["phone_number"] for r in rows] == ["+17185550801", "+17185550802", "+17185550803"]
     assert all(r["status"] == "completed" and r["provider_call_sid"] for r in rows)
 
     watched = switchboard(stack, key, "watch", batch_id)
@@ -93,9 +93,9 @@ def test_bad_csv_exits_1_naming_row_and_column(stack: Stack, tmp_path: Path):
     bad = tmp_path / "bad.csv"
     bad.write_text(
         "phone_number,first_name,amount\n"
-        "+16465550811,Ada,$1\n"
+        "+17185550811,Ada,$1\n"
         "not a number,Bob,$2\n"
-        "+16465550813,Cy,\n"
+        "+17185550813,Cy,\n"
     )
     result = switchboard(
         stack, key, "submit", str(bad), "--agent", agent_id, "--phone-number", number_id
@@ -122,7 +122,7 @@ def test_watch_on_a_terminal_draws_the_live_view(stack: Stack, tmp_path: Path):
         agent_id = create_agent(client)
         number_id = register_number(client)
     people = tmp_path / "people.csv"
-    people.write_text("phone_number,first_name,amount\n+16465550821,Ada,$1\n")
+    people.write_text("phone_number,first_name,amount\n+17185550821,Ada,$1\n")
     submitted = switchboard(
         stack, key, "submit", str(people), "--agent", agent_id, "--phone-number", number_id
     )

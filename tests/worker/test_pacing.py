@@ -76,3 +76,18 @@ def test_caller_pool_rotates_numbers_each_at_its_own_pace(make_stack):
     # Each recipient records the number its call came from.
     sent_from = {c["to"]: c["from"] for c in placed}
     assert all(r["caller_number"] == sent_from[r["phone_number"]] for r in batch["recipients"])
+
+
+def test_an_idle_caller_pool_spreads_its_calls(stack):
+    # Far under every number's pace, each number is free for every dial: ties are broken from
+    # a random starting point, so no number takes all the calls.
+    client, agent_id, first = setup_workspace(stack)
+    others = [register_number(client, f"+1202555010{i}") for i in range(1, 3)]
+    batch_id = submit(
+        client, agent_id, first, recipients(60, "+1646555", 3400), agent_phone_number_ids=others
+    ).json()["id"]
+    wait_final(client, batch_id, timeout=60)
+    placed = [c for c in stack.carrier.calls() if c["to"].startswith("+164655534")]
+    by_caller = collections.Counter(c["from"] for c in placed)
+    assert len(placed) == 60 and len(by_caller) == 3
+    assert min(by_caller.values()) >= 8, by_caller

@@ -231,3 +231,42 @@ def test_call_bulk_metadata_reaches_the_receiver_as_request_metadata(
         assert data["batch_id"] == response.json()["batch_id"]
         assert data["call_id"] in response.json()["call_ids"]
         assert data["status"] == "completed"
+
+
+def test_two_endpoints_get_every_event_at_once_not_by_redrive(make_stack):
+    # With re-drives an hour away, only the publish after commit can deliver in time.
+    stack = make_stack(settings_env={"SWITCHBOARD_REDRIVE_AFTER_S": "3600"})
+    first, second = Receiver(), Receiver()
+    try:
+        client, agent_id, number_id = setup_workspace(stack)
+        _register(client, first.url)
+        _register(client, second.url)
+        submit(client, agent_id, number_id, recipients(2, "+1646555", 3200))
+        assert len(_events(first, 3)) == 3 and len(_events(second, 3)) == 3
+        assert set(first.delivered()) == set(second.delivered())  # the same event ids
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_batch_with_nobody_left_to_call_reports_completed(stack: Stack, receiver: Receiver):
+    client, agent_id, number_id = setup_workspace(stack)
+    _register(client, receiver.url, event_types=["batch.completed"])
+    client.post("/v1/voiceai/dnc", json={"phone_number": "+16465553300"})
+    batch_id = submit(client, agent_id, number_id, recipients(1, "+1646555", 3300)).json()["id"]
+    [event] = _events(receiver, 1).values()
+    data = json.loads(event["body"])["data"]
+    assert data["batch_id"] == batch_id and data["status"] == "completed"
+
+
+def test_webhooks_to_internal_addresses_are_refused(make_stack):
+    stack = make_stack(
+        settings_env={"SWITCHBOARD_WEBHOOK_ALLOW_PRIVATE_DESTINATIONS": "false"},
+        workers=0,
+        beat=False,
+    )
+    client, _, _ = setup_workspace(stack)
+    for url in ("http://127.0.0.1:9/hooks", "http://169.254.169.254/latest", "http://10.0.0.7/"):
+        response = client.post("/v1/voiceai/webhooks", json={"url": url})
+        assert response.status_code == 422, url
+        assert response.json()["detail"][0]["type"] == "forbidden_destination"
