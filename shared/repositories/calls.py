@@ -20,12 +20,23 @@ calls = CALLS.c
 BATCHES = cast(Table, Batch.__table__)
 
 
+# The batch's pending calls that no claim is taking right now. A claim transaction locks its
+# call and may then need the batch row (to skip or fail the call), which a cancel, a resume
+# or a failing batch already holds: waiting for the call there would deadlock. A call skipped
+# here is dialing once its claim commits, or, if the claim rolled back, pending still; the
+# tick finalises pending calls left in a cancelled or failed batch (orphaned_pending_calls).
+_PENDING_UNLOCKED = (
+    "SELECT id FROM calls WHERE batch_id = :batch_id AND status = 'pending' FOR UPDATE SKIP LOCKED"
+)
+
+
 def mark_batch_calls_enqueued(session: Session, batch_id: str) -> list[str]:
     """The batch's due pending calls, stamped as published now (the caller publishes them)."""
     rows = session.execute(
         text(
             "UPDATE calls SET enqueued_at = now() "
-            "WHERE batch_id = :batch_id AND status = 'pending' AND due_at <= now() "
+            "WHERE id IN (SELECT id FROM calls WHERE batch_id = :batch_id "
+            "AND status = 'pending' AND due_at <= now() FOR UPDATE SKIP LOCKED) "
             "RETURNING id, position"
         ),
         {"batch_id": batch_id},
@@ -240,11 +251,33 @@ def abandon_pending_calls(session: Session, batch_id: str, outcome: str) -> list
     result = session.execute(
         text(
             "UPDATE calls SET status = 'failed', outcome = :outcome, ended_at = now(), "
-            "updated_at = now() WHERE batch_id = :batch_id AND status = 'pending' RETURNING id"
+            f"updated_at = now() WHERE id IN ({_PENDING_UNLOCKED}) RETURNING id"
         ),
         {"batch_id": batch_id, "outcome": outcome},
     )
     return [row.id for row in result]
+
+
+def orphaned_pending_calls(session: Session, within_s: float, limit: int) -> list[Row[Any]]:
+    """Pending calls of batches cancelled or failed in the last ``within_s`` seconds (left by
+    a claim that rolled back while the batch ended), made final as their batch's calls were:
+    (id, batch_id, batch status) of each."""
+    return list(
+        session.execute(
+            text(
+                "UPDATE calls c SET status = CASE WHEN b.status = 'cancelled' THEN 'cancelled' "
+                "ELSE 'failed' END, outcome = CASE WHEN b.status = 'cancelled' "
+                "THEN 'batch_cancelled' ELSE 'batch_failed' END, ended_at = now(), "
+                "updated_at = now() FROM batches b WHERE b.id = c.batch_id AND c.id IN ("
+                "SELECT c2.id FROM batches b2 JOIN calls c2 ON c2.batch_id = b2.id "
+                "WHERE b2.status IN ('cancelled', 'failed') "
+                "AND b2.last_updated_at > now() - make_interval(secs => :within) "
+                "AND c2.status = 'pending' LIMIT :limit FOR UPDATE OF c2 SKIP LOCKED) "
+                "RETURNING c.id, c.batch_id, b.status AS batch_status"
+            ),
+            {"within": within_s, "limit": limit},
+        ).all()
+    )
 
 
 def recipient_rows(session: Session, batch_id: str) -> list[Any]:
@@ -344,7 +377,7 @@ def cancel_pending_calls(session: Session, batch_id: str, outcome: str) -> list[
     result = session.execute(
         text(
             "UPDATE calls SET status = 'cancelled', outcome = :outcome, ended_at = now(), "
-            "updated_at = now() WHERE batch_id = :batch_id AND status = 'pending' RETURNING id"
+            f"updated_at = now() WHERE id IN ({_PENDING_UNLOCKED}) RETURNING id"
         ),
         {"batch_id": batch_id, "outcome": outcome},
     )

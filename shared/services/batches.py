@@ -730,6 +730,21 @@ def _started(session: Session, batch_id: str, status: str) -> None:
         _fan_out(session, batch_id)
 
 
+def _finalise_orphans(session: Session, limit: int) -> None:
+    """Pending calls a cancel or a failing batch passed over while a claim held them, and which
+    the claim then left pending: final now, counted, and reported like their batch's others."""
+    rows = calls_repo.orphaned_pending_calls(session, ORPHAN_WINDOW_S, limit)
+    by_batch: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        by_batch.setdefault((row.batch_id, row.batch_status), []).append(row.id)
+    for (batch_id, status), ids in sorted(by_batch.items()):
+        finished = 0 if status == "cancelled" else len(ids)
+        webhooks.calls_ended(session, ids)
+        batches_repo.move_counters(
+            session, batch_id, CounterDeltas(finished=finished, final=len(ids))
+        )
+
+
 @dataclass(frozen=True)
 class TickReport:
     """What one tick did."""
@@ -737,6 +752,10 @@ class TickReport:
     batches_started: int
     calls_redriven: int
     calls_reconciling: int
+
+
+# How long after a batch was cancelled or failed the tick still looks for calls left pending.
+ORPHAN_WINDOW_S = 3600.0
 
 
 def tick(session: Session) -> TickReport:
@@ -766,6 +785,7 @@ def tick(session: Session) -> TickReport:
         limit=settings.tick_batch_limit,
     )
     _publish_after_commit(session, messaging.TASK_RECONCILE, stale)
+    _finalise_orphans(session, settings.tick_batch_limit)
     deliveries = webhooks_repo.due_deliveries(
         session, settings.redrive_after_s, settings.tick_batch_limit
     )

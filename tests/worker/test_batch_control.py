@@ -333,3 +333,22 @@ def test_call_found_live_after_its_batch_was_cancelled_is_hung_up(make_stack):
     assert final["recipients"][0]["status"] == "completed"
     assert final["recipients"][0]["provider_call_sid"] == call["sid"]
     assert_counters_match_rows(stack, final)
+
+
+def test_tick_finalises_calls_left_pending_in_a_cancelled_batch(stack: Stack):
+    # What a claim that rolled back while its batch was being cancelled leaves behind: the
+    # cancel passed the call over (a claim held it), and the call is pending still.
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(
+        client, agent_id, number_id, recipients(3, "+1646555", 3500), scheduled_time_unix=2**31
+    ).json()["id"]
+    stack.sql(
+        "UPDATE batches SET status = 'cancelled', last_updated_at = now() WHERE id = %s", batch_id
+    )
+    final = wait_for(
+        lambda: (lambda b: b if not _unfinished(b) else None)(batch_state(client, batch_id)),
+        20,
+        what="the tick to finalise the orphaned calls",
+    )
+    assert {r["outcome"] for r in final["recipients"]} == {"batch_cancelled"}
+    assert_counters_match_rows(stack, final)
