@@ -10,6 +10,7 @@ from celery.signals import worker_init, worker_process_init
 from shared.db import reset_engine
 from shared.messaging import make_celery
 from shared.metrics import serve_worker_metrics
+from shared.settings import get_settings
 
 app = make_celery()
 app.conf.imports = ("worker.tasks",)
@@ -19,6 +20,17 @@ app.conf.imports = ("worker.tasks",)
 def _fresh_database_pool(**_: Any) -> None:
     # A forked pool child must not share the parent's database connections.
     reset_engine(close=False)
+
+
+@worker_init.connect
+def _size_database_pool(sender: Any = None, **_: Any) -> None:
+    # Every thread of the pool may hold a connection at once: the database pool is never
+    # smaller than the worker's concurrency (-c), so no task waits for a connection.
+    concurrency = int(getattr(sender, "concurrency", 0) or 0)
+    settings = get_settings()
+    if concurrency > settings.db_pool_size:
+        settings.db_pool_size = concurrency
+        reset_engine()
 
 
 @worker_init.connect
