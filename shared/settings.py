@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     twilio_account_sid: str = ""
     twilio_auth_token: str = ""
     sandbox_url: str = "http://127.0.0.1:8055"
+    # The call-progress events Twilio posts to the status callback, space-separated. Each one
+    # costs a request, a task and a transaction per call. "answered completed" moves a call
+    # dispatched → in_progress → final; add "initiated" to see calls as initiated while they
+    # ring. ("ringing" tells nothing "initiated" does not.)
+    twilio_status_events: str = "answered completed"
     # Socket timeout of every provider request (connect, and each read).
     provider_timeout_s: float = 10.0
 

@@ -27,9 +27,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# The call-progress events Twilio posts to our status callback. "ringing" is left out: it
-# tells nothing "initiated" has not (both map to `initiated`), and each one costs a request.
-STATUS_EVENTS = ["initiated", "answered", "completed"]
 AUTH_ERROR_CODES = {20003, 20005}
 # Requests the provider did not process: safe to send again after a pause.
 RETRY_PAUSES_S = (0.2, 0.5, 1.0)
@@ -132,7 +129,7 @@ class TwilioProvider:
                 method="POST",
                 status_callback=request.status_callback_url,
                 status_callback_method="POST",
-                status_callback_event=STATUS_EVENTS,
+                status_callback_event=self.settings.twilio_status_events.split(),
                 timeout=request.ringing_timeout_s,
             )
         )

@@ -118,7 +118,7 @@ def test_thousand_recipients_mixed_outcomes_counters_equal_recount(make_stack):
         "voicemail",
         "call_failed",
     }
-    assert stack.carrier.stats()["callbacks_sent"] > 4000
+    assert stack.carrier.stats()["callbacks_sent"] >= 1000  # at least the final one per call
 
 
 def test_duplicate_dial_and_status_deliveries_change_nothing(stack: Stack):
