@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -24,6 +25,7 @@ from api import (
 )
 from shared.db import get_engine
 from shared.errors import SwitchboardError
+from shared.services.batch_csv import MAX_CSV_BYTES
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,41 @@ app.include_router(dashboard.router)
 for router in (call_bulk.router, contacts.router, settings_templates.router):
     app.include_router(router, prefix="/ai")
 app.include_router(metrics.router)
+
+
+# A multipart upload is read in full before the route's dependencies (the API key among them)
+# run; these checks come first, so nobody without a key, and no file over the limit, gets
+# that far.
+UPLOAD_PATH_SUFFIX = "/submit-csv"
+UPLOAD_MAX_BYTES = MAX_CSV_BYTES + 64 * 1024  # the file, the form fields and the boundaries
+
+
+def _upload_refusal(request: Request) -> JSONResponse | None:
+    def refuse(status: int, loc: list[str], msg: str, kind: str) -> JSONResponse:
+        return JSONResponse({"detail": [{"loc": loc, "msg": msg, "type": kind}]}, status)
+
+    if not (request.headers.get("x-api-key") or request.headers.get("authorization")):
+        return refuse(401, ["header", "x-api-key"], "an API key is required", "unauthorized")
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit():
+        return refuse(411, ["header", "Content-Length"], "Content-Length is required", "missing")
+    if int(length) > UPLOAD_MAX_BYTES:
+        return refuse(
+            413,
+            ["body", "file"],
+            f"the upload is larger than {MAX_CSV_BYTES // (1024 * 1024)} MB",
+            "too_large",
+        )
+    return None
+
+
+@app.middleware("http")
+async def _guard_uploads(request: Request, call_next: Any) -> Any:
+    if request.method == "POST" and request.url.path.endswith(UPLOAD_PATH_SUFFIX):
+        refusal = _upload_refusal(request)
+        if refusal is not None:
+            return refusal
+    return await call_next(request)
 
 
 @app.exception_handler(SwitchboardError)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import http.client
 import io
+import json
 from typing import Any
 
 import httpx
@@ -222,4 +224,31 @@ def test_unrepairable_mangled_numbers_are_rejected_clearly(stack: Stack, client:
         ["body", "file", "row", 4, "phone_number"],
         ["body", "file", "row", 5, "phone_number"],
     ]
+    assert batch_count(client) == 0
+
+
+def test_uploads_are_refused_before_being_read_without_a_key_or_over_the_limit(
+    stack: Stack, client: httpx.Client
+):
+    body = b"phone_number\n+17185550751\n"
+    anonymous = httpx.post(
+        f"{stack.api_url}{BATCHES}/submit-csv",
+        data={"call_name": "x", "agent_id": "a"},
+        files={"file": ("p.csv", body, "text/csv")},
+    )
+    assert anonymous.status_code == 401
+    assert anonymous.json()["detail"][0]["loc"] == ["header", "x-api-key"]
+    # Announced larger than the limit: refused on the header, before any byte of the body.
+    connection = http.client.HTTPConnection("127.0.0.1", int(stack.api_url.rsplit(":", 1)[1]))
+    try:
+        connection.putrequest("POST", f"{BATCHES}/submit-csv")
+        connection.putheader("x-api-key", str(client.headers["x-api-key"]))
+        connection.putheader("Content-Type", "multipart/form-data; boundary=b")
+        connection.putheader("Content-Length", str(64 * 1024 * 1024))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read())["detail"][0]["type"] == "too_large"
+    finally:
+        connection.close()
     assert batch_count(client) == 0
