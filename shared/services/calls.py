@@ -43,6 +43,10 @@ TRANSIENT_RETRY_DELAY_S = 15.0
 SLOT_RETRY_DELAY_S = 1.0
 # A dial paced a second or more away reads its batch's status this long before its slot:
 PACING_CHECK_LEAD_S = 0.5
+# A dial that wakes later than this after its pacing slot takes a new slot (at most
+# PACING_ATTEMPTS slots; then the call is handed back, due at once):
+PACING_LATE_S = 0.05
+PACING_ATTEMPTS = 4
 
 
 def _ended_attempt(
@@ -343,39 +347,47 @@ def _wait_for_pacing(
             f"account:{account_sid}", settings.calls_per_second_per_account, settings.pacing_burst
         ),
     ]
-    try:
-        reservation = reserve(limits, settings.max_pacing_sleep_s, alternatives=pool)
-    except RedisError as exc:
-        # Nothing was placed: hand the call back, due shortly, rather than dial unpaced.
-        log.warning("pacing unavailable for %s: %s", call_id, exc)
-        with transaction() as session:
-            hand_back(session, call_id, token, TRANSIENT_RETRY_DELAY_S)
-        return "pacing_unavailable"
-    if not reservation.reserved:
-        metrics.PACING_HANDED_BACK.inc()
-        with transaction() as session:
-            hand_back(session, call_id, token, reservation.wait_s)
-        return "paced"
-    metrics.PACING_WAIT_SECONDS.observe(reservation.wait_s)
-    slot_at = time.monotonic() + reservation.wait_s
-    if reservation.wait_s >= 1.0:
-        # The batch may have been cancelled or paused during a long wait: read its status
-        # shortly before the slot, so that the read's own delay never makes the dial late.
-        # (Short waits skip the read: cancel and pause wait for claims in flight, then hang up
-        # what was placed.)
-        time.sleep(reservation.wait_s - PACING_CHECK_LEAD_S)
-        with transaction() as session:
-            status = batches_repo.running_status(session, row.batch_id)
-            if status == "cancelled":
-                skip_claimed_call(session, call_id, callstate.OUTCOME_BATCH_CANCELLED)
-                return "cancelled"
-            if status != "running":
-                hand_back(session, call_id, token, 0)
-                return "paused"
-    remaining = slot_at - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)
-    return reservation.choice
+    for _ in range(PACING_ATTEMPTS):
+        try:
+            reservation = reserve(limits, settings.max_pacing_sleep_s, alternatives=pool)
+        except RedisError as exc:
+            # Nothing was placed: hand the call back, due shortly, rather than dial unpaced.
+            log.warning("pacing unavailable for %s: %s", call_id, exc)
+            with transaction() as session:
+                hand_back(session, call_id, token, TRANSIENT_RETRY_DELAY_S)
+            return "pacing_unavailable"
+        if not reservation.reserved:
+            metrics.PACING_HANDED_BACK.inc()
+            with transaction() as session:
+                hand_back(session, call_id, token, reservation.wait_s)
+            return "paced"
+        metrics.PACING_WAIT_SECONDS.observe(reservation.wait_s)
+        slot_at = time.monotonic() + reservation.wait_s
+        if reservation.wait_s >= 1.0:
+            # The batch may have been cancelled or paused during a long wait: read its status
+            # shortly before the slot, so that the read's own delay never makes the dial late.
+            # (Short waits skip the read: cancel and pause wait for claims in flight, then hang
+            # up what was placed.)
+            time.sleep(reservation.wait_s - PACING_CHECK_LEAD_S)
+            with transaction() as session:
+                status = batches_repo.running_status(session, row.batch_id)
+                if status == "cancelled":
+                    skip_claimed_call(session, call_id, callstate.OUTCOME_BATCH_CANCELLED)
+                    return "cancelled"
+                if status != "running":
+                    hand_back(session, call_id, token, 0)
+                    return "paused"
+        remaining = slot_at - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+        # A thread that woke well after its slot (a busy machine) would send right before the
+        # next slot's call and crowd the provider's second: it lets the slot go and takes the
+        # next free one instead.
+        if time.monotonic() - slot_at <= PACING_LATE_S:
+            return reservation.choice
+    with transaction() as session:
+        hand_back(session, call_id, token, 0)
+    return "paced_late"
 
 
 def _hold_over_frequency_cap(session: Session, row: Any, token: str) -> str | None:
