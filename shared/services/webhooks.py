@@ -28,6 +28,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
+from typing import Any
 
 import requests
 from sqlalchemy.orm import Session
@@ -50,10 +51,6 @@ from shared.settings import get_settings
 log = logging.getLogger(__name__)
 
 Transaction = Callable[[], AbstractContextManager[Session]]
-
-
-class _Refused(Exception):
-    """The delivery's destination is not allowed."""
 
 
 SIGNATURE_TOLERANCE_S = 300
@@ -221,15 +218,8 @@ def retry_delay_s(attempts: int) -> float:
     )
 
 
-def deliver(delivery_id: str, transaction: Transaction) -> str:
-    """Send one due delivery; delivered on any 2xx, otherwise due again after a backoff."""
-    settings = get_settings()
-    with transaction() as session:
-        row = webhooks_repo.claim_delivery(
-            session, delivery_id, lease_s=settings.webhook_timeout_s * 2 + 5
-        )
-    if row is None:
-        return "not_due"
+def _send(row: Any, timeout_s: float) -> tuple[int | None, str | None]:
+    """POST the signed event once: the status code, and what went wrong (None on a 2xx)."""
     body = json.dumps(row.payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {
@@ -240,39 +230,46 @@ def deliver(delivery_id: str, transaction: Transaction) -> str:
         "Switchboard-Timestamp": str(timestamp),
         "Switchboard-Signature": sign(row.secret, timestamp, body),
     }
-    status_code: int | None = None
-    error: str | None = _forbidden_destination(row.url)
     try:
-        if error is not None:
-            raise _Refused(error)
         response = _http().post(
             row.url,
             data=body,
             headers=headers,
-            timeout=settings.webhook_timeout_s,
+            timeout=timeout_s,
             allow_redirects=False,
             stream=True,
         )
-        response.close()  # the body is never read: only the status matters
-        status_code = response.status_code
-        if not 200 <= status_code < 300:
-            error = f"HTTP {status_code} {response.reason or ''}".strip()[:200]
-    except _Refused:
-        pass
     except requests.RequestException as exc:
-        error = f"{type(exc).__name__}: {exc}"[:500]
+        return None, f"{type(exc).__name__}: {exc}"[:500]
+    response.close()  # the body is never read: only the status matters
+    if 200 <= response.status_code < 300:
+        return response.status_code, None
+    return response.status_code, f"HTTP {response.status_code} {response.reason or ''}".strip()
+
+
+def deliver(delivery_id: str, transaction: Transaction) -> str:
+    """Send one due delivery; delivered on any 2xx, otherwise due again after a backoff (or
+    failed at once when its destination is refused)."""
+    settings = get_settings()
+    with transaction() as session:
+        row = webhooks_repo.claim_delivery(
+            session, delivery_id, lease_s=settings.webhook_timeout_s * 2 + 5
+        )
+    if row is None:
+        return "not_due"
+    refused = _forbidden_destination(row.url)
+    status_code, error = (None, refused) if refused else _send(row, settings.webhook_timeout_s)
     with transaction() as session:
         if error is None and status_code is not None:
             webhooks_repo.mark_delivered(session, delivery_id, status_code)
             return "delivered"
-        refused = status_code is None and error is not None and error.startswith("destination")
         webhooks_repo.mark_attempt_failed(
             session,
             delivery_id,
             status_code,
             error or "no response",
             retry_delay_s(row.attempts),
-            0.0 if refused else settings.webhook_retry_window_s,  # a refused one is failed now
+            0.0 if refused else settings.webhook_retry_window_s,
         )
     log.info("webhook %s attempt %d failed: %s", delivery_id, row.attempts, error)
     return "failed_attempt"
