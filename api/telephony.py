@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from api.deps import SessionDep
-from shared import messaging
+from api.status_batcher import batcher
 from shared.callstate import REDUNDANT_TWILIO_STATUSES
 from shared.errors import Forbidden
 from shared.schemas import AgentConfigResponse
@@ -40,9 +40,10 @@ async def twilio_status_callback(call_id: str, request: Request) -> Response:
         "error_message": form.get("ErrorMessage"),
         "from": form.get("From"),
     }
-    # If this publish fails the request fails and Twilio retries; if the message is lost
-    # later, the tick reconciles the call with Twilio once its final callback is overdue.
-    messaging.publish(messaging.TASK_APPLY_STATUS, [call_id, report])
+    # Answered once published with the callbacks that came at the same moment. If publishing
+    # fails the request fails and Twilio retries; if the message is lost later, the tick
+    # reconciles the call with Twilio once its final callback is overdue.
+    await batcher().submit((call_id, report))
     return Response(status_code=204)
 
 

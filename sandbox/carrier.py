@@ -325,6 +325,10 @@ class SandboxCarrier:
             self._stats["max_live_calls"] = max(self._stats["max_live_calls"], self._live)
         self._schedule(0.0, lambda: self._progress(sid, "initiated", "initiated"))
         self._schedule(0.0, lambda: self._progress(sid, "ringing", "ringing"))
+        if ring > call["timeout"]:
+            # Like Twilio: a call that rings longer than the request's Timeout ends no-answer.
+            ring, outcome = call["timeout"], "no-answer"
+            call["outcome"] = outcome
         if outcome in ("completed", "voicemail"):
             self._schedule(ring, lambda: self._answer(sid))
             self._schedule(ring + talk, lambda: self._finish(sid, "completed", talk))
@@ -470,7 +474,9 @@ class SandboxCarrier:
         with self._lock:
             voicemail = self._calls[sid]["outcome"] == "voicemail"
             detection = self._calls[sid]["machine_detection"]
-        answered_by = "machine_end_beep" if voicemail else ("human" if detection else None)
+        # AnsweredBy comes only when the request asked for answering machine detection; without
+        # it a voicemail is just a completed call, as on Twilio.
+        answered_by = ("machine_end_beep" if voicemail else "human") if detection else None
         call = self._set(sid, "in-progress", start_time=time.time(), answered_by=answered_by)
         if call is None:
             return

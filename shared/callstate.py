@@ -122,6 +122,19 @@ def from_twilio(
     )
 
 
+def from_twilio_report(report: dict[str, Any]) -> ProviderUpdate | None:
+    """A status report as the API queues it (see ``api/telephony.py``), in our terms."""
+    return from_twilio(
+        report["sid"],
+        report["status"],
+        answered_by=report.get("answered_by"),
+        duration=report.get("duration"),
+        error_code=report.get("error_code"),
+        error_message=report.get("error_message"),
+        from_number=report.get("from"),
+    )
+
+
 # The outcome names a retry policy uses, and the call outcomes each one covers.
 RETRYABLE_OUTCOMES = {
     "busy": OUTCOME_BUSY,

@@ -26,6 +26,8 @@ QUEUES = (QUEUE_BATCH_CONTROL, QUEUE_DIAL, QUEUE_STATUS, QUEUE_WEBHOOKS)
 TASK_START_BATCH = "batches.start"
 TASK_TICK = "batches.tick"
 TASK_DIAL = "calls.dial"
+TASK_APPLY_STATUSES = "calls.apply_statuses"
+# One report per message, as published before reports were gathered; still consumed.
 TASK_APPLY_STATUS = "calls.apply_status"
 TASK_RECONCILE = "calls.reconcile"
 TASK_HANG_UP = "calls.hang_up"
@@ -37,6 +39,7 @@ TASK_QUEUES = {
     TASK_START_BATCH: QUEUE_BATCH_CONTROL,
     TASK_TICK: QUEUE_BATCH_CONTROL,
     TASK_DIAL: QUEUE_DIAL,
+    TASK_APPLY_STATUSES: QUEUE_STATUS,
     TASK_APPLY_STATUS: QUEUE_STATUS,
     TASK_RECONCILE: QUEUE_STATUS,
     TASK_HANG_UP: QUEUE_STATUS,

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from shared import messaging
-from shared.callstate import from_twilio
+from shared.callstate import from_twilio_report
 from shared.db import transaction
 from shared.services import batches as batches_service
 from shared.services import calls as calls_service
@@ -50,23 +50,27 @@ def dial(call_id: str) -> str:
     return calls_service.dial_call(call_id, transaction)
 
 
-@app.task(name=messaging.TASK_APPLY_STATUS, **DATABASE_RETRY)
-def apply_status(call_id: str, report: dict[str, Any]) -> bool:
-    """Apply one provider status callback to its call."""
-    update = from_twilio(
-        report["sid"],
-        report["status"],
-        answered_by=report.get("answered_by"),
-        duration=report.get("duration"),
-        error_code=report.get("error_code"),
-        error_message=report.get("error_message"),
-        from_number=report.get("from"),
-    )
-    if update is None:
-        log.info("ignoring provider status %r for %s", report["status"], call_id)
-        return False
+@app.task(name=messaging.TASK_APPLY_STATUSES, **DATABASE_RETRY)
+def apply_statuses(reports: list[tuple[str, dict[str, Any]]]) -> int:
+    """Apply the provider status callbacks the API gathered into one message, in one
+    transaction; a failure retries them all (each is applied at most once)."""
+    updates = []
+    for call_id, report in reports:
+        update = from_twilio_report(report)
+        if update is None:
+            log.info("ignoring provider status %r for %s", report["status"], call_id)
+        else:
+            updates.append((call_id, update))
+    if not updates:
+        return 0
     with transaction() as session:
-        return calls_service.apply_provider_update(session, call_id, update)
+        return calls_service.apply_provider_reports(session, updates)
+
+
+@app.task(name=messaging.TASK_APPLY_STATUS, **DATABASE_RETRY)
+def apply_status(call_id: str, report: dict[str, Any]) -> int:
+    """One status callback, as API processes before ``calls.apply_statuses`` published them."""
+    return apply_statuses([(call_id, report)])
 
 
 @app.task(name=messaging.TASK_RECONCILE, **DATABASE_RETRY)

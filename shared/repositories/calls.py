@@ -95,6 +95,12 @@ def store_rendered(
     )
 
 
+def batch_ids_of(session: Session, call_ids: list[str]) -> dict[str, str]:
+    """The batch of each of these calls (unknown ids are left out)."""
+    rows = session.execute(select(calls.id, calls.batch_id).where(calls.id.in_(call_ids)))
+    return {row.id: row.batch_id for row in rows}
+
+
 def lock_call(session: Session, call_id: str) -> tuple[CallSnapshot, str, str] | None:
     """Lock the call row for a transition; its snapshot (with its batch's retry policy)."""
     row = session.execute(

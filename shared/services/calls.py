@@ -132,6 +132,18 @@ def apply_provider_update(session: Session, call_id: str, update: ProviderUpdate
     return _apply(session, call_id, batch_id, workspace_id, transition, values, ended)
 
 
+def apply_provider_reports(session: Session, reports: list[tuple[str, ProviderUpdate]]) -> int:
+    """Apply many provider reports in one transaction; how many moved a call.
+
+    Calls are locked grouped by batch and in id order, so two transactions applying reports of
+    the same batches take the call and batch rows in the same order. Reports of one call keep
+    their arrival order (the transitions make any order safe anyway).
+    """
+    batch_of = calls_repo.batch_ids_of(session, sorted({call_id for call_id, _ in reports}))
+    ordered = sorted(reports, key=lambda report: (batch_of.get(report[0], ""), report[0]))
+    return sum(apply_provider_update(session, call_id, update) for call_id, update in ordered)
+
+
 def fail_claimed_call(
     session: Session, call_id: str, outcome: str, error: ProviderError | None = None
 ) -> bool:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 import requests
+from twilio.base import values
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
@@ -131,6 +132,7 @@ class TwilioProvider:
                 status_callback_method="POST",
                 status_callback_event=self.settings.twilio_status_events.split(),
                 timeout=request.ringing_timeout_s,
+                machine_detection=self.settings.twilio_machine_detection or values.unset,
             )
         )
         return PlacedCall(sid=str(call.sid), provider_status=str(call.status))

@@ -81,13 +81,14 @@ def client_for(
     return client
 
 
-def place(client: Client, to: str, callback: str) -> Any:
+def place(client: Client, to: str, callback: str, **options: Any) -> Any:
     return client.calls.create(
         to=to,
         from_=CALLER,
         url="http://127.0.0.1:9/twiml",
         status_callback=callback,
         status_callback_event=["initiated", "ringing", "answered", "completed"],
+        **options,
     )
 
 
@@ -111,11 +112,25 @@ def test_unanswered_outcomes(receiver: Receiver, outcome: str):
         assert "in-progress" not in receiver.statuses(call.sid)
 
 
-def test_voicemail_is_answered_by_a_machine(receiver: Receiver):
+def test_voicemail_is_answered_by_a_machine_when_detection_is_asked_for(receiver: Receiver):
     with carrier_with(rules=[{"pattern": "*", "outcome": "voicemail"}]) as carrier:
-        call = place(client_for(carrier), "+12125550002", receiver.url)
-        wait_for(lambda: "completed" in receiver.statuses(call.sid), 5)
-        assert receiver.received[-1]["AnsweredBy"] == "machine_end_beep"
+        detected = place(
+            client_for(carrier), "+12125550002", receiver.url, machine_detection="Enable"
+        )
+        plain = place(client_for(carrier), "+12125550012", receiver.url)
+        wait_for(lambda: "completed" in receiver.statuses(plain.sid), 5)
+        wait_for(lambda: "completed" in receiver.statuses(detected.sid), 5)
+        finals = {p["CallSid"]: p for p in receiver.received if p["CallStatus"] == "completed"}
+        assert finals[detected.sid]["AnsweredBy"] == "machine_end_beep"
+        assert "AnsweredBy" not in finals[plain.sid]
+
+
+def test_a_call_ringing_past_its_timeout_ends_no_answer(receiver: Receiver):
+    with carrier_with(rules=[{"pattern": "*", "ring_seconds": 30}]) as carrier:
+        call = place(client_for(carrier), "+12125550022", receiver.url, timeout=1)
+        wait_for(lambda: "no-answer" in receiver.statuses(call.sid), 5)
+        assert receiver.statuses(call.sid) == ["initiated", "ringing", "no-answer"]
+        assert carrier.calls()[0]["timeout"] == 1
 
 
 def test_bad_credentials_invalid_number_and_429(receiver: Receiver):

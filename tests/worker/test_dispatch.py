@@ -87,7 +87,13 @@ def setup_workspace(stack: Stack) -> tuple[httpx.Client, str, str]:
 def test_thousand_recipients_mixed_outcomes_counters_equal_recount(make_stack):
     stack = make_stack(sandbox=MIXED_OUTCOMES)
     client, agent_id, number_id = setup_workspace(stack)
-    response = submit(client, agent_id, number_id, recipients(1000))
+    response = submit(
+        client,
+        agent_id,
+        number_id,
+        recipients(1000),
+        telephony_call_config={"ringing_timeout_secs": 25},
+    )
     assert response.status_code == 200, response.text
     batch = wait_final(client, response.json()["id"], timeout=150)
 
@@ -98,6 +104,16 @@ def test_thousand_recipients_mixed_outcomes_counters_equal_recount(make_stack):
     assert batch["total_calls_finished"] == 1000
     counts = dial_counts(stack)
     assert len(counts) == 1000 and set(counts.values()) == {1}
+    # Each call was created with our TwiML and status URLs, every progress event, answering
+    # machine detection and the batch's ringing timeout.
+    call_ids = {r["phone_number"]: r["id"] for r in batch["recipients"]}
+    for placed in stack.carrier.calls():
+        call_id = call_ids[placed["to"]]
+        assert placed["url"].split("?")[0].endswith(f"/v1/telephony/twilio/twiml/{call_id}")
+        assert placed["status_callback"].endswith(f"/v1/telephony/twilio/status/{call_id}")
+        assert placed["events"] == ["initiated", "ringing", "answered", "completed"]
+        assert placed["machine_detection"] == "Enable"
+        assert placed["timeout"] == 25
     # Every recipient ended as the carrier played its call out.
     played = {c["to"]: c["outcome"] for c in stack.carrier.calls()}
     expected = {
