@@ -17,6 +17,7 @@ from shared.schemas import (
     PhoneNumberResponse,
 )
 from shared.services import agents as service
+from shared.timestamps import unix
 
 router = APIRouter()
 
@@ -32,8 +33,8 @@ def agent_response(agent: Agent) -> AgentResponse:
         llm=agent.llm,
         voice=agent.voice,
         ai_settings_template_id=agent.template_id,
-        created_at_unix=int(agent.created_at.timestamp()),
-        updated_at_unix=int(agent.updated_at.timestamp()),
+        created_at_unix=unix(agent.created_at),
+        updated_at_unix=unix(agent.updated_at),
     )
 
 
@@ -44,7 +45,7 @@ def _number(number: PhoneNumber) -> PhoneNumberResponse:
         provider=number.provider,  # type: ignore[arg-type]
         label=number.label,
         credentials_ref=number.credentials_ref,
-        created_at_unix=int(number.created_at.timestamp()),
+        created_at_unix=unix(number.created_at),
     )
 
 

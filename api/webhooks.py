@@ -49,4 +49,9 @@ def list_deliveries(
     status: Literal["pending", "delivered", "failed"] | None = None,
 ) -> WebhookDeliveryList:
     """Deliveries newest first, with their attempts and last error; page with ``next_doc``."""
-    return service.list_deliveries(session, workspace_id, limit, last_doc, status)
+    deliveries, has_more = service.list_deliveries(session, workspace_id, limit, last_doc, status)
+    return WebhookDeliveryList(
+        deliveries=deliveries,
+        next_doc=deliveries[-1].id if has_more and deliveries else None,
+        has_more=has_more,
+    )

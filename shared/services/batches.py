@@ -50,6 +50,7 @@ from shared.services import webhooks
 from shared.services.calls import Transaction
 from shared.settings import get_settings
 from shared.templates import placeholders, placeholders_in
+from shared.timestamps import unix
 from shared.windows import CallingWindow
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,6 @@ def request_fingerprint(body: BaseModel) -> str:
     """A hash of the request, to tell a retried submit from a different one under one key."""
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _unix(value: datetime) -> int:
-    return int(value.timestamp())
 
 
 def _needed_tags(
@@ -596,9 +593,9 @@ def _batch_response(row: Row[Any], cls: type[BatchResponse] = BatchResponse, **e
         id=row.id,
         name=row.name,
         agent_id=row.agent_id,
-        created_at_unix=_unix(row.created_at),
-        scheduled_time_unix=_unix(row.scheduled_at),
-        last_updated_at_unix=_unix(row.last_updated_at),
+        created_at_unix=unix(row.created_at),
+        scheduled_time_unix=unix(row.scheduled_at),
+        last_updated_at_unix=unix(row.last_updated_at),
         status=row.status,
         agent_name=row.agent_name,
         phone_number_id=row.phone_number_id,
@@ -640,8 +637,8 @@ def get_batch_detail(session: Session, workspace_id: str, batch_id: str) -> Batc
             status=public_status(r.status),  # type: ignore[arg-type]
             outcome=r.outcome,
             attempts=r.attempts,
-            created_at_unix=_unix(r.created_at),
-            updated_at_unix=_unix(r.updated_at),
+            created_at_unix=unix(r.created_at),
+            updated_at_unix=unix(r.updated_at),
             conversation_id=r.id if r.provider_call_sid else None,
             provider_call_sid=r.provider_call_sid,
             caller_number=r.caller_number,
@@ -677,7 +674,7 @@ def dashboard_batches(session: Session, workspace_id: str, limit: int) -> Dashbo
                 name=row.name,
                 status=row.status,
                 paused=row.paused_at is not None,
-                created_at_unix=_unix(row.created_at),
+                created_at_unix=unix(row.created_at),
                 total_calls_scheduled=row.total_calls_scheduled,
                 total_calls_dispatched=row.total_calls_dispatched,
                 total_calls_finished=row.total_calls_finished,

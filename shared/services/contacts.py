@@ -12,6 +12,7 @@ from shared.models import Contact
 from shared.repositories import calls as calls_repo
 from shared.repositories import contacts as contacts_repo
 from shared.schemas import ContactCallResponse, ContactDetailResponse, ContactResponse
+from shared.timestamps import unix
 
 
 def _contact_response(
@@ -23,8 +24,8 @@ def _contact_response(
         first_name=contact.first_name,
         last_name=contact.last_name,
         email=contact.email,
-        created_at_unix=int(contact.created_at.timestamp()),
-        updated_at_unix=int(contact.updated_at.timestamp()),
+        created_at_unix=unix(contact.created_at),
+        updated_at_unix=unix(contact.updated_at),
         **extra,
     )
 
@@ -50,8 +51,8 @@ def get_contact(session: Session, workspace_id: str, contact_id: str) -> Contact
             outcome=row.outcome,
             attempts=row.attempts,
             provider_call_sid=row.provider_call_sid,
-            created_at_unix=int(row.created_at.timestamp()),
-            updated_at_unix=int(row.updated_at.timestamp()),
+            created_at_unix=unix(row.created_at),
+            updated_at_unix=unix(row.updated_at),
             request_metadata=row.request_metadata,
         )
         for row in calls_repo.contact_call_rows(session, workspace_id, contact_id)

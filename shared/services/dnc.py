@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 from shared.errors import ErrorItem, NotFound, ValidationFailed
 from shared.phones import InvalidPhoneNumber, normalize_e164
 from shared.repositories import dnc as repo
+from shared.timestamps import unix
 
 
 def _normalized(numbers: list[str], loc_prefix: list[str | int]) -> list[str]:
@@ -35,7 +36,7 @@ def add_number(session: Session, workspace_id: str, number: str) -> tuple[str, i
         raise ValidationFailed.one(["body", "phone_number"], str(exc)) from exc
     repo.add_numbers(session, workspace_id, [e164])
     entry = repo.list_numbers(session, workspace_id, 1, None, exactly=e164)[0]
-    return e164, int(entry.created_at.timestamp())
+    return e164, unix(entry.created_at)
 
 
 def remove_number(session: Session, workspace_id: str, number: str) -> None:
@@ -53,5 +54,5 @@ def list_numbers(
 ) -> tuple[list[tuple[str, int]], bool]:
     """One page of (number, listed-at unix time), in number order, and whether more follow."""
     rows = repo.list_numbers(session, workspace_id, limit + 1, cursor)
-    page = [(r.phone_number, int(r.created_at.timestamp())) for r in rows[:limit]]
+    page = [(r.phone_number, unix(r.created_at)) for r in rows[:limit]]
     return page, len(rows) > limit

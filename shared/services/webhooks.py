@@ -27,11 +27,14 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 from sqlalchemy.orm import Session
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NewConnectionError
 
 from shared import messaging
 from shared.db import after_commit
@@ -40,13 +43,13 @@ from shared.ids import new_id
 from shared.models import WebhookDelivery, WebhookEndpoint
 from shared.repositories import webhooks as webhooks_repo
 from shared.schemas import (
-    WebhookDeliveryList,
     WebhookDeliveryResponse,
     WebhookEndpointCreate,
     WebhookEndpointCreated,
     WebhookEndpointResponse,
 )
 from shared.settings import get_settings
+from shared.timestamps import unix, unix_or_none
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +58,6 @@ Transaction = Callable[[], AbstractContextManager[Session]]
 
 SIGNATURE_TOLERANCE_S = 300
 _local = threading.local()
-
-
-def _unix(value: datetime | None) -> int | None:
-    return int(value.timestamp()) if value is not None else None
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -105,7 +104,7 @@ def _endpoint_response(row: WebhookEndpoint) -> WebhookEndpointResponse:
         id=row.id,
         url=row.url,
         event_types=list(row.event_types),
-        created_at_unix=_unix(row.created_at) or 0,
+        created_at_unix=unix(row.created_at),
     )
 
 
@@ -158,30 +157,36 @@ def _delivery_response(row: WebhookDelivery) -> WebhookDeliveryResponse:
         attempts=row.attempts,
         last_status_code=row.last_status_code,
         last_error=row.last_error,
-        created_at_unix=_unix(row.created_at) or 0,
-        next_attempt_at_unix=_unix(row.next_attempt_at) if row.status == "pending" else None,
-        delivered_at_unix=_unix(row.delivered_at),
+        created_at_unix=unix(row.created_at),
+        next_attempt_at_unix=unix_or_none(row.next_attempt_at) if row.status == "pending" else None,
+        delivered_at_unix=unix_or_none(row.delivered_at),
         payload=row.payload,
     )
 
 
 def list_deliveries(
     session: Session, workspace_id: str, limit: int, last_doc: str | None, status: str | None
-) -> WebhookDeliveryList:
+) -> tuple[list[WebhookDeliveryResponse], bool]:
+    """A page of deliveries, newest first, and whether more follow."""
     rows = webhooks_repo.list_deliveries(session, workspace_id, limit + 1, last_doc, status)
-    page = rows[:limit]
-    return WebhookDeliveryList(
-        deliveries=[_delivery_response(row) for row in page],
-        next_doc=page[-1].id if len(rows) > limit else None,
-        has_more=len(rows) > limit,
-    )
+    return [_delivery_response(row) for row in rows[:limit]], len(rows) > limit
+
+
+def _non_public(host: str, address: str) -> str | None:
+    """Why ``address`` (of ``host``) is inside our network, or None for a public address."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if not ip.is_global or ip.is_multicast:
+        return f"destination {host} resolves to a non-public address ({ip})"
+    return None
 
 
 def _forbidden_destination(url: str) -> str | None:
     """Why ``url`` may not be sent to (an address inside our network), or None.
 
     Checked when an endpoint is registered and again before every delivery, so a name that
-    later resolves inward is refused too.
+    later resolves inward is refused at once. The address a delivery actually connects to is
+    checked too (``_PublicOnlyAdapter``), so a name that changes its answer between this check
+    and the connection (DNS rebinding) is refused as well.
     """
     if get_settings().webhook_allow_private_destinations:
         return None
@@ -191,10 +196,50 @@ def _forbidden_destination(url: str) -> str | None:
     except OSError:
         return None  # unresolvable now: the attempt fails and is retried like any other
     for address in addresses:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if not ip.is_global or ip.is_multicast:
-            return f"destination {host} resolves to a non-public address ({ip})"
+        reason = _non_public(host, address)
+        if reason is not None:
+            return reason
     return None
+
+
+def _checked_peer(connection: HTTPConnection, sock: socket.socket) -> socket.socket:
+    """The connected socket, unless its peer is inside our network (then closed, refused)."""
+    if get_settings().webhook_allow_private_destinations:
+        return sock
+    reason = _non_public(connection.host, str(sock.getpeername()[0]))
+    if reason is not None:
+        sock.close()
+        raise NewConnectionError(connection, f"refused: {reason}")
+    return sock
+
+
+class _PublicOnlyHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        return _checked_peer(self, super()._new_conn())
+
+
+class _PublicOnlyHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        return _checked_peer(self, super()._new_conn())
+
+
+class _PublicOnlyHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _PublicOnlyHTTPConnection
+
+
+class _PublicOnlyHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _PublicOnlyHTTPSConnection
+
+
+class _PublicOnlyAdapter(HTTPAdapter):
+    """Checks the address every new connection reached, not only the one a name resolved to."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _PublicOnlyHTTPPool,
+            "https": _PublicOnlyHTTPSPool,
+        }
 
 
 def _http() -> requests.Session:
@@ -203,6 +248,9 @@ def _http() -> requests.Session:
     if session is None:
         session = requests.Session()
         session.trust_env = False
+        adapter = _PublicOnlyAdapter()
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         _local.http = session
     return session
 
