@@ -139,12 +139,14 @@ def test_too_many_recipients_is_rejected_and_nothing_written(stack: Stack, clien
             },
         }
     ] * 10_001
+    before = call_rows(stack)
     response = submit(client, agent_id, number_id, people)
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert detail[0]["loc"] == ["body", "recipients"]
     assert set(detail[0]) == {"loc", "msg", "type"}
     assert batch_rows(stack, client) == 0
+    assert call_rows(stack) == before
 
 
 def test_bad_number_and_missing_tag_are_named_by_index(stack: Stack, client: httpx.Client):
@@ -214,15 +216,27 @@ def test_caller_pool_is_checked_number_by_number(stack: Stack, client: httpx.Cli
     assert batch["phone_provider"] == "twilio"
 
 
-def test_missing_or_wrong_key_is_401(stack: Stack):
+def test_missing_or_wrong_key_is_401_and_writes_nothing(stack: Stack, client: httpx.Client):
+    body = {
+        "call_name": "no key",
+        "agent_id": create_agent(client),
+        "agent_phone_number_id": register_number(client),
+        "recipients": recipients(2, prefix="+1646555", start=420),
+    }
+    before = call_rows(stack)
     with stack.raw_client() as anonymous:
-        response = anonymous.post("/v1/voiceai/batch-calling/submit", json={})
-        assert response.status_code == 401
-        assert response.json()["detail"][0]["type"] == "unauthorized"
+        for headers in ({}, {"x-api-key": "sb_wrong"}, {"Authorization": "Bearer sb_wrong"}):
+            response = anonymous.post(
+                "/v1/voiceai/batch-calling/submit", json=body, headers=headers
+            )
+            assert response.status_code == 401, headers
+            assert response.json()["detail"][0]["type"] == "unauthorized"
         response = anonymous.get(
             "/v1/voiceai/batch-calling/workspace", headers={"x-api-key": "sb_wrong"}
         )
         assert response.status_code == 401
+    assert batch_rows(stack, client) == 0
+    assert call_rows(stack) == before
 
 
 def test_bearer_header_works_too(stack: Stack, api_key: str):
