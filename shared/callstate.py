@@ -195,6 +195,15 @@ class CounterDeltas:
         """Whether any counter moves."""
         return bool(self.dispatched or self.finished or self.retries or self.final)
 
+    def plus(self, other: CounterDeltas) -> CounterDeltas:
+        """Both moves together."""
+        return CounterDeltas(
+            dispatched=self.dispatched + other.dispatched,
+            finished=self.finished + other.finished,
+            retries=self.retries + other.retries,
+            final=self.final + other.final,
+        )
+
 
 @dataclass(frozen=True)
 class Transition:

@@ -56,7 +56,8 @@ _CALLER_POOL = (
 def claim_for_dial(session: Session, call_id: str, claim_token: str) -> Row[Any] | None:
     """pending → dialing, only while the call is due and its batch in progress.
 
-    Returns what dialing needs (the call, its batch's templates and caller numbers), or None when
+    Returns what dialing needs (the call, its batch's templates and caller numbers, whether the
+    number is on the do-not-call list, when it was dialed in the last 7 days), or None when
     another delivery of the same message, a cancel, or a due time in the future got there first.
     """
     return session.execute(
@@ -72,7 +73,14 @@ def claim_for_dial(session: Session, call_id: str, claim_token: str) -> Row[Any]
             "b.telephony_call_config, b.calling_window, b.timezone, "
             "b.target_concurrency_limit, a.language, a.llm, a.voice, "
             f"{_CALLER_POOL} AS caller_numbers, "
-            "p.provider, p.credentials_ref"
+            "p.provider, p.credentials_ref, "
+            # Checked right before dialing, in the claim itself: the do-not-call list (the
+            # number may have been listed since submit) and this week's dials of the number.
+            "EXISTS (SELECT 1 FROM dnc_numbers d WHERE d.workspace_id = c.workspace_id "
+            "AND d.phone_number = c.phone_number) AS do_not_call, "
+            "ARRAY(SELECT l.dialed_at FROM dial_log l WHERE l.workspace_id = c.workspace_id "
+            "AND l.phone_number = c.phone_number AND l.dialed_at > now() - interval '7 days' "
+            "ORDER BY l.dialed_at) AS week_of_dials"
         ),
         {"id": call_id, "token": claim_token},
     ).one_or_none()
@@ -95,10 +103,11 @@ def store_rendered(
     )
 
 
-def batch_ids_of(session: Session, call_ids: list[str]) -> dict[str, str]:
-    """The batch of each of these calls (unknown ids are left out)."""
-    rows = session.execute(select(calls.id, calls.batch_id).where(calls.id.in_(call_ids)))
-    return {row.id: row.batch_id for row in rows}
+def lock_calls(session: Session, call_ids: list[str]) -> None:
+    """Lock these call rows, in id order (so two transactions locking several never deadlock)."""
+    session.execute(
+        select(calls.id).where(calls.id.in_(call_ids)).order_by(calls.id).with_for_update()
+    ).all()
 
 
 def lock_call(session: Session, call_id: str) -> tuple[CallSnapshot, str, str] | None:
@@ -454,19 +463,6 @@ def log_dial(session: Session, call_id: str) -> None:
             "SELECT workspace_id, phone_number FROM calls WHERE id = :id"
         ),
         {"id": call_id},
-    )
-
-
-def week_of_dials(session: Session, workspace_id: str, number: str) -> list[Any]:
-    """When the number was dialed within the last 7 days, oldest first."""
-    return list(
-        session.execute(
-            text(
-                "SELECT dialed_at FROM dial_log WHERE workspace_id = :ws AND phone_number = :n "
-                "AND dialed_at > now() - interval '7 days' ORDER BY dialed_at"
-            ),
-            {"ws": workspace_id, "n": number},
-        ).scalars()
     )
 
 

@@ -22,7 +22,6 @@ from shared.errors import NotFound, ProviderError
 from shared.ratelimit import Limit, reserve
 from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo
-from shared.repositories import dnc as dnc_repo
 from shared.schemas import AgentConfigResponse
 from shared.services import webhooks
 from shared.settings import get_settings
@@ -81,8 +80,13 @@ def _apply(
     transition: Transition,
     values: dict[str, Any],
     ended_attempt: dict[str, Any] | None,
+    counters: dict[str, CounterDeltas] | None = None,
 ) -> bool:
-    """Apply a decided transition and move the counters it counts, in one transaction."""
+    """Apply a decided transition and move the counters it counts, in one transaction.
+
+    With ``counters`` the counter moves are added up there per batch instead, for the caller
+    to apply with ``_move_counters`` once every call row it needs is locked.
+    """
     if not calls_repo.apply_transition(session, call_id, transition, values, ended_attempt):
         return False
     if transition.accepted:
@@ -92,9 +96,17 @@ def _apply(
         after_commit(session, lambda: slots.release(call_id, names))
     if transition.to_status in callstate.FINAL:
         webhooks.calls_ended(session, [call_id])
-    if transition.deltas.any() and batches_repo.move_counters(session, batch_id, transition.deltas):
-        webhooks.batch_completed(session, batch_id)
+    if transition.deltas.any():
+        if counters is None:
+            _move_counters(session, batch_id, transition.deltas)
+        else:
+            counters[batch_id] = counters.get(batch_id, CounterDeltas()).plus(transition.deltas)
     return True
+
+
+def _move_counters(session: Session, batch_id: str, deltas: CounterDeltas) -> None:
+    if batches_repo.move_counters(session, batch_id, deltas):
+        webhooks.batch_completed(session, batch_id)
 
 
 def _update_values(update: ProviderUpdate) -> dict[str, Any]:
@@ -117,7 +129,12 @@ def _update_values(update: ProviderUpdate) -> dict[str, Any]:
     return values
 
 
-def apply_provider_update(session: Session, call_id: str, update: ProviderUpdate) -> bool:
+def apply_provider_update(
+    session: Session,
+    call_id: str,
+    update: ProviderUpdate,
+    counters: dict[str, CounterDeltas] | None = None,
+) -> bool:
     """Move a call forward on a provider report; duplicates and stale reports change nothing."""
     locked = calls_repo.lock_call(session, call_id)
     if locked is None:
@@ -129,19 +146,25 @@ def apply_provider_update(session: Session, call_id: str, update: ProviderUpdate
         return False
     ended = _ended_attempt(snapshot, transition, update.sid, update.outcome, update.duration_s)
     values = _update_values(update)
-    return _apply(session, call_id, batch_id, workspace_id, transition, values, ended)
+    return _apply(session, call_id, batch_id, workspace_id, transition, values, ended, counters)
 
 
 def apply_provider_reports(session: Session, reports: list[tuple[str, ProviderUpdate]]) -> int:
     """Apply many provider reports in one transaction; how many moved a call.
 
-    Calls are locked grouped by batch and in id order, so two transactions applying reports of
-    the same batches take the call and batch rows in the same order. Reports of one call keep
-    their arrival order (the transitions make any order safe anyway).
+    Every call row is locked first, in id order, and the batch rows last, once each with the
+    counter moves added up, in id order: so these transactions take rows in the same order as
+    each other and as a single transition (its call, then its batch), and never deadlock with
+    them. Reports of one call keep their arrival order (any order would be safe).
     """
-    batch_of = calls_repo.batch_ids_of(session, sorted({call_id for call_id, _ in reports}))
-    ordered = sorted(reports, key=lambda report: (batch_of.get(report[0], ""), report[0]))
-    return sum(apply_provider_update(session, call_id, update) for call_id, update in ordered)
+    calls_repo.lock_calls(session, sorted({call_id for call_id, _ in reports}))
+    counters: dict[str, CounterDeltas] = {}
+    moved = sum(
+        apply_provider_update(session, call_id, update, counters) for call_id, update in reports
+    )
+    for batch_id in sorted(counters):
+        _move_counters(session, batch_id, counters[batch_id])
+    return moved
 
 
 def fail_claimed_call(
@@ -226,8 +249,7 @@ def _place_claimed_call(call_id: str, transaction: Transaction) -> str:
         if row.phone_number is None:
             fail_claimed_call(session, call_id, callstate.OUTCOME_WHATSAPP_UNSUPPORTED)
             return "whatsapp_unsupported"
-        # Checked again right before dialing: the number may have been listed since submit.
-        if dnc_repo.listed_among(session, row.workspace_id, [row.phone_number]):
+        if row.do_not_call:
             skip_claimed_call(session, call_id, callstate.OUTCOME_DNC)
             return "dnc"
         held = _hold_outside_window(session, row, token) or _hold_over_frequency_cap(
@@ -406,7 +428,7 @@ def _hold_over_frequency_cap(session: Session, row: Any, token: str) -> str | No
     """Over the per-number cap of dials in 7 days the call waits until the oldest one ages
     out; None when it may be dialed now."""
     cap = get_settings().max_dials_per_number_per_week
-    dials = calls_repo.week_of_dials(session, row.workspace_id, row.phone_number)
+    dials = row.week_of_dials
     if len(dials) < cap:
         return None
     frees_at = dials[len(dials) - cap] + timedelta(days=7)
