@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -137,7 +138,8 @@ class Batch(Base):
     fan_out_chunk_size: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
-        Index("ix_batches_workspace_id_id", "workspace_id", "id"),
+        # Lists a workspace's batches, and lets calls reference (workspace_id, id).
+        UniqueConstraint("workspace_id", "id"),
         Index(
             "ix_batches_pending_scheduled_at",
             "scheduled_at",
@@ -153,8 +155,9 @@ class Call(Base):
     __tablename__ = "calls"
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
-    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), nullable=False)
-    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), nullable=False)
+    # (workspace_id, batch_id) references the batch: a call's workspace is its batch's.
+    batch_id: Mapped[str] = mapped_column(Text, nullable=False)
+    workspace_id: Mapped[str] = mapped_column(Text, nullable=False)
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     recipient_id: Mapped[str] = mapped_column(Text, nullable=False)
     phone_number: Mapped[str | None] = mapped_column(Text)
@@ -199,7 +202,12 @@ class Call(Base):
 
     __table_args__ = (
         UniqueConstraint("batch_id", "position"),
-        Index("ix_calls_provider_call_sid", "provider_call_sid"),
+        ForeignKeyConstraint(["workspace_id", "batch_id"], ["batches.workspace_id", "batches.id"]),
+        Index(
+            "ix_calls_provider_call_sid",
+            "provider_call_sid",
+            postgresql_where=text("provider_call_sid IS NOT NULL"),
+        ),
         Index("ix_calls_pending_due_at", "due_at", postgresql_where=text("status = 'pending'")),
         Index(
             "ix_calls_live_updated_at",
