@@ -48,7 +48,7 @@ DEV_AGENT: dict[str, Any] = {
 }
 
 # The queues one dev worker consumes; production scales workers per queue instead.
-WORKER_QUEUES = "batch-control,dial,status,webhooks"
+WORKER_QUEUES = "batch-control,status,webhooks,dial"
 # The processes that share the Prometheus multiprocess directory (see shared/metrics.py).
 METRICS_PROCESSES = ("api", "worker")
 STARTUP_TIMEOUT_S = 60.0

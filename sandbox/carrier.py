@@ -90,7 +90,9 @@ class SandboxCarrier:
         self._in_flight = 0
         self._live = 0
         self._running = False
-        self._senders = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sandbox-callback")
+        # Twilio posts callbacks independently of each other; a receiver that answers slowly
+        # (the API gathers callbacks for a few milliseconds) must not hold the others back.
+        self._senders = ThreadPoolExecutor(max_workers=128, thread_name_prefix="sandbox-callback")
         self._local = threading.local()
         carrier = self
 

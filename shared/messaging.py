@@ -21,11 +21,15 @@ QUEUE_BATCH_CONTROL = "batch-control"
 QUEUE_DIAL = "dial"
 QUEUE_STATUS = "status"
 QUEUE_WEBHOOKS = "webhooks"
-QUEUES = (QUEUE_BATCH_CONTROL, QUEUE_DIAL, QUEUE_STATUS, QUEUE_WEBHOOKS)
+# In priority order: a worker consuming several queues takes a message from the first one that
+# has any (queue_order_strategy "priority"), so status reports, which free live-call slots, are
+# never stuck behind a long dial queue.
+QUEUES = (QUEUE_BATCH_CONTROL, QUEUE_STATUS, QUEUE_WEBHOOKS, QUEUE_DIAL)
 
 TASK_START_BATCH = "batches.start"
 TASK_TICK = "batches.tick"
 TASK_DIAL = "calls.dial"
+TASK_DIAL_MANY = "calls.dial_many"
 TASK_APPLY_STATUSES = "calls.apply_statuses"
 # One report per message, as published before reports were gathered; still consumed.
 TASK_APPLY_STATUS = "calls.apply_status"
@@ -39,6 +43,7 @@ TASK_QUEUES = {
     TASK_START_BATCH: QUEUE_BATCH_CONTROL,
     TASK_TICK: QUEUE_BATCH_CONTROL,
     TASK_DIAL: QUEUE_DIAL,
+    TASK_DIAL_MANY: QUEUE_DIAL,
     TASK_APPLY_STATUSES: QUEUE_STATUS,
     TASK_APPLY_STATUS: QUEUE_STATUS,
     TASK_RECONCILE: QUEUE_STATUS,
@@ -53,6 +58,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport_options = {
         "visibility_timeout": settings.visibility_timeout_s,
         "global_keyprefix": settings.redis_key_prefix,
+        "queue_order_strategy": "priority",
     }
     return {
         "broker_url": settings.redis_url,

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     twilio_machine_detection: str = "Enable"
     # Status callbacks arriving within this window of the first one (at most this many) are
     # queued as one message and applied in one worker transaction.
-    status_batch_window_s: float = 0.01
+    status_batch_window_s: float = 0.05
     status_batch_max_reports: int = 100
     # Socket timeout of every provider request (connect, and each read).
     provider_timeout_s: float = 10.0
@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     # Dial messages of a batch are pushed to the broker in pipelined chunks of this many, one
     # round trip each; call-bulk's batchSize overrides it per batch.
     fan_out_chunk_size: int = 1000
+    # Calls published together are grouped into `calls.dial_many` messages of up to this many
+    # (each message costs the worker's consumer several Redis round trips), but never so many
+    # that fewer than dial_messages_min messages carry them: a small batch still spreads over
+    # every worker thread.
+    max_calls_per_dial_message: int = 10
+    dial_messages_min: int = 64
     default_ringing_timeout_s: int = 60
 
     flower_user: str = "admin"

@@ -67,10 +67,29 @@ def acquire(call_id: str, limits: Sequence[SlotLimit], lease_s: float) -> bool:
     return bool(taken)
 
 
-def release(call_id: str, names: Sequence[str]) -> None:
-    """Give back the call's slots (harmless if it held none)."""
+def taken(names: Sequence[str]) -> dict[str, int]:
+    """How many slots are held (unexpired leases) under each of ``names``."""
     client = _client(get_settings().redis_url)
+    now = time.time()
     with client.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.zrem(_key(name), call_id)
+            pipe.zcount(_key(name), f"({now}", "+inf")
+        counts = pipe.execute()
+    return {name: int(count) for name, count in zip(names, counts, strict=True)}
+
+
+def release(call_id: str, names: Sequence[str]) -> None:
+    """Give back the call's slots (harmless if it held none)."""
+    release_many([(call_id, names)])
+
+
+def release_many(held: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """Give back the slots of several calls, in one round trip."""
+    if not held:
+        return
+    client = _client(get_settings().redis_url)
+    with client.pipeline(transaction=False) as pipe:
+        for call_id, names in held:
+            for name in names:
+                pipe.zrem(_key(name), call_id)
         pipe.execute()

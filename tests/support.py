@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sandbox import SandboxCarrier, SandboxConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_QUEUES = "batch-control,dial,status,webhooks"
+ALL_QUEUES = "batch-control,status,webhooks,dial"
 
 
 def free_port() -> int:

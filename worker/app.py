@@ -1,4 +1,4 @@
-"""The Celery application: ``celery -A worker.app worker -Q batch-control,dial,status,webhooks``."""
+"""The Celery application: ``celery -A worker.app worker -Q batch-control,status,webhooks,dial``."""
 
 from __future__ import annotations
 

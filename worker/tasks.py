@@ -50,6 +50,17 @@ def dial(call_id: str) -> str:
     return calls_service.dial_call(call_id, transaction)
 
 
+@app.task(name=messaging.TASK_DIAL_MANY, **DATABASE_RETRY)
+def dial_many(call_ids: list[str]) -> dict[str, int]:
+    """Claim and place several calls, one after another (a redelivered message finds the calls
+    it already placed claimed, and skips them)."""
+    results: dict[str, int] = {}
+    for call_id in call_ids:
+        result = calls_service.dial_call(call_id, transaction)
+        results[result] = results.get(result, 0) + 1
+    return results
+
+
 @app.task(name=messaging.TASK_APPLY_STATUSES, **DATABASE_RETRY)
 def apply_statuses(reports: list[tuple[str, dict[str, Any]]]) -> int:
     """Apply the provider status callbacks the API gathered into one message, in one

@@ -103,32 +103,22 @@ def store_rendered(
     )
 
 
-def lock_calls(session: Session, call_ids: list[str]) -> None:
-    """Lock these call rows, in id order (so two transactions locking several never deadlock)."""
-    session.execute(
-        select(calls.id).where(calls.id.in_(call_ids)).order_by(calls.id).with_for_update()
-    ).all()
+LockedCall = tuple[CallSnapshot, str, str]
+
+_SNAPSHOT_COLUMNS = (
+    calls.id,
+    calls.status,
+    calls.provider_call_sid,
+    calls.first_dispatched_at,
+    calls.attempts,
+    calls.batch_id,
+    calls.workspace_id,
+    calls.attempt_history,
+    BATCHES.c.retry_policy,
+)
 
 
-def lock_call(session: Session, call_id: str) -> tuple[CallSnapshot, str, str] | None:
-    """Lock the call row for a transition; its snapshot (with its batch's retry policy)."""
-    row = session.execute(
-        select(
-            calls.status,
-            calls.provider_call_sid,
-            calls.first_dispatched_at,
-            calls.attempts,
-            calls.batch_id,
-            calls.workspace_id,
-            calls.attempt_history,
-            BATCHES.c.retry_policy,
-        )
-        .join_from(CALLS, BATCHES, BATCHES.c.id == calls.batch_id)
-        .where(calls.id == call_id)
-        .with_for_update(of=CALLS)
-    ).one_or_none()
-    if row is None:
-        return None
+def _locked(row: Any) -> LockedCall:
     snapshot = CallSnapshot(
         status=row.status,
         provider_call_sid=row.provider_call_sid,
@@ -140,6 +130,30 @@ def lock_call(session: Session, call_id: str) -> tuple[CallSnapshot, str, str] |
         retry=RetryPolicy.from_json(row.retry_policy),
     )
     return snapshot, row.batch_id, row.workspace_id
+
+
+def lock_calls(session: Session, call_ids: list[str]) -> dict[str, LockedCall]:
+    """Lock these call rows in id order (so two transactions locking several never deadlock);
+    each one's snapshot, its batch and its workspace."""
+    rows = session.execute(
+        select(*_SNAPSHOT_COLUMNS)
+        .join_from(CALLS, BATCHES, BATCHES.c.id == calls.batch_id)
+        .where(calls.id.in_(call_ids))
+        .order_by(calls.id)
+        .with_for_update(of=CALLS)
+    )
+    return {row.id: _locked(row) for row in rows}
+
+
+def lock_call(session: Session, call_id: str) -> LockedCall | None:
+    """Lock the call row for a transition; its snapshot (with its batch's retry policy)."""
+    row = session.execute(
+        select(*_SNAPSHOT_COLUMNS)
+        .join_from(CALLS, BATCHES, BATCHES.c.id == calls.batch_id)
+        .where(calls.id == call_id)
+        .with_for_update(of=CALLS)
+    ).one_or_none()
+    return _locked(row) if row is not None else None
 
 
 def apply_transition(
@@ -190,8 +204,9 @@ def apply_transition(
 
 def redrive_candidates(
     session: Session, *, stale_enqueued_after_s: float | None, limit: int
-) -> list[str]:
-    """Due pending calls of running batches with no live message, stamped as published now.
+) -> list[Row[Any]]:
+    """Due pending calls of running batches with no live message, locked for this transaction
+    (id, batch_id, workspace_id, and the batch's target_concurrency_limit), oldest due first.
 
     Never-published calls (deferred ones coming due) always qualify; with
     ``stale_enqueued_after_s`` so do calls published longer ago than that (lost messages).
@@ -201,18 +216,27 @@ def redrive_candidates(
     if stale_enqueued_after_s is not None:
         condition += " OR c.enqueued_at < now() - make_interval(secs => :age)"
         params["age"] = stale_enqueued_after_s
-    rows = session.execute(
-        text(
-            "UPDATE calls SET enqueued_at = now() WHERE id IN ("
-            "SELECT c.id FROM calls c JOIN batches b ON b.id = c.batch_id "
-            "WHERE c.status = 'pending' AND c.due_at <= now() AND b.status = 'in_progress' "
-            "AND b.paused_at IS NULL "
-            f"AND ({condition}) ORDER BY c.due_at LIMIT :limit FOR UPDATE OF c SKIP LOCKED) "
-            "RETURNING id"
-        ),
-        params,
+    return list(
+        session.execute(
+            text(
+                "SELECT c.id, c.batch_id, c.workspace_id, b.target_concurrency_limit "
+                "FROM calls c JOIN batches b ON b.id = c.batch_id "
+                "WHERE c.status = 'pending' AND c.due_at <= now() AND b.status = 'in_progress' "
+                "AND b.paused_at IS NULL "
+                f"AND ({condition}) ORDER BY c.due_at LIMIT :limit FOR UPDATE OF c SKIP LOCKED"
+            ),
+            params,
+        )
     )
-    return [row.id for row in rows]
+
+
+def mark_enqueued(session: Session, call_ids: Sequence[str]) -> None:
+    """Stamp these calls as published now (their dial messages go out after commit)."""
+    if call_ids:
+        session.execute(
+            text("UPDATE calls SET enqueued_at = now() WHERE id = ANY(:ids)"),
+            {"ids": list(call_ids)},
+        )
 
 
 def stale_live_calls(

@@ -13,10 +13,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from shared import callstate, messaging
+from shared import callstate, messaging, slots
 from shared.callstate import (
     MANUALLY_RETRYABLE_OUTCOMES,
     OUTCOME_BATCH_CANCELLED,
@@ -691,12 +692,66 @@ def dashboard_batches(session: Session, workspace_id: str, limit: int) -> Dashbo
 def _fan_out(session: Session, batch_id: str) -> None:
     call_ids = calls_repo.mark_batch_calls_enqueued(session, batch_id)
     chunk_size = batches_repo.fan_out_chunk_size(session, batch_id)
-    _publish_after_commit(session, messaging.TASK_DIAL, call_ids, chunk_size)
+    _publish_dials_after_commit(session, call_ids, chunk_size)
+
+
+def _within_free_slots(candidates: Sequence[Any]) -> list[str]:
+    """The candidates that have a free live-call slot now (workspace cap, and the batch's
+    target_concurrency_limit), oldest due first; the others wait, unpublished, for a later
+    tick. A call dialed without a free slot would only be handed back again: this keeps a
+    workspace at its cap from spinning through claims of calls that cannot be placed."""
+    settings = get_settings()
+    limits: dict[str, int] = {}
+    for row in candidates:
+        limits[f"workspace:{row.workspace_id}"] = settings.max_live_calls_per_workspace
+        if row.target_concurrency_limit:
+            limits[f"batch:{row.batch_id}"] = row.target_concurrency_limit
+    try:
+        held = slots.taken(list(limits))
+    except RedisError as exc:  # the dial itself will find out
+        log.warning("concurrency slots unavailable to the tick: %s", exc)
+        return [row.id for row in candidates]
+    free = {name: limit - held[name] for name, limit in limits.items()}
+    chosen = []
+    for row in candidates:
+        names = [f"workspace:{row.workspace_id}"]
+        if row.target_concurrency_limit:
+            names.append(f"batch:{row.batch_id}")
+        if all(free[name] > 0 for name in names):
+            for name in names:
+                free[name] -= 1
+            chosen.append(row.id)
+    return chosen
+
+
+def dial_groups(call_ids: Sequence[str]) -> list[list[str]]:
+    """The calls in groups, one dial message each: up to ``max_calls_per_dial_message``, but
+    at least ``dial_messages_min`` messages when there are that many calls."""
+    settings = get_settings()
+    spread = len(call_ids) // settings.dial_messages_min
+    size = max(1, min(settings.max_calls_per_dial_message, spread))
+    return [list(call_ids[i : i + size]) for i in range(0, len(call_ids), size)]
+
+
+def _publish_dials_after_commit(
+    session: Session, call_ids: Sequence[str], chunk_size: int | None = None
+) -> None:
+    """Dial these calls, after commit: ``calls.dial`` messages, or ``calls.dial_many``."""
+    groups = dial_groups(call_ids)
+    if groups and len(groups[0]) > 1:
+        _publish_after_commit(session, messaging.TASK_DIAL_MANY, groups, chunk_size)
+    else:
+        _publish_after_commit(session, messaging.TASK_DIAL, call_ids, chunk_size)
 
 
 def _publish_after_commit(
-    session: Session, task_name: str, ids: Sequence[str], chunk_size: int | None = None
+    session: Session,
+    task_name: str,
+    ids: Sequence[Any],
+    chunk_size: int | None = None,
 ) -> None:
+    """One ``task_name`` message per item of ``ids``, after commit; its one argument is the
+    item."""
     if ids:
         chunk = chunk_size or get_settings().fan_out_chunk_size
         after_commit(
@@ -769,12 +824,14 @@ def tick(session: Session) -> TickReport:
     # Only when the dial queue is empty can a published-but-pending call be presumed lost;
     # otherwise its message may simply be waiting its turn.
     queue_idle = messaging.queue_length(messaging.QUEUE_DIAL) == 0
-    redriven = calls_repo.redrive_candidates(
+    candidates = calls_repo.redrive_candidates(
         session,
         stale_enqueued_after_s=settings.redrive_after_s if queue_idle else None,
         limit=settings.tick_batch_limit,
     )
-    _publish_after_commit(session, messaging.TASK_DIAL, redriven)
+    redriven = _within_free_slots(candidates)
+    calls_repo.mark_enqueued(session, redriven)
+    _publish_dials_after_commit(session, redriven)
     stale = calls_repo.stale_live_calls(
         session,
         dialing_after_s=settings.dial_stale_after_s,
@@ -855,7 +912,7 @@ def retry_batch(session: Session, workspace_id: str, batch_id: str) -> int:
     batches_repo.set_batch_status(session, batch_id, "in_progress")
     count = len(call_ids)
     batches_repo.move_counters(session, batch_id, CounterDeltas(finished=-count, final=-count))
-    _publish_after_commit(session, messaging.TASK_DIAL, call_ids)
+    _publish_dials_after_commit(session, call_ids)
     return count
 
 

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -72,6 +73,25 @@ def slot_names(batch_id: str, workspace_id: str) -> list[str]:
     return [f"batch:{batch_id}", f"workspace:{workspace_id}"]
 
 
+@dataclass
+class _Deferred:
+    """What several transitions applied in one transaction do once, at its end: counter moves
+    added up per batch (batch rows are locked last), ``call.ended`` deliveries, slot releases."""
+
+    counters: dict[str, CounterDeltas] = field(default_factory=dict)
+    ended: list[str] = field(default_factory=list)
+    releases: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def finish(self, session: Session) -> None:
+        if self.ended:
+            webhooks.calls_ended(session, self.ended)
+        for batch_id in sorted(self.counters):
+            _move_counters(session, batch_id, self.counters[batch_id])
+        releases = self.releases
+        if releases:
+            after_commit(session, lambda: slots.release_many(releases))
+
+
 def _apply(
     session: Session,
     call_id: str,
@@ -80,27 +100,23 @@ def _apply(
     transition: Transition,
     values: dict[str, Any],
     ended_attempt: dict[str, Any] | None,
-    counters: dict[str, CounterDeltas] | None = None,
+    deferred: _Deferred | None = None,
 ) -> bool:
-    """Apply a decided transition and move the counters it counts, in one transaction.
-
-    With ``counters`` the counter moves are added up there per batch instead, for the caller
-    to apply with ``_move_counters`` once every call row it needs is locked.
-    """
+    """Apply a decided transition and move the counters it counts, in one transaction (with
+    ``deferred``, the caller does the end-of-transaction part for several at once)."""
     if not calls_repo.apply_transition(session, call_id, transition, values, ended_attempt):
         return False
+    own = deferred or _Deferred()
     if transition.accepted:
         calls_repo.log_dial(session, call_id)
     if transition.to_status in callstate.FINAL or transition.requeue_delay_s is not None:
-        names = slot_names(batch_id, workspace_id)
-        after_commit(session, lambda: slots.release(call_id, names))
+        own.releases.append((call_id, slot_names(batch_id, workspace_id)))
     if transition.to_status in callstate.FINAL:
-        webhooks.calls_ended(session, [call_id])
+        own.ended.append(call_id)
     if transition.deltas.any():
-        if counters is None:
-            _move_counters(session, batch_id, transition.deltas)
-        else:
-            counters[batch_id] = counters.get(batch_id, CounterDeltas()).plus(transition.deltas)
+        own.counters[batch_id] = own.counters.get(batch_id, CounterDeltas()).plus(transition.deltas)
+    if deferred is None:
+        own.finish(session)
     return True
 
 
@@ -133,10 +149,11 @@ def apply_provider_update(
     session: Session,
     call_id: str,
     update: ProviderUpdate,
-    counters: dict[str, CounterDeltas] | None = None,
+    deferred: _Deferred | None = None,
+    locked: calls_repo.LockedCall | None = None,
 ) -> bool:
     """Move a call forward on a provider report; duplicates and stale reports change nothing."""
-    locked = calls_repo.lock_call(session, call_id)
+    locked = locked or calls_repo.lock_call(session, call_id)
     if locked is None:
         log.warning("provider report for unknown call %s", call_id)
         return False
@@ -146,24 +163,26 @@ def apply_provider_update(
         return False
     ended = _ended_attempt(snapshot, transition, update.sid, update.outcome, update.duration_s)
     values = _update_values(update)
-    return _apply(session, call_id, batch_id, workspace_id, transition, values, ended, counters)
+    return _apply(session, call_id, batch_id, workspace_id, transition, values, ended, deferred)
 
 
 def apply_provider_reports(session: Session, reports: list[tuple[str, ProviderUpdate]]) -> int:
     """Apply many provider reports in one transaction; how many moved a call.
 
-    Every call row is locked first, in id order, and the batch rows last, once each with the
-    counter moves added up, in id order: so these transactions take rows in the same order as
-    each other and as a single transition (its call, then its batch), and never deadlock with
-    them. Reports of one call keep their arrival order (any order would be safe).
+    Every call row is locked first, in one statement and in id order, and the batch rows last,
+    once each with the counter moves added up, in id order: so these transactions take rows in
+    the same order as each other and as a single transition (its call, then its batch), and
+    never deadlock with them. Reports of one call keep their arrival order (any order would be
+    safe); the second report of a call reads the call again, as the first moved it.
     """
-    calls_repo.lock_calls(session, sorted({call_id for call_id, _ in reports}))
-    counters: dict[str, CounterDeltas] = {}
-    moved = sum(
-        apply_provider_update(session, call_id, update, counters) for call_id, update in reports
-    )
-    for batch_id in sorted(counters):
-        _move_counters(session, batch_id, counters[batch_id])
+    snapshots = calls_repo.lock_calls(session, sorted({call_id for call_id, _ in reports}))
+    deferred = _Deferred()
+    moved = 0
+    for call_id, update in reports:
+        # None for a call's later reports: apply_provider_update reads the call again.
+        first_read = snapshots.pop(call_id, None)
+        moved += apply_provider_update(session, call_id, update, deferred, first_read)
+    deferred.finish(session)
     return moved
 
 
@@ -231,8 +250,8 @@ def fail_batch(session: Session, batch_id: str, reason: str) -> None:
 def dial_call(call_id: str, transaction: Transaction) -> str:
     """Claim, render and place one call; returns what happened, for logs, tests and metrics.
 
-    Three short transactions: the claim (with the rendered prompt), the provider request
-    outside any transaction, then recording the provider's answer.
+    Two short transactions: the claim (with the live-call slot and the rendered prompt), then,
+    after the provider request made outside any transaction, recording the provider's answer.
     """
     result = _place_claimed_call(call_id, transaction)
     metrics.DIALS.labels(result=result).inc()
@@ -242,38 +261,48 @@ def dial_call(call_id: str, transaction: Transaction) -> str:
 def _place_claimed_call(call_id: str, transaction: Transaction) -> str:
     settings = get_settings()
     token = uuid.uuid4().hex
-    with transaction() as session:
-        row = calls_repo.claim_for_dial(session, call_id, token)
-        if row is None:
-            return "not_claimed"
-        if row.phone_number is None:
-            fail_claimed_call(session, call_id, callstate.OUTCOME_WHATSAPP_UNSUPPORTED)
-            return "whatsapp_unsupported"
-        if row.do_not_call:
-            skip_claimed_call(session, call_id, callstate.OUTCOME_DNC)
-            return "dnc"
-        held = _hold_outside_window(session, row, token) or _hold_over_frequency_cap(
-            session, row, token
-        )
-        if held is not None:
-            return held
-        data: dict[str, Any] = row.client_data or {}
-        variables: dict[str, Any] = data.get("dynamic_variables") or {}
-        override = data.get("conversation_config_override")
-        agent_override = (override or {}).get("agent") or {}
-        prompt = ((agent_override.get("prompt") or {}).get("prompt")) or row.prompt_template
-        first_message = agent_override.get("first_message") or row.first_message_template
-        calls_repo.store_rendered(
-            session,
-            call_id,
-            render(prompt, variables),
-            render(first_message, variables),
-            render_tree(override, variables) if override else None,
-        )
+    slots_taken: list[str] = []
+    try:
+        with transaction() as session:
+            row = calls_repo.claim_for_dial(session, call_id, token)
+            if row is None:
+                return "not_claimed"
+            if row.phone_number is None:
+                fail_claimed_call(session, call_id, callstate.OUTCOME_WHATSAPP_UNSUPPORTED)
+                return "whatsapp_unsupported"
+            if row.do_not_call:
+                skip_claimed_call(session, call_id, callstate.OUTCOME_DNC)
+                return "dnc"
+            held = _hold_outside_window(session, row, token) or _hold_over_frequency_cap(
+                session, row, token
+            )
+            if held is not None:
+                return held
+            # The live-call slot is taken inside the claim's transaction: without one, the
+            # claim is simply undone there (no transaction of its own, no batch row lock).
+            if not _take_slots(call_id, row):
+                calls_repo.release_claim(session, call_id, token, SLOT_RETRY_DELAY_S)
+                return "no_slot"
+            slots_taken = slot_names(row.batch_id, row.workspace_id)
+            data: dict[str, Any] = row.client_data or {}
+            variables: dict[str, Any] = data.get("dynamic_variables") or {}
+            override = data.get("conversation_config_override")
+            agent_override = (override or {}).get("agent") or {}
+            prompt = ((agent_override.get("prompt") or {}).get("prompt")) or row.prompt_template
+            first_message = agent_override.get("first_message") or row.first_message_template
+            calls_repo.store_rendered(
+                session,
+                call_id,
+                render(prompt, variables),
+                render(first_message, variables),
+                render_tree(override, variables) if override else None,
+            )
+    except BaseException:
+        if slots_taken:  # the claim was not committed: nothing holds the slot
+            slots.release(call_id, slots_taken)
+        raise
     provider = provider_for(row.credentials_ref)
-    names = slot_names(row.batch_id, row.workspace_id)
-    if not _take_slots(call_id, row, token, transaction):
-        return "no_slot"
+    names = slots_taken
     callers = [number for number in row.caller_numbers if number]
     paced = _wait_for_pacing(
         call_id, row, token, callers, provider.account.account_sid, transaction
@@ -339,21 +368,17 @@ def _hold_outside_window(session: Session, row: Any, token: str) -> str | None:
     return "outside_window"
 
 
-def _take_slots(call_id: str, row: Any, token: str, transaction: Transaction) -> bool:
-    """A live-call slot under the workspace cap and the batch's target_concurrency_limit;
-    without one the call goes back to pending, due again shortly."""
+def _take_slots(call_id: str, row: Any) -> bool:
+    """A live-call slot under the workspace cap and the batch's target_concurrency_limit."""
     settings = get_settings()
     limits = [SlotLimit(f"workspace:{row.workspace_id}", settings.max_live_calls_per_workspace)]
     if row.target_concurrency_limit:
         limits.append(SlotLimit(f"batch:{row.batch_id}", row.target_concurrency_limit))
     try:
-        if slots.acquire(call_id, limits, settings.call_stale_after_s):
-            return True
+        return slots.acquire(call_id, limits, settings.call_stale_after_s)
     except RedisError as exc:
         log.warning("concurrency slots unavailable for %s: %s", call_id, exc)
-    with transaction() as session:
-        hand_back(session, call_id, token, SLOT_RETRY_DELAY_S)
-    return False
+        return False
 
 
 def _wait_for_pacing(

@@ -178,7 +178,7 @@ def test_compose_file_has_health_checks_and_valid_dependencies() -> None:
     assert "api.main:app" in _command_text(services["api"])
     for name in ("worker", "beat", "flower"):
         assert "worker.app" in _command_text(services[name]), name
-    assert "-Q batch-control,dial,status,webhooks" in _command_text(services["worker"])
+    assert "-Q batch-control,status,webhooks,dial" in _command_text(services["worker"])
     assert "-E" in _command_text(services["worker"]).split()
     for name in ("api", "worker", "beat"):
         depends = services[name]["depends_on"]

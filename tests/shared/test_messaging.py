@@ -29,3 +29,14 @@ def test_each_task_lands_in_exactly_its_queue(service_urls):
         for key in client.scan_iter(match=f"{prefix}*"):
             client.delete(key)
         client.close()
+
+
+def test_calls_are_grouped_into_dial_messages_but_spread_over_at_least_64():
+    from shared.services.batches import dial_groups
+
+    ids = [f"call_{i}" for i in range(700)]
+    assert dial_groups(ids[:5]) == [[i] for i in ids[:5]]
+    assert [len(g) for g in dial_groups(ids[:200])] == [3] * 66 + [2]
+    groups = dial_groups(ids)
+    assert [len(g) for g in groups] == [10] * 70
+    assert [i for g in groups for i in g] == ids
