@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -88,6 +88,8 @@ class SandboxCarrier:
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._sequence = itertools.count()
         self._in_flight = 0
+        # Each call's callbacks waiting to be posted, in order (the first one is being posted).
+        self._posts: dict[str, deque[Callable[[], None]]] = {}
         self._live = 0
         self._running = False
         # Twilio posts callbacks independently of each other; a receiver that answers slowly
@@ -538,7 +540,33 @@ class SandboxCarrier:
             token = self.config.accounts.get(call["account_sid"], "")
             copies = 2 if random.random() < self.config.duplicate_callbacks_probability else 1
         for _ in range(copies):
-            self._track(lambda: self._post_callback(call, url, params, token))
+            self._post_in_order(call, lambda: self._post_callback(call, url, params, token))
+
+    def _post_in_order(self, call: dict[str, Any], post: Callable[[], None]) -> None:
+        """Post one call's callbacks one after another, in the order they were made (different
+        calls' callbacks go out in parallel)."""
+        with self._lock:
+            queue = self._posts.setdefault(call["sid"], deque())
+            queue.append(post)
+            if len(queue) > 1:
+                return  # the post in flight sends this one after it
+
+        def drain() -> None:
+            while True:
+                with self._lock:
+                    current = queue[0]
+                try:
+                    current()
+                except Exception as exc:  # one failed post must not hold back the next ones
+                    with self._lock:
+                        self._stats[f"callback_error:{exc.__class__.__name__}"] += 1
+                with self._lock:
+                    queue.popleft()
+                    if not queue:
+                        del self._posts[call["sid"]]
+                        return
+
+        self._track(drain)
 
     def _post_callback(
         self, call: dict[str, Any], url: str, params: dict[str, str], token: str
