@@ -74,11 +74,8 @@ def _copy_text(value: Any) -> str:
 
 def copy_calls(session: Session, rows: Iterable[Sequence[Any]]) -> None:
     """Bulk-insert call rows (CALL_COPY_COLUMNS order) with COPY, in the session's transaction."""
-    buffer = io.StringIO()
-    for row in rows:
-        buffer.write("\t".join(_copy_text(v) for v in row))
-        buffer.write("\n")
-    buffer.seek(0)
+    cell = _copy_text
+    buffer = io.StringIO("".join(["\t".join([cell(v) for v in row]) + "\n" for row in rows]))
     dbapi_connection: Any = session.connection().connection.dbapi_connection
     with dbapi_connection.cursor() as cursor:
         cursor.copy_expert(f"COPY calls ({', '.join(CALL_COPY_COLUMNS)}) FROM STDIN", buffer)

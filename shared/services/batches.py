@@ -157,7 +157,8 @@ def _validate_recipients(
                 recipient_id,
                 phone,
                 recipient.whatsapp_user_id,
-                data.model_dump(mode="json", exclude_unset=True) if data else None,
+                # As JSON text already: COPY takes it as is, without a dict in between.
+                data.model_dump_json(exclude_unset=True) if data else None,
                 callstate.PENDING,
                 None,
                 None,
