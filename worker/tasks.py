@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from shared import messaging
-from shared.callstate import from_twilio_report
 from shared.db import transaction
 from shared.services import batches as batches_service
 from shared.services import calls as calls_service
@@ -65,13 +64,7 @@ def dial_many(call_ids: list[str]) -> dict[str, int]:
 def apply_statuses(reports: list[tuple[str, dict[str, Any]]]) -> int:
     """Apply the provider status callbacks the API gathered into one message, in one
     transaction; a failure retries them all (each is applied at most once)."""
-    updates = []
-    for call_id, report in reports:
-        update = from_twilio_report(report)
-        if update is None:
-            log.info("ignoring provider status %r for %s", report["status"], call_id)
-        else:
-            updates.append((call_id, update))
+    updates = calls_service.twilio_updates(reports)
     if not updates:
         return 0
     with transaction() as session:

@@ -147,13 +147,7 @@ def lock_calls(session: Session, call_ids: list[str]) -> dict[str, LockedCall]:
 
 def lock_call(session: Session, call_id: str) -> LockedCall | None:
     """Lock the call row for a transition; its snapshot (with its batch's retry policy)."""
-    row = session.execute(
-        select(*_SNAPSHOT_COLUMNS)
-        .join_from(CALLS, BATCHES, BATCHES.c.id == calls.batch_id)
-        .where(calls.id == call_id)
-        .with_for_update(of=CALLS)
-    ).one_or_none()
-    return _locked(row) if row is not None else None
+    return lock_calls(session, [call_id]).get(call_id)
 
 
 def apply_transition(

@@ -48,7 +48,7 @@ from shared.schemas import (
     SubmitBatchRequest,
 )
 from shared.services import webhooks
-from shared.services.calls import Transaction
+from shared.services.calls import Transaction, slot_limits
 from shared.settings import get_settings
 from shared.templates import placeholders, placeholders_in
 from shared.timestamps import unix
@@ -701,27 +701,23 @@ def _within_free_slots(candidates: Sequence[Any]) -> list[str]:
     target_concurrency_limit), oldest due first; the others wait, unpublished, for a later
     tick. A call dialed without a free slot would only be handed back again: this keeps a
     workspace at its cap from spinning through claims of calls that cannot be placed."""
-    settings = get_settings()
-    limits: dict[str, int] = {}
-    for row in candidates:
-        limits[f"workspace:{row.workspace_id}"] = settings.max_live_calls_per_workspace
-        if row.target_concurrency_limit:
-            limits[f"batch:{row.batch_id}"] = row.target_concurrency_limit
+    needs = [
+        (row.id, slot_limits(row.batch_id, row.workspace_id, row.target_concurrency_limit))
+        for row in candidates
+    ]
+    limits = {limit.key: limit.limit for _, call_limits in needs for limit in call_limits}
     try:
         held = slots.taken(list(limits))
     except RedisError as exc:  # the dial itself will find out
         log.warning("concurrency slots unavailable to the tick: %s", exc)
-        return [row.id for row in candidates]
-    free = {name: limit - held[name] for name, limit in limits.items()}
+        return [call_id for call_id, _ in needs]
+    free = {key: limit - held[key] for key, limit in limits.items()}
     chosen = []
-    for row in candidates:
-        names = [f"workspace:{row.workspace_id}"]
-        if row.target_concurrency_limit:
-            names.append(f"batch:{row.batch_id}")
-        if all(free[name] > 0 for name in names):
-            for name in names:
-                free[name] -= 1
-            chosen.append(row.id)
+    for call_id, call_limits in needs:
+        if all(free[limit.key] > 0 for limit in call_limits):
+            for limit in call_limits:
+                free[limit.key] -= 1
+            chosen.append(call_id)
     return chosen
 
 

@@ -73,6 +73,17 @@ def slot_names(batch_id: str, workspace_id: str) -> list[str]:
     return [f"batch:{batch_id}", f"workspace:{workspace_id}"]
 
 
+def slot_limits(
+    batch_id: str, workspace_id: str, target_concurrency_limit: int | None
+) -> list[SlotLimit]:
+    """The live-call limits a call of this batch must fit under: the workspace cap, and the
+    batch's target_concurrency_limit when it set one."""
+    limits = [SlotLimit(f"workspace:{workspace_id}", get_settings().max_live_calls_per_workspace)]
+    if target_concurrency_limit:
+        limits.append(SlotLimit(f"batch:{batch_id}", target_concurrency_limit))
+    return limits
+
+
 @dataclass
 class _Deferred:
     """What several transitions applied in one transaction do once, at its end: counter moves
@@ -164,6 +175,19 @@ def apply_provider_update(
     ended = _ended_attempt(snapshot, transition, update.sid, update.outcome, update.duration_s)
     values = _update_values(update)
     return _apply(session, call_id, batch_id, workspace_id, transition, values, ended, deferred)
+
+
+def twilio_updates(reports: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, ProviderUpdate]]:
+    """The status reports the API queued (call id, report), in our terms; reports of statuses
+    we do not know are logged and left out."""
+    updates = []
+    for call_id, report in reports:
+        update = callstate.from_twilio_report(report)
+        if update is None:
+            log.info("ignoring provider status %r for %s", report["status"], call_id)
+        else:
+            updates.append((call_id, update))
+    return updates
 
 
 def apply_provider_reports(session: Session, reports: list[tuple[str, ProviderUpdate]]) -> int:
@@ -261,7 +285,7 @@ def dial_call(call_id: str, transaction: Transaction) -> str:
 def _place_claimed_call(call_id: str, transaction: Transaction) -> str:
     settings = get_settings()
     token = uuid.uuid4().hex
-    slots_taken: list[str] = []
+    names: list[str] = []  # the slots taken, once they are
     try:
         with transaction() as session:
             row = calls_repo.claim_for_dial(session, call_id, token)
@@ -283,7 +307,7 @@ def _place_claimed_call(call_id: str, transaction: Transaction) -> str:
             if not _take_slots(call_id, row):
                 calls_repo.release_claim(session, call_id, token, SLOT_RETRY_DELAY_S)
                 return "no_slot"
-            slots_taken = slot_names(row.batch_id, row.workspace_id)
+            names = slot_names(row.batch_id, row.workspace_id)
             data: dict[str, Any] = row.client_data or {}
             variables: dict[str, Any] = data.get("dynamic_variables") or {}
             override = data.get("conversation_config_override")
@@ -298,11 +322,10 @@ def _place_claimed_call(call_id: str, transaction: Transaction) -> str:
                 render_tree(override, variables) if override else None,
             )
     except BaseException:
-        if slots_taken:  # the claim was not committed: nothing holds the slot
-            slots.release(call_id, slots_taken)
+        if names:  # the claim was not committed: nothing holds the slot
+            slots.release(call_id, names)
         raise
     provider = provider_for(row.credentials_ref)
-    names = slots_taken
     callers = [number for number in row.caller_numbers if number]
     paced = _wait_for_pacing(
         call_id, row, token, callers, provider.account.account_sid, transaction
@@ -370,12 +393,9 @@ def _hold_outside_window(session: Session, row: Any, token: str) -> str | None:
 
 def _take_slots(call_id: str, row: Any) -> bool:
     """A live-call slot under the workspace cap and the batch's target_concurrency_limit."""
-    settings = get_settings()
-    limits = [SlotLimit(f"workspace:{row.workspace_id}", settings.max_live_calls_per_workspace)]
-    if row.target_concurrency_limit:
-        limits.append(SlotLimit(f"batch:{row.batch_id}", row.target_concurrency_limit))
+    limits = slot_limits(row.batch_id, row.workspace_id, row.target_concurrency_limit)
     try:
-        return slots.acquire(call_id, limits, settings.call_stale_after_s)
+        return slots.acquire(call_id, limits, get_settings().call_stale_after_s)
     except RedisError as exc:
         log.warning("concurrency slots unavailable for %s: %s", call_id, exc)
         return False
