@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import (
     agents,
@@ -36,12 +37,13 @@ app = FastAPI(
     description="Batch calling for AI voice agents: submit recipients, watch every call end.",
 )
 
+# The provider's callbacks are most requests (several per call): their routes are matched first.
+app.include_router(telephony.router)
 for prefix in ("/v1/voiceai", "/v1/convai"):
     app.include_router(batch_calling.router, prefix=f"{prefix}/batch-calling")
     app.include_router(agents.router, prefix=prefix)
     app.include_router(dnc.router, prefix=prefix)
     app.include_router(webhooks.router, prefix=prefix)
-app.include_router(telephony.router)
 app.include_router(dashboard.router)
 for router in (call_bulk.router, contacts.router, settings_templates.router):
     app.include_router(router, prefix="/ai")
@@ -55,13 +57,13 @@ UPLOAD_PATH_SUFFIX = "/submit-csv"
 UPLOAD_MAX_BYTES = MAX_CSV_BYTES + 64 * 1024  # the file, the form fields and the boundaries
 
 
-def _upload_refusal(request: Request) -> JSONResponse | None:
+def _upload_refusal(headers: Headers) -> JSONResponse | None:
     def refuse(status: int, loc: list[str], msg: str, kind: str) -> JSONResponse:
         return JSONResponse({"detail": [{"loc": loc, "msg": msg, "type": kind}]}, status)
 
-    if not (request.headers.get("x-api-key") or request.headers.get("authorization")):
+    if not (headers.get("x-api-key") or headers.get("authorization")):
         return refuse(401, ["header", "x-api-key"], "an API key is required", "unauthorized")
-    length = request.headers.get("content-length")
+    length = headers.get("content-length")
     if length is None or not length.isdigit():
         return refuse(411, ["header", "Content-Length"], "Content-Length is required", "missing")
     if int(length) > UPLOAD_MAX_BYTES:
@@ -74,13 +76,27 @@ def _upload_refusal(request: Request) -> JSONResponse | None:
     return None
 
 
-@app.middleware("http")
-async def _guard_uploads(request: Request, call_next: Any) -> Any:
-    if request.method == "POST" and request.url.path.endswith(UPLOAD_PATH_SUFFIX):
-        refusal = _upload_refusal(request)
-        if refusal is not None:
-            return refusal
-    return await call_next(request)
+class _GuardUploads:
+    """Plain ASGI middleware (every other request passes straight through it, which matters
+    for the provider's callbacks, several per call)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].endswith(UPLOAD_PATH_SUFFIX)
+        ):
+            refusal = _upload_refusal(Headers(scope=scope))
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+app.add_middleware(_GuardUploads)
 
 
 @app.exception_handler(SwitchboardError)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from fastapi import APIRouter, Request, Response
 
 from api.deps import SessionDep
@@ -15,9 +17,15 @@ from shared.urls import agent_config_signature_valid, public_url
 
 router = APIRouter(tags=["telephony"])
 
+FORM_URLENCODED = "application/x-www-form-urlencoded"
+
 
 async def _verified_twilio_form(request: Request) -> dict[str, str]:
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    if request.headers.get("content-type", "").startswith(FORM_URLENCODED):
+        # What Twilio sends; parsed directly, as it comes several times per call.
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+    else:
+        form = {k: str(v) for k, v in (await request.form()).items()}
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     signature = request.headers.get("x-twilio-signature", "")
     if not signature or not callback_is_authentic(public_url(path), form, signature):
