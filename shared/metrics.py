@@ -47,11 +47,15 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_DIR_ENV) or None
 
 
+# Sample files are named by process. Containers sharing the directory (the API and every
+# worker in docker-compose) each run as pid 1, so the host name is part of the name too;
+# prometheus_client splits file names on "_", hence none in it.
+_HOST = socket.gethostname().replace("_", "-")
+
+
 def _process_identifier() -> str:
-    # Sample files are named by process. Containers sharing the directory (the API and every
-    # worker in docker-compose) each run as pid 1, so the host name is part of the name too;
-    # prometheus_client splits file names on "_", hence none in it.
-    return f"{socket.gethostname().replace('_', '-')}-{os.getpid()}"
+    # Asked on every recorded sample (to notice a fork): the pid is read each time.
+    return f"{_HOST}-{os.getpid()}"
 
 
 if multiprocess_dir() is not None:

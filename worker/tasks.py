@@ -51,11 +51,10 @@ def dial(call_id: str) -> str:
 
 @app.task(name=messaging.TASK_DIAL_MANY, **DATABASE_RETRY)
 def dial_many(call_ids: list[str]) -> dict[str, int]:
-    """Claim and place several calls, one after another (a redelivered message finds the calls
-    it already placed claimed, and skips them)."""
+    """Claim and place several calls, one after another, and record the provider's answers
+    together (a redelivered message finds the calls it already placed claimed, and skips them)."""
     results: dict[str, int] = {}
-    for call_id in call_ids:
-        result = calls_service.dial_call(call_id, transaction)
+    for result in calls_service.dial_calls(call_ids, transaction):
         results[result] = results.get(result, 0) + 1
     return results
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, func, literal, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Row, Table, func, select, text
 from sqlalchemy.orm import Session
 
 from shared.callstate import CallSnapshot, RetryPolicy, Transition
@@ -95,11 +94,16 @@ def store_rendered(
 ) -> None:
     """Keep the rendered prompt and first message the call is made with."""
     session.execute(
-        update(CALLS)
-        .where(calls.id == call_id)
-        .values(
-            rendered_prompt=prompt, rendered_first_message=first_message, rendered_override=override
-        )
+        text(
+            "UPDATE calls SET rendered_prompt = :prompt, rendered_first_message = :first_message, "
+            "rendered_override = CAST(:override AS jsonb) WHERE id = :id"
+        ),
+        {
+            "id": call_id,
+            "prompt": prompt,
+            "first_message": first_message,
+            "override": None if override is None else json.dumps(override),
+        },
     )
 
 
@@ -150,6 +154,36 @@ def lock_call(session: Session, call_id: str) -> LockedCall | None:
     return lock_calls(session, [call_id]).get(call_id)
 
 
+class _Now:
+    """``now()`` in the database: what a value passed to apply_transition may be."""
+
+    def __repr__(self) -> str:
+        return "NOW"
+
+
+NOW = _Now()
+
+# apply_transition's statements, by the columns they set: a call moves through a handful of
+# shapes, and a prepared text statement costs a fraction of building an UPDATE construct.
+_TRANSITION_STATEMENTS: dict[tuple[str, ...], Any] = {}
+
+_REQUEUE_SETS = (
+    "due_at = now() + make_interval(secs => :requeue_delay_s)",
+    "provider_call_sid = NULL",
+    "claim_token = NULL",
+    "enqueued_at = NULL",
+    # What the row shows is the latest attempt's; the ended one is in attempt_history.
+    "outcome = NULL",
+    "provider_status = NULL",
+    "caller_number = NULL",
+    "answered_at = NULL",
+    "ended_at = NULL",
+    "duration_s = NULL",
+    "error_code = NULL",
+    "error_message = NULL",
+)
+
+
 def apply_transition(
     session: Session,
     call_id: str,
@@ -159,41 +193,47 @@ def apply_transition(
 ) -> bool:
     """Move the call as decided, guarded by the status it was decided from.
 
-    ``ended_attempt`` is appended to the call's attempt history.
+    ``values`` are column values (``NOW`` for the database's clock); ``ended_attempt`` is
+    appended to the call's attempt history.
     """
-    changes = dict(values)
+    params: dict[str, Any] = {
+        "id": call_id,
+        "from_status": transition.from_status,
+        "to_status": transition.to_status,
+    }
+    sets = ["status = :to_status", "updated_at = now()"]
+    for column, value in values.items():
+        if value is NOW:
+            sets.append(f"{column} = now()")
+        else:
+            sets.append(f"{column} = :{column}")
+            params[column] = value
     if transition.requeue_delay_s is not None:
         # The next attempt is this row, due later; the tick publishes it when it comes due.
-        changes.update(
-            due_at=func.now() + timedelta(seconds=transition.requeue_delay_s),
-            provider_call_sid=None,
-            claim_token=None,
-            enqueued_at=None,
-            # What the row shows is the latest attempt's; the ended one is in attempt_history.
-            outcome=None,
-            provider_status=None,
-            caller_number=None,
-            answered_at=None,
-            ended_at=None,
-            duration_s=None,
-            error_code=None,
-            error_message=None,
-        )
+        sets = [s for s in sets if s.split(" = ")[0] not in _REQUEUED_COLUMNS]
+        sets.extend(_REQUEUE_SETS)
+        params = {k: v for k, v in params.items() if k not in _REQUEUED_COLUMNS}
+        params["requeue_delay_s"] = transition.requeue_delay_s
     if ended_attempt is not None:
-        changes["attempt_history"] = calls.attempt_history.op("||")(literal([ended_attempt], JSONB))
+        sets.append("attempt_history = attempt_history || CAST(:ended_attempt AS jsonb)")
+        params["ended_attempt"] = json.dumps([ended_attempt])
     if transition.accepted:
-        changes.update(
-            dispatched_at=func.now(),
-            first_dispatched_at=func.coalesce(calls.first_dispatched_at, func.now()),
-        )
+        sets.append("dispatched_at = now()")
+        sets.append("first_dispatched_at = COALESCE(first_dispatched_at, now())")
     if transition.counts_attempt:
-        changes["attempts"] = calls.attempts + 1
-    result = session.execute(
-        update(CALLS)
-        .where(calls.id == call_id, calls.status == transition.from_status)
-        .values(status=transition.to_status, updated_at=func.now(), **changes)
-    )
+        sets.append("attempts = attempts + 1")
+    key = tuple(sets)
+    statement = _TRANSITION_STATEMENTS.get(key)
+    if statement is None:
+        statement = text(
+            f"UPDATE calls SET {', '.join(sets)} WHERE id = :id AND status = :from_status"
+        )
+        _TRANSITION_STATEMENTS[key] = statement
+    result = session.execute(statement, params)
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+_REQUEUED_COLUMNS = {s.split(" = ")[0] for s in _REQUEUE_SETS}
 
 
 def redrive_candidates(
@@ -473,14 +513,14 @@ def hangup_row(session: Session, call_id: str) -> Row[Any] | None:
     ).one_or_none()
 
 
-def log_dial(session: Session, call_id: str) -> None:
-    """Record a provider-accepted dial of this call's number (for the frequency cap)."""
+def log_dials(session: Session, call_ids: list[str]) -> None:
+    """Record provider-accepted dials of these calls' numbers (for the frequency cap)."""
     session.execute(
         text(
             "INSERT INTO dial_log (workspace_id, phone_number) "
-            "SELECT workspace_id, phone_number FROM calls WHERE id = :id"
+            "SELECT workspace_id, phone_number FROM calls WHERE id = ANY(:ids)"
         ),
-        {"id": call_id},
+        {"ids": call_ids},
     )
 
 

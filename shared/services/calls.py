@@ -13,7 +13,6 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from redis.exceptions import RedisError
-from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from shared import callstate, messaging, metrics, slots
@@ -47,6 +46,10 @@ PACING_CHECK_LEAD_S = 0.5
 # PACING_ATTEMPTS slots; then the call is handed back, due at once):
 PACING_LATE_S = 0.05
 PACING_ATTEMPTS = 4
+# The provider's answers to the dials of one message are recorded together, at the latest
+# this long after the first of them came (a call's status callbacks may come first; they
+# are applied all the same):
+ANSWERS_RECORDED_WITHIN_S = 1.0
 
 
 def _ended_attempt(
@@ -86,14 +89,18 @@ def slot_limits(
 
 @dataclass
 class _Deferred:
-    """What several transitions applied in one transaction do once, at its end: counter moves
-    added up per batch (batch rows are locked last), ``call.ended`` deliveries, slot releases."""
+    """What several transitions applied in one transaction do once, at its end: the dial log,
+    counter moves added up per batch (batch rows are locked last), ``call.ended`` deliveries,
+    slot releases."""
 
     counters: dict[str, CounterDeltas] = field(default_factory=dict)
+    dialed: list[str] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
     releases: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def finish(self, session: Session) -> None:
+        if self.dialed:
+            calls_repo.log_dials(session, self.dialed)
         if self.ended:
             webhooks.calls_ended(session, self.ended)
         for batch_id in sorted(self.counters):
@@ -119,7 +126,7 @@ def _apply(
         return False
     own = deferred or _Deferred()
     if transition.accepted:
-        calls_repo.log_dial(session, call_id)
+        own.dialed.append(call_id)
     if transition.to_status in callstate.FINAL or transition.requeue_delay_s is not None:
         own.releases.append((call_id, slot_names(batch_id, workspace_id)))
     if transition.to_status in callstate.FINAL:
@@ -144,11 +151,11 @@ def _update_values(update: ProviderUpdate) -> dict[str, Any]:
     if update.from_number:
         values["caller_number"] = update.from_number
     if update.status == callstate.IN_PROGRESS:
-        values["answered_at"] = func.now()
+        values["answered_at"] = calls_repo.NOW
     if update.status in callstate.FINAL:
         values.update(
             outcome=update.outcome,
-            ended_at=func.now(),
+            ended_at=calls_repo.NOW,
             duration_s=update.duration_s,
             error_code=update.error_code,
             error_message=update.error_message,
@@ -221,7 +228,7 @@ def fail_claimed_call(
     transition = callstate.plan_dial_failure(snapshot, callstate.FAILED)
     if transition is None:
         return False
-    values: dict[str, Any] = {"outcome": outcome, "ended_at": func.now()}
+    values: dict[str, Any] = {"outcome": outcome, "ended_at": calls_repo.NOW}
     if error is not None:
         values.update(
             error_code=str(error.code) if error.code is not None else None,
@@ -256,7 +263,7 @@ def skip_claimed_call(session: Session, call_id: str, outcome: str) -> bool:
     transition = callstate.plan_skip(snapshot)
     if transition is None:
         return False
-    values = {"outcome": outcome, "ended_at": func.now()}
+    values = {"outcome": outcome, "ended_at": calls_repo.NOW}
     return _apply(session, call_id, batch_id, workspace_id, transition, values, None)
 
 
@@ -272,17 +279,51 @@ def fail_batch(session: Session, batch_id: str, reason: str) -> None:
 
 
 def dial_call(call_id: str, transaction: Transaction) -> str:
-    """Claim, render and place one call; returns what happened, for logs, tests and metrics.
+    """Claim, render and place one call; returns what happened, for logs, tests and metrics."""
+    return dial_calls([call_id], transaction)[0]
 
-    Two short transactions: the claim (with the live-call slot and the rendered prompt), then,
-    after the provider request made outside any transaction, recording the provider's answer.
+
+def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
+    """Claim, render and place these calls one after another; what happened to each.
+
+    Each call is claimed in a short transaction of its own (with its live-call slot and its
+    rendered prompt) right before it is paced and placed, outside any transaction. The
+    provider's answers are recorded together, in one transaction, once every call is placed
+    or once the oldest unrecorded answer is ``ANSWERS_RECORDED_WITHIN_S`` old. An answer lost
+    with the process leaves its call claimed: the tick reconciles it with the provider, as it
+    does any dial whose answer never came.
     """
-    result = _place_claimed_call(call_id, transaction)
-    metrics.DIALS.labels(result=result).inc()
-    return result
+    results: list[str] = []
+    answers: list[tuple[str, ProviderUpdate]] = []
+    oldest = 0.0
+    try:
+        for call_id in call_ids:
+            outcome = _place_claimed_call(call_id, transaction)
+            if isinstance(outcome, str):
+                results.append(outcome)
+                continue
+            results.append("dispatched")
+            if not answers:
+                oldest = time.monotonic()
+            answers.append((call_id, outcome))
+            if time.monotonic() - oldest >= ANSWERS_RECORDED_WITHIN_S:
+                _record_answers(answers, transaction)
+                answers = []
+    finally:  # a later call's failure does not keep the earlier ones' answers from the record
+        if answers:
+            _record_answers(answers, transaction)
+    for result in results:
+        metrics.DIALS.labels(result=result).inc()
+    return results
 
 
-def _place_claimed_call(call_id: str, transaction: Transaction) -> str:
+def _record_answers(answers: list[tuple[str, ProviderUpdate]], transaction: Transaction) -> None:
+    with transaction() as session:
+        apply_provider_reports(session, answers)
+
+
+def _place_claimed_call(call_id: str, transaction: Transaction) -> str | ProviderUpdate:
+    """What happened to the call, or the provider's answer when it was placed."""
     settings = get_settings()
     token = uuid.uuid4().hex
     names: list[str] = []  # the slots taken, once they are
@@ -354,7 +395,7 @@ def _place_claimed_call(call_id: str, transaction: Transaction) -> str:
         with transaction() as session:
             return _record_dial_error(session, call_id, row.batch_id, token, error)
     metrics.DIAL_SECONDS.labels(result=metrics.DIAL_ACCEPTED).observe(time.perf_counter() - started)
-    update = callstate.from_twilio(
+    return callstate.from_twilio(
         placed.sid, placed.provider_status, from_number=request.from_
     ) or ProviderUpdate(
         sid=placed.sid,
@@ -362,9 +403,6 @@ def _place_claimed_call(call_id: str, transaction: Transaction) -> str:
         provider_status=placed.provider_status,
         from_number=request.from_,
     )
-    with transaction() as session:
-        apply_provider_update(session, call_id, update)
-    return "dispatched"
 
 
 def _hold_outside_window(session: Session, row: Any, token: str) -> str | None:

@@ -4,6 +4,7 @@ sandbox carrier (``settings.sandbox_url``), a Twilio-compatible server on loopba
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,12 +26,16 @@ from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings, g
 from shared.telephony.base import DialRequest, PlacedCall
 
 log = logging.getLogger(__name__)
+# The SDK logs every request and response (headers included) at INFO: a few lines per call,
+# and a measurable share of a dialing worker's CPU. Its warnings still show.
+logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 T = TypeVar("T")
 
 AUTH_ERROR_CODES = {20003, 20005}
 # Requests the provider did not process: safe to send again after a pause.
 RETRY_PAUSES_S = (0.2, 0.5, 1.0)
+TWILIO_API_BASE_URL = "https://api.twilio.com"
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,18 @@ class TwilioProvider:
         client: Client | None = getattr(self._local, "client", None)
         if client is None:
             # The SDK's default http client has no timeout at all: always pass one.
-            http_client = TwilioHttpClient(timeout=self.settings.provider_timeout_s)
+            base_url = self.account.api_base_url or TWILIO_API_BASE_URL
+            http_client = TwilioHttpClient(
+                timeout=self.settings.provider_timeout_s,
+                proxy=requests.utils.get_environ_proxies(base_url) or None,
+            )
+            if http_client.session is not None:
+                # The environment's proxies (above) and CA bundle are read once, here, rather
+                # than on every request.
+                http_client.session.trust_env = False
+                bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                if bundle:
+                    http_client.session.verify = bundle
             client = Client(
                 self.account.account_sid, self.account.auth_token, http_client=http_client
             )
