@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -53,10 +54,7 @@ def dial(call_id: str) -> str:
 def dial_many(call_ids: list[str]) -> dict[str, int]:
     """Claim and place several calls, one after another, and record the provider's answers
     together (a redelivered message finds the calls it already placed claimed, and skips them)."""
-    results: dict[str, int] = {}
-    for result in calls_service.dial_calls(call_ids, transaction):
-        results[result] = results.get(result, 0) + 1
-    return results
+    return dict(Counter(calls_service.dial_calls(call_ids, transaction)))
 
 
 @app.task(name=messaging.TASK_APPLY_STATUSES, **DATABASE_RETRY)

@@ -165,23 +165,24 @@ NOW = _Now()
 
 # apply_transition's statements, by the columns they set: a call moves through a handful of
 # shapes, and a prepared text statement costs a fraction of building an UPDATE construct.
-_TRANSITION_STATEMENTS: dict[tuple[str, ...], Any] = {}
+_TRANSITION_STATEMENTS: dict[tuple[tuple[str, str], ...], Any] = {}
 
-_REQUEUE_SETS = (
-    "due_at = now() + make_interval(secs => :requeue_delay_s)",
-    "provider_call_sid = NULL",
-    "claim_token = NULL",
-    "enqueued_at = NULL",
-    # What the row shows is the latest attempt's; the ended one is in attempt_history.
-    "outcome = NULL",
-    "provider_status = NULL",
-    "caller_number = NULL",
-    "answered_at = NULL",
-    "ended_at = NULL",
-    "duration_s = NULL",
-    "error_code = NULL",
-    "error_message = NULL",
-)
+# A requeued call: the next attempt is this row, due later (the tick publishes it then). What
+# the row shows is the latest attempt's; the ended one is in attempt_history.
+_REQUEUE_SETS = {
+    "due_at": "now() + make_interval(secs => :requeue_delay_s)",
+    "provider_call_sid": "NULL",
+    "claim_token": "NULL",
+    "enqueued_at": "NULL",
+    "outcome": "NULL",
+    "provider_status": "NULL",
+    "caller_number": "NULL",
+    "answered_at": "NULL",
+    "ended_at": "NULL",
+    "duration_s": "NULL",
+    "error_code": "NULL",
+    "error_message": "NULL",
+}
 
 
 def apply_transition(
@@ -200,40 +201,29 @@ def apply_transition(
         "id": call_id,
         "from_status": transition.from_status,
         "to_status": transition.to_status,
+        **values,
     }
-    sets = ["status = :to_status", "updated_at = now()"]
-    for column, value in values.items():
-        if value is NOW:
-            sets.append(f"{column} = now()")
-        else:
-            sets.append(f"{column} = :{column}")
-            params[column] = value
+    sets = {"status": ":to_status", "updated_at": "now()"}
+    sets.update((column, "now()" if v is NOW else f":{column}") for column, v in values.items())
     if transition.requeue_delay_s is not None:
-        # The next attempt is this row, due later; the tick publishes it when it comes due.
-        sets = [s for s in sets if s.split(" = ")[0] not in _REQUEUED_COLUMNS]
-        sets.extend(_REQUEUE_SETS)
-        params = {k: v for k, v in params.items() if k not in _REQUEUED_COLUMNS}
+        sets.update(_REQUEUE_SETS)  # a value the row would have shown is left unused
         params["requeue_delay_s"] = transition.requeue_delay_s
     if ended_attempt is not None:
-        sets.append("attempt_history = attempt_history || CAST(:ended_attempt AS jsonb)")
+        sets["attempt_history"] = "attempt_history || CAST(:ended_attempt AS jsonb)"
         params["ended_attempt"] = json.dumps([ended_attempt])
     if transition.accepted:
-        sets.append("dispatched_at = now()")
-        sets.append("first_dispatched_at = COALESCE(first_dispatched_at, now())")
+        sets["dispatched_at"] = "now()"
+        sets["first_dispatched_at"] = "COALESCE(first_dispatched_at, now())"
     if transition.counts_attempt:
-        sets.append("attempts = attempts + 1")
-    key = tuple(sets)
+        sets["attempts"] = "attempts + 1"
+    key = tuple(sets.items())
     statement = _TRANSITION_STATEMENTS.get(key)
     if statement is None:
-        statement = text(
-            f"UPDATE calls SET {', '.join(sets)} WHERE id = :id AND status = :from_status"
-        )
+        assignments = ", ".join(f"{column} = {value}" for column, value in key)
+        statement = text(f"UPDATE calls SET {assignments} WHERE id = :id AND status = :from_status")
         _TRANSITION_STATEMENTS[key] = statement
     result = session.execute(statement, params)
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-_REQUEUED_COLUMNS = {s.split(" = ")[0] for s in _REQUEUE_SETS}
 
 
 def redrive_candidates(
