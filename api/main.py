@@ -35,6 +35,9 @@ app = FastAPI(
     title="Switchboard",
     version="0.1.0",
     description="Batch calling for AI voice agents: submit recipients, watch every call end.",
+    # Metrics are Prometheus's (/metrics). FastAPI's own OpenTelemetry hooks would otherwise
+    # look for configured providers on every request, the provider's callbacks included.
+    telemetry={"tracing": False, "metrics": False, "logs": False},
 )
 
 # The provider's callbacks are most requests (several per call): their routes are matched first.

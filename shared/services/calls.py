@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -87,6 +88,15 @@ def slot_limits(
     return limits
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """A transition decided for a call, with the batch and workspace it counts in."""
+
+    move: calls_repo.Move
+    batch_id: str
+    workspace_id: str
+
+
 @dataclass
 class _Deferred:
     """What several transitions applied in one transaction do once, at its end: the dial log,
@@ -97,6 +107,19 @@ class _Deferred:
     dialed: list[str] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
     releases: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def applied(self, planned: _Planned) -> None:
+        """Note what an applied transition leaves to the end of the transaction."""
+        call_id, transition = planned.move.call_id, planned.move.transition
+        if transition.accepted:
+            self.dialed.append(call_id)
+        if transition.to_status in callstate.FINAL or transition.requeue_delay_s is not None:
+            self.releases.append((call_id, slot_names(planned.batch_id, planned.workspace_id)))
+        if transition.to_status in callstate.FINAL:
+            self.ended.append(call_id)
+        if transition.deltas.any():
+            counted = self.counters.get(planned.batch_id, CounterDeltas())
+            self.counters[planned.batch_id] = counted.plus(transition.deltas)
 
     def finish(self, session: Session) -> None:
         if self.dialed:
@@ -110,29 +133,13 @@ class _Deferred:
             after_commit(session, lambda: slots.release_many(releases))
 
 
-def _apply(
-    session: Session,
-    call_id: str,
-    batch_id: str,
-    workspace_id: str,
-    transition: Transition,
-    values: dict[str, Any],
-    ended_attempt: dict[str, Any] | None,
-    deferred: _Deferred | None = None,
-) -> bool:
+def _apply(session: Session, planned: _Planned, deferred: _Deferred | None = None) -> bool:
     """Apply a decided transition and move the counters it counts, in one transaction (with
     ``deferred``, the caller does the end-of-transaction part for several at once)."""
-    if not calls_repo.apply_transition(session, call_id, transition, values, ended_attempt):
+    if not calls_repo.apply_transitions(session, [planned.move]):
         return False
     own = deferred or _Deferred()
-    if transition.accepted:
-        own.dialed.append(call_id)
-    if transition.to_status in callstate.FINAL or transition.requeue_delay_s is not None:
-        own.releases.append((call_id, slot_names(batch_id, workspace_id)))
-    if transition.to_status in callstate.FINAL:
-        own.ended.append(call_id)
-    if transition.deltas.any():
-        own.counters[batch_id] = own.counters.get(batch_id, CounterDeltas()).plus(transition.deltas)
+    own.applied(planned)
     if deferred is None:
         own.finish(session)
     return True
@@ -163,6 +170,19 @@ def _update_values(update: ProviderUpdate) -> dict[str, Any]:
     return values
 
 
+def _plan_provider_update(
+    call_id: str, update: ProviderUpdate, locked: calls_repo.LockedCall
+) -> _Planned | None:
+    """The transition a provider report makes, or None for a duplicate or stale report."""
+    snapshot, batch_id, workspace_id = locked
+    transition = callstate.plan_provider_update(snapshot, update)
+    if transition is None:
+        return None
+    ended = _ended_attempt(snapshot, transition, update.sid, update.outcome, update.duration_s)
+    move = calls_repo.Move(call_id, transition, _update_values(update), ended)
+    return _Planned(move, batch_id, workspace_id)
+
+
 def apply_provider_update(
     session: Session,
     call_id: str,
@@ -175,13 +195,8 @@ def apply_provider_update(
     if locked is None:
         log.warning("provider report for unknown call %s", call_id)
         return False
-    snapshot, batch_id, workspace_id = locked
-    transition = callstate.plan_provider_update(snapshot, update)
-    if transition is None:
-        return False
-    ended = _ended_attempt(snapshot, transition, update.sid, update.outcome, update.duration_s)
-    values = _update_values(update)
-    return _apply(session, call_id, batch_id, workspace_id, transition, values, ended, deferred)
+    planned = _plan_provider_update(call_id, update, locked)
+    return planned is not None and _apply(session, planned, deferred)
 
 
 def twilio_updates(reports: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, ProviderUpdate]]:
@@ -208,13 +223,32 @@ def apply_provider_reports(session: Session, reports: list[tuple[str, ProviderUp
     """
     snapshots = calls_repo.lock_calls(session, sorted({call_id for call_id, _ in reports}))
     deferred = _Deferred()
-    moved = 0
+    reported = Counter(call_id for call_id, _ in reports)
+    # A call reported once here (nearly always: a carrier posts a call's next report after the
+    # previous one was answered) moves in one statement with the others of its shape.
+    planned = []
     for call_id, update in reports:
-        # None for a call's later reports: apply_provider_update reads the call again.
-        first_read = snapshots.pop(call_id, None)
-        moved += apply_provider_update(session, call_id, update, deferred, first_read)
+        if reported[call_id] > 1:
+            continue
+        locked = snapshots.get(call_id)
+        if locked is None:
+            log.warning("provider report for unknown call %s", call_id)
+            continue
+        plan = _plan_provider_update(call_id, update, locked)
+        if plan is not None:
+            planned.append(plan)
+    moved = calls_repo.apply_transitions(session, [plan.move for plan in planned])
+    for plan in planned:
+        if plan.move.call_id in moved:
+            deferred.applied(plan)
+    count = len(moved)
+    for call_id, update in reports:
+        if reported[call_id] > 1:
+            # None for a call's later reports: apply_provider_update reads the call again.
+            first_read = snapshots.pop(call_id, None)
+            count += apply_provider_update(session, call_id, update, deferred, first_read)
     deferred.finish(session)
-    return moved
+    return count
 
 
 def fail_claimed_call(
@@ -235,7 +269,8 @@ def fail_claimed_call(
             error_message=error.message[:1000],
         )
     ended = _ended_attempt(snapshot, transition, None, outcome)
-    return _apply(session, call_id, batch_id, workspace_id, transition, values, ended)
+    move = calls_repo.Move(call_id, transition, values, ended)
+    return _apply(session, _Planned(move, batch_id, workspace_id))
 
 
 def hand_back(session: Session, call_id: str, token: str, delay_s: float) -> bool:
@@ -264,7 +299,8 @@ def skip_claimed_call(session: Session, call_id: str, outcome: str) -> bool:
     if transition is None:
         return False
     values = {"outcome": outcome, "ended_at": calls_repo.NOW}
-    return _apply(session, call_id, batch_id, workspace_id, transition, values, None)
+    move = calls_repo.Move(call_id, transition, values)
+    return _apply(session, _Planned(move, batch_id, workspace_id))
 
 
 def fail_batch(session: Session, batch_id: str, reason: str) -> None:

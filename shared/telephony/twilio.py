@@ -3,19 +3,26 @@ sandbox carrier (``settings.sandbox_url``), a Twilio-compatible server on loopba
 
 from __future__ import annotations
 
+import base64
+import hmac
+import json
 import logging
 import os
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-import requests
+import certifi
+import urllib3
 from twilio.base import values
 from twilio.base.exceptions import TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
+from twilio.http import HttpClient
+from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
@@ -26,9 +33,6 @@ from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings, g
 from shared.telephony.base import DialRequest, PlacedCall
 
 log = logging.getLogger(__name__)
-# The SDK logs every request and response (headers included) at INFO: a few lines per call,
-# and a measurable share of a dialing worker's CPU. Its warnings still show.
-logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 T = TypeVar("T")
 
@@ -66,7 +70,13 @@ def callback_is_authentic(
     account = account_for(settings or get_settings())
     if params.get("AccountSid") not in (None, account.account_sid):
         return False
-    return bool(RequestValidator(account.auth_token).validate(url, dict(params), signature))
+    validator = RequestValidator(account.auth_token)
+    # Twilio signs the URL as it was given; validate() also tries it with and without an
+    # explicit port, two signatures more, which only a URL rewritten on the way needs.
+    expected = validator.compute_signature(url, dict(params))
+    if hmac.compare_digest(expected.encode(), signature.encode()):
+        return True
+    return bool(validator.validate(url, dict(params), signature))
 
 
 def _provider_error(exc: Exception) -> ProviderError:
@@ -81,13 +91,85 @@ def _provider_error(exc: Exception) -> ProviderError:
             retryable=status == 429 or status >= 500 or code == 20429,
             auth_failed=status == 401 or code in AUTH_ERROR_CODES,
         )
-    if isinstance(exc, requests.exceptions.ConnectTimeout) or (
-        isinstance(exc, requests.exceptions.ConnectionError) and "NewConnectionError" in repr(exc)
-    ):
-        # The connection was never made, so the request was never sent.
+    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+        # Refused, unresolved or timed out while connecting (NewConnectionError is one of
+        # these): the connection was never made, so the request was never sent.
         return ProviderError(f"twilio unreachable: {exc}", retryable=True)
     # Anything else after the request may have been sent: treat as ambiguous, never re-dial.
     return ProviderError(f"twilio request failed: {exc!r}", ambiguous=True)
+
+
+class PooledHttpClient(HttpClient):
+    """The SDK's HTTP client interface over one urllib3 pool shared by the process's threads.
+
+    The SDK builds every request and reads every response as it always does; only the
+    transport differs from its default ``requests`` session, which costs a dialing worker
+    about as much CPU per request again as the request itself. Nothing is ever resent here
+    (``_call`` decides that), and redirects are not followed.
+    """
+
+    def __init__(self, base_url: str, timeout: float, max_connections: int = 64) -> None:
+        super().__init__(logging.getLogger("twilio.http_client"), False, timeout)
+        # The environment's proxy and CA bundle, read once (as requests would per request).
+        host = urllib.parse.urlsplit(base_url).hostname or ""
+        proxy = None
+        if not urllib.request.proxy_bypass(host):
+            proxy = urllib.request.getproxies().get(urllib.parse.urlsplit(base_url).scheme)
+        ca_certs = (
+            os.environ.get("REQUESTS_CA_BUNDLE")
+            or os.environ.get("CURL_CA_BUNDLE")
+            or certifi.where()
+        )
+        self.pool: urllib3.PoolManager = (
+            urllib3.ProxyManager(proxy, maxsize=max_connections, ca_certs=ca_certs)
+            if proxy
+            else urllib3.PoolManager(maxsize=max_connections, ca_certs=ca_certs)
+        )
+
+    def request(
+        self,
+        method: str,
+        uri: str,
+        params: Mapping[str, object] | None = None,
+        data: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        """Send one request; what the SDK's own client returns for it."""
+        sent = dict(headers or {})
+        if params:
+            uri += "?" + urllib.parse.urlencode(_form_pairs(params))
+        body = None
+        if data is not None:
+            if sent.get("Content-Type") in ("application/json", "application/scim+json"):
+                body = json.dumps(data).encode()
+            else:
+                body = urllib.parse.urlencode(_form_pairs(data)).encode()
+                sent["Content-Type"] = "application/x-www-form-urlencoded"
+        if auth is not None:
+            sent["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+        reply = self.pool.request(
+            method.upper(),
+            uri,
+            body=body,
+            headers=sent,
+            timeout=timeout or self.timeout,
+            retries=False,
+            redirect=allow_redirects,
+        )
+        return Response(reply.status, reply.data.decode("utf-8", "replace"), reply.headers)
+
+
+def _form_pairs(fields: Mapping[str, object]) -> list[tuple[str, str]]:
+    """Form fields as the SDK means them: a list is one field repeated, None is left out."""
+    pairs = []
+    for name, value in fields.items():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if item is not None:
+                pairs.append((name, str(item)))
+    return pairs
 
 
 class TwilioProvider:
@@ -97,25 +179,16 @@ class TwilioProvider:
         self.account = account
         self.settings = settings or get_settings()
         self._local = threading.local()
+        # The SDK's own client has no timeout at all: this one always has one.
+        self._http = PooledHttpClient(
+            account.api_base_url or TWILIO_API_BASE_URL, self.settings.provider_timeout_s
+        )
 
     def _client(self) -> Client:
         client: Client | None = getattr(self._local, "client", None)
         if client is None:
-            # The SDK's default http client has no timeout at all: always pass one.
-            base_url = self.account.api_base_url or TWILIO_API_BASE_URL
-            http_client = TwilioHttpClient(
-                timeout=self.settings.provider_timeout_s,
-                proxy=requests.utils.get_environ_proxies(base_url) or None,
-            )
-            if http_client.session is not None:
-                # The environment's proxies (above) and CA bundle are read once, here, rather
-                # than on every request.
-                http_client.session.trust_env = False
-                bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                if bundle:
-                    http_client.session.verify = bundle
             client = Client(
-                self.account.account_sid, self.account.auth_token, http_client=http_client
+                self.account.account_sid, self.account.auth_token, http_client=self._http
             )
             if self.account.api_base_url:
                 client.api.base_url = self.account.api_base_url.rstrip("/")

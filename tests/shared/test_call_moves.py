@@ -1,0 +1,67 @@
+"""Call transitions applied together: one statement per shape, each row guarded by its status."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from shared.callstate import Transition
+from shared.repositories import calls as calls_repo
+from tests.conftest import new_api_key
+from tests.factories import create_agent, recipients, register_number, submit
+from tests.support import Stack
+
+
+def pending_calls(stack: Stack, count: int, start: int) -> list[str]:
+    client = stack.client(new_api_key(stack))
+    later = int(time.time()) + 86_400  # never dialed during the test
+    batch = submit(
+        client,
+        create_agent(client),
+        register_number(client),
+        recipients(count, "+1415555", start),
+        scheduled_time_unix=later,
+    ).json()
+    rows = stack.sql("SELECT id FROM calls WHERE batch_id = %s ORDER BY position", batch["id"])
+    return [row[0] for row in rows]
+
+
+def test_moves_of_one_shape_share_a_statement_and_keep_their_guards(stack: Stack):
+    ids = pending_calls(stack, 6, 900)
+    skip = Transition(from_status="pending", to_status="cancelled", accepted=False)
+    stale = Transition(from_status="dialing", to_status="cancelled", accepted=False)
+    requeue = Transition(
+        from_status="pending", to_status="pending", accepted=False, requeue_delay_s=60
+    )
+    moves = [
+        # One shape, three rows: NULL and integer durations, and one whose guard fails.
+        calls_repo.Move(ids[0], skip, {"outcome": "dnc", "duration_s": None}, {"attempt": 1}),
+        calls_repo.Move(ids[1], skip, {"outcome": "x", "duration_s": 7}, {"attempt": 2}),
+        calls_repo.Move(ids[2], stale, {"outcome": "y", "duration_s": 8}, {"attempt": 3}),
+        # Another shape: requeued, with a delay in seconds; and a shape alone.
+        calls_repo.Move(ids[3], requeue, {"ended_at": calls_repo.NOW}, {"attempt": 4}),
+        calls_repo.Move(ids[4], requeue, {"ended_at": calls_repo.NOW}, {"attempt": 5}),
+    ]
+    engine = create_engine(stack.database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            calls_repo.lock_calls(session, ids)
+            moved = calls_repo.apply_transitions(session, moves)
+    finally:
+        engine.dispose()
+    assert moved == {ids[0], ids[1], ids[3], ids[4]}
+    rows = stack.sql(
+        "SELECT id, status, outcome, duration_s, attempt_history, due_at > now() + interval "
+        "'50 seconds', ended_at FROM calls WHERE id = ANY(%s) ORDER BY position",
+        ids,
+    )
+    assert rows[0][1:5] == ("cancelled", "dnc", None, [{"attempt": 1}])
+    assert rows[1][1:5] == ("cancelled", "x", 7, [{"attempt": 2}])
+    assert rows[2][1:5] == ("pending", None, None, [])  # its guard did not hold
+    for row, attempt in ((rows[3], 4), (rows[4], 5)):
+        assert row[1:5] == ("pending", None, None, [{"attempt": attempt}])
+        assert row[5] is True  # due in a minute
+        assert row[6] is None  # a requeued call shows no end, whatever it was given
+    assert rows[5][1:5] == ("pending", None, None, [])  # not moved at all

@@ -1,0 +1,110 @@
+"""The Twilio provider, through the SDK and its pooled transport, against the sandbox carrier."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from twilio.request_validator import RequestValidator
+
+from sandbox import SandboxCarrier, SandboxConfig
+from shared.errors import ProviderError
+from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings
+from shared.telephony.base import DialRequest
+from shared.telephony.twilio import TwilioAccount, TwilioProvider, callback_is_authentic
+
+CALLER = "+12025550100"
+
+
+@pytest.fixture
+def carrier() -> Iterator[SandboxCarrier]:
+    with SandboxCarrier(
+        SandboxConfig.from_dict(
+            {
+                "default_ring_seconds": 0,
+                "default_talk_seconds": 0,
+                "rules": [
+                    {"pattern": "+12125550900", "timeout_seconds": 1.0},
+                    {"pattern": "+12125550901", "http_error": 503, "error_code": 20500},
+                ],
+            }
+        )
+    ).start() as running:
+        yield running
+
+
+def provider_at(base_url: str, timeout: float = 5.0) -> TwilioProvider:
+    account = TwilioAccount(SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, base_url)
+    return TwilioProvider(account, Settings(provider_timeout_s=timeout))
+
+
+def dial(to: str) -> DialRequest:
+    return DialRequest(
+        call_id="c1",
+        to=to,
+        from_=CALLER,
+        twiml_url="http://127.0.0.1:9/twiml",
+        status_callback_url="http://127.0.0.1:9/status",
+        ringing_timeout_s=25,
+    )
+
+
+def test_place_call_sends_every_field_and_reads_the_answer(carrier: SandboxCarrier):
+    provider = provider_at(carrier.base_url)
+    placed = provider.place_call(dial("+12125550001"))
+    [call] = carrier.calls()
+    assert placed.sid == call["sid"] and placed.provider_status == "queued"
+    assert (call["to"], call["from"], call["timeout"]) == ("+12125550001", CALLER, 25)
+    assert call["status_callback"] == "http://127.0.0.1:9/status"
+    # A list is one form field repeated, as Twilio expects it.
+    assert call["events"] == ["initiated", "ringing", "answered", "completed"]
+    assert provider.fetch_call(placed.sid) is not None
+    found = provider.find_call("+12125550001", [CALLER], datetime.now(UTC))
+    assert found is not None and found.sid == placed.sid
+
+
+def test_provider_refusal_carries_twilio_status_and_code(carrier: SandboxCarrier):
+    with pytest.raises(ProviderError) as refused:
+        provider_at(carrier.base_url).place_call(dial("12125550002"))
+    assert (refused.value.status, refused.value.code) == (400, 21211)
+    assert not refused.value.retryable and not refused.value.ambiguous
+
+
+def test_server_errors_are_resent_and_then_reported_retryable(carrier: SandboxCarrier):
+    with pytest.raises(ProviderError) as failed:
+        provider_at(carrier.base_url).place_call(dial("+12125550901"))
+    assert failed.value.retryable and failed.value.status == 503
+    assert carrier.stats()["create_requests_total"] == 4  # the first try and three resends
+
+
+def test_a_late_answer_is_ambiguous_and_never_resent(carrier: SandboxCarrier):
+    with pytest.raises(ProviderError) as late:
+        provider_at(carrier.base_url, timeout=0.3).place_call(dial("+12125550900"))
+    assert late.value.ambiguous and not late.value.retryable
+    assert [call["to"] for call in carrier.calls()] == ["+12125550900"]
+
+
+def test_a_refused_connection_is_retryable():
+    with socket.socket() as probe:  # a loopback port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ProviderError) as unreachable:
+        provider_at(f"http://127.0.0.1:{port}").fetch_call("CA" + "0" * 32)
+    assert unreachable.value.retryable and not unreachable.value.ambiguous
+
+
+def test_callback_signatures_hold_with_or_without_the_port_and_nothing_else():
+    settings = Settings(twilio_account_sid="", twilio_auth_token="")  # the sandbox account
+    url = "https://switchboard.example:443/v1/telephony/twilio/status/c1"
+    params = {"AccountSid": SANDBOX_ACCOUNT_SID, "CallSid": "CA1", "CallStatus": "completed"}
+    signer = RequestValidator(SANDBOX_AUTH_TOKEN)
+    signed = signer.compute_signature(url, params)
+    assert callback_is_authentic(url, params, signed, settings)
+    # Signed for the same URL without its port (a proxy on the way may drop it).
+    bare = signer.compute_signature(url.replace(":443", ""), params)
+    assert callback_is_authentic(url, params, bare, settings)
+    assert not callback_is_authentic(url, {**params, "CallStatus": "busy"}, signed, settings)
+    forged = RequestValidator("not-the-token").compute_signature(url, params)
+    assert not callback_is_authentic(url, params, forged, settings)
