@@ -40,10 +40,11 @@ class Settings(BaseSettings):
     twilio_auth_token: str = ""
     sandbox_url: str = "http://127.0.0.1:8055"
     # The call-progress events Twilio posts to the status callback, space-separated. Each one
-    # costs a request per call; "ringing" is acknowledged without queueing work (a ringing
-    # call was initiated), the others are applied in batches (below). "answered completed"
-    # saves two requests per call, and then calls show no `initiated` step.
-    twilio_status_events: str = "initiated ringing answered completed"
+    # costs a request per call. "ringing" is not asked for: a ringing call was initiated, and
+    # both show as `initiated` (if asked for, it is acknowledged without queueing work).
+    # "answered completed" saves one more request per call, and then calls show no
+    # `initiated` step.
+    twilio_status_events: str = "initiated answered completed"
     # Twilio's answering machine detection ("Enable", "DetectMessageEnd", or "" for none): it
     # is what tells a voicemail from a person (AnsweredBy); Twilio charges for it per call.
     twilio_machine_detection: str = "Enable"
