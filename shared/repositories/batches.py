@@ -170,6 +170,21 @@ def claim_due_batches(session: Session, limit: int) -> list[tuple[str, str]]:
     return [(row.id, row.status) for row in rows]
 
 
+# Every transaction that moves calls moves its batch's counters: built once.
+_MOVE_COUNTERS = text(
+    "UPDATE batches SET "
+    "total_calls_dispatched = total_calls_dispatched + :dispatched, "
+    "total_calls_finished = total_calls_finished + :finished, "
+    "retry_count = retry_count + :retries, "
+    "calls_final = calls_final + :final, "
+    "last_updated_at = now(), "
+    "status = CASE WHEN status = 'in_progress' "
+    "AND calls_final + :final >= total_recipients THEN 'completed' ELSE status END "
+    "WHERE id = :id RETURNING status = 'completed' "
+    "AND calls_final - :final < total_recipients AS completed_now"
+)
+
+
 def move_counters(session: Session, batch_id: str, deltas: CounterDeltas) -> bool:
     """Add ``deltas`` to the batch's counters; completes the batch when every call is final.
     True when this move completed it.
@@ -178,18 +193,7 @@ def move_counters(session: Session, batch_id: str, deltas: CounterDeltas) -> boo
     counter moves exactly once per transition.
     """
     row = session.execute(
-        text(
-            "UPDATE batches SET "
-            "total_calls_dispatched = total_calls_dispatched + :dispatched, "
-            "total_calls_finished = total_calls_finished + :finished, "
-            "retry_count = retry_count + :retries, "
-            "calls_final = calls_final + :final, "
-            "last_updated_at = now(), "
-            "status = CASE WHEN status = 'in_progress' "
-            "AND calls_final + :final >= total_recipients THEN 'completed' ELSE status END "
-            "WHERE id = :id RETURNING status = 'completed' "
-            "AND calls_final - :final < total_recipients AS completed_now"
-        ),
+        _MOVE_COUNTERS,
         {
             "id": batch_id,
             "dispatched": deltas.dispatched,

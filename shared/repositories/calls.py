@@ -13,13 +13,12 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from shared.callstate import CallSnapshot, RetryPolicy, Transition
-from shared.models import Batch, Call
+from shared.models import Call
 
 # Core (not ORM) constructs on the hot path: an ORM-enabled UPDATE costs about a millisecond
 # of Python per statement, several times the round trip it makes.
 CALLS = cast(Table, Call.__table__)
 calls = CALLS.c
-BATCHES = cast(Table, Batch.__table__)
 
 
 # The batch's pending calls that no claim is taking right now. A claim transaction locks its
@@ -55,74 +54,71 @@ _CALLER_POOL = (
 )
 
 
-def claim_for_dial(session: Session, call_id: str, claim_token: str) -> Row[Any] | None:
-    """pending → dialing, only while the call is due and its batch in progress.
+_RENDER_INPUTS = text(
+    "SELECT c.id, c.client_data, b.prompt_template, b.first_message_template "
+    "FROM calls c JOIN batches b ON b.id = c.batch_id WHERE c.id = ANY(:ids)"
+)
 
-    Returns what dialing needs (the call, its batch's templates and caller numbers, whether the
+
+def render_inputs(session: Session, call_ids: Sequence[str]) -> dict[str, Row[Any]]:
+    """What these calls' prompts are rendered from (fixed at submit): their client data and
+    their batches' templates, by call id."""
+    rows = session.execute(_RENDER_INPUTS, {"ids": list(call_ids)})
+    return {row.id: row for row in rows}
+
+
+_CLAIM = text(
+    "UPDATE calls c SET status = 'dialing', claimed_at = now(), claim_token = :token, "
+    "checked_at = NULL, updated_at = now(), rendered_prompt = :prompt, "
+    "rendered_first_message = :first_message, "
+    "rendered_override = CAST(:override AS jsonb) "
+    "FROM batches b JOIN agents a ON a.id = b.agent_id "
+    "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id "
+    "WHERE c.id = :id AND c.status = 'pending' AND c.due_at <= now() "
+    "AND b.id = c.batch_id AND b.status = 'in_progress' AND b.paused_at IS NULL "
+    "RETURNING c.id, c.batch_id, c.workspace_id, c.phone_number, c.whatsapp_user_id, "
+    "c.attempts, b.telephony_call_config, b.calling_window, b.timezone, "
+    "b.target_concurrency_limit, a.language, a.llm, a.voice, "
+    f"{_CALLER_POOL} AS caller_numbers, "
+    "p.provider, p.credentials_ref, "
+    # Checked right before dialing, in the claim itself: the do-not-call list (the number may
+    # have been listed since submit) and this week's dials of the number.
+    "EXISTS (SELECT 1 FROM dnc_numbers d WHERE d.workspace_id = c.workspace_id "
+    "AND d.phone_number = c.phone_number) AS do_not_call, "
+    "ARRAY(SELECT l.dialed_at FROM dial_log l WHERE l.workspace_id = c.workspace_id "
+    "AND l.phone_number = c.phone_number AND l.dialed_at > now() - interval '7 days' "
+    "ORDER BY l.dialed_at) AS week_of_dials"
+)
+
+
+def claim_for_dial(
+    session: Session,
+    call_id: str,
+    claim_token: str,
+    prompt: str,
+    first_message: str,
+    override: dict[str, Any] | None,
+) -> Row[Any] | None:
+    """pending → dialing, only while the call is due and its batch in progress, keeping the
+    rendered prompt, first message and override the call is to be made with.
+
+    Returns what dialing needs (the call, its batch's settings and caller numbers, whether the
     number is on the do-not-call list, when it was dialed in the last 7 days), or None when
     another delivery of the same message, a cancel, or a due time in the future got there first.
     """
     return session.execute(
-        text(
-            "UPDATE calls c SET status = 'dialing', claimed_at = now(), claim_token = :token, "
-            "checked_at = NULL, updated_at = now() "
-            "FROM batches b JOIN agents a ON a.id = b.agent_id "
-            "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id "
-            "WHERE c.id = :id AND c.status = 'pending' AND c.due_at <= now() "
-            "AND b.id = c.batch_id AND b.status = 'in_progress' AND b.paused_at IS NULL "
-            "RETURNING c.id, c.batch_id, c.workspace_id, c.phone_number, c.whatsapp_user_id, "
-            "c.client_data, c.attempts, b.prompt_template, b.first_message_template, "
-            "b.telephony_call_config, b.calling_window, b.timezone, "
-            "b.target_concurrency_limit, a.language, a.llm, a.voice, "
-            f"{_CALLER_POOL} AS caller_numbers, "
-            "p.provider, p.credentials_ref, "
-            # Checked right before dialing, in the claim itself: the do-not-call list (the
-            # number may have been listed since submit) and this week's dials of the number.
-            "EXISTS (SELECT 1 FROM dnc_numbers d WHERE d.workspace_id = c.workspace_id "
-            "AND d.phone_number = c.phone_number) AS do_not_call, "
-            "ARRAY(SELECT l.dialed_at FROM dial_log l WHERE l.workspace_id = c.workspace_id "
-            "AND l.phone_number = c.phone_number AND l.dialed_at > now() - interval '7 days' "
-            "ORDER BY l.dialed_at) AS week_of_dials"
-        ),
-        {"id": call_id, "token": claim_token},
-    ).one_or_none()
-
-
-def store_rendered(
-    session: Session,
-    call_id: str,
-    prompt: str,
-    first_message: str,
-    override: dict[str, Any] | None,
-) -> None:
-    """Keep the rendered prompt and first message the call is made with."""
-    session.execute(
-        text(
-            "UPDATE calls SET rendered_prompt = :prompt, rendered_first_message = :first_message, "
-            "rendered_override = CAST(:override AS jsonb) WHERE id = :id"
-        ),
+        _CLAIM,
         {
             "id": call_id,
+            "token": claim_token,
             "prompt": prompt,
             "first_message": first_message,
             "override": None if override is None else json.dumps(override),
         },
-    )
+    ).one_or_none()
 
 
 LockedCall = tuple[CallSnapshot, str, str]
-
-_SNAPSHOT_COLUMNS = (
-    calls.id,
-    calls.status,
-    calls.provider_call_sid,
-    calls.first_dispatched_at,
-    calls.attempts,
-    calls.batch_id,
-    calls.workspace_id,
-    calls.attempt_history,
-    BATCHES.c.retry_policy,
-)
 
 
 def _locked(row: Any) -> LockedCall:
@@ -139,16 +135,19 @@ def _locked(row: Any) -> LockedCall:
     return snapshot, row.batch_id, row.workspace_id
 
 
+# The columns of a call a transition is decided from, with its batch's retry policy.
+_LOCK_CALLS = text(
+    "SELECT c.id, c.status, c.provider_call_sid, c.first_dispatched_at, c.attempts, "
+    "c.batch_id, c.workspace_id, c.attempt_history, b.retry_policy "
+    "FROM calls c JOIN batches b ON b.id = c.batch_id WHERE c.id = ANY(:ids) "
+    "ORDER BY c.id FOR UPDATE OF c"
+)
+
+
 def lock_calls(session: Session, call_ids: list[str]) -> dict[str, LockedCall]:
     """Lock these call rows in id order (so two transactions locking several never deadlock);
     each one's snapshot, its batch and its workspace."""
-    rows = session.execute(
-        select(*_SNAPSHOT_COLUMNS)
-        .join_from(CALLS, BATCHES, BATCHES.c.id == calls.batch_id)
-        .where(calls.id.in_(call_ids))
-        .order_by(calls.id)
-        .with_for_update(of=CALLS)
-    )
+    rows = session.execute(_LOCK_CALLS, {"ids": call_ids})
     return {row.id: _locked(row) for row in rows}
 
 
@@ -587,15 +586,15 @@ def hangup_row(session: Session, call_id: str) -> Row[Any] | None:
     ).one_or_none()
 
 
+_LOG_DIALS = text(
+    "INSERT INTO dial_log (workspace_id, phone_number) "
+    "SELECT workspace_id, phone_number FROM calls WHERE id = ANY(:ids)"
+)
+
+
 def log_dials(session: Session, call_ids: list[str]) -> None:
     """Record provider-accepted dials of these calls' numbers (for the frequency cap)."""
-    session.execute(
-        text(
-            "INSERT INTO dial_log (workspace_id, phone_number) "
-            "SELECT workspace_id, phone_number FROM calls WHERE id = ANY(:ids)"
-        ),
-        {"ids": call_ids},
-    )
+    session.execute(_LOG_DIALS, {"ids": call_ids})
 
 
 def count_by_status_and_outcome(session: Session) -> list[tuple[str, str | None, int]]:

@@ -40,7 +40,8 @@ _INSERT_DELIVERIES = (
     "AND CAST(:type AS text) = ANY(e.event_types) RETURNING id"
 )
 
-_CALL_ENDED = (
+# Run by every transaction that ends calls: built once.
+_CALL_ENDED = text(
     "WITH ev AS MATERIALIZED (SELECT "
     f"{_sql_id('evt')} AS event_id, c.workspace_id, jsonb_build_object("
     "'batch_id', c.batch_id, 'call_id', c.id, 'recipient_id', c.recipient_id, "
@@ -73,9 +74,7 @@ def add_call_ended(session: Session, call_ids: Sequence[str]) -> list[str]:
     """A ``call.ended`` delivery per subscribed endpoint for each of these (final) calls."""
     if not call_ids:
         return []
-    rows = session.execute(
-        text(_CALL_ENDED), {"ids": list(call_ids), "type": EVENT_CALL_ENDED}
-    ).all()
+    rows = session.execute(_CALL_ENDED, {"ids": list(call_ids), "type": EVENT_CALL_ENDED}).all()
     return [row.id for row in rows]
 
 

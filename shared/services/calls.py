@@ -322,8 +322,10 @@ def dial_call(call_id: str, transaction: Transaction) -> str:
 def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
     """Claim, render and place these calls one after another; what happened to each.
 
-    Each call is claimed in a short transaction of its own (with its live-call slot and its
-    rendered prompt) right before it is paced and placed, outside any transaction. The
+    The prompts are rendered first, from the calls' client data and templates read at once
+    (both fixed at submit). Each call is then claimed in a short transaction of its own
+    (storing its rendered prompt, and taking its live-call slot) right before it is paced and
+    placed, outside any transaction. The
     provider's answers are recorded together, in one transaction, once every call is placed
     or once the oldest unrecorded answer is ``ANSWERS_RECORDED_WITHIN_S`` old. An answer lost
     with the process leaves its call claimed: the tick reconciles it with the provider, as it
@@ -332,9 +334,14 @@ def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
     results: list[str] = []
     answers: list[tuple[str, ProviderUpdate]] = []
     oldest = 0.0
+    with transaction() as session:
+        inputs = calls_repo.render_inputs(session, call_ids)
     try:
         for call_id in call_ids:
-            outcome = _place_claimed_call(call_id, transaction)
+            if call_id not in inputs:
+                results.append("not_claimed")
+                continue
+            outcome = _place_claimed_call(call_id, _rendered(inputs[call_id]), transaction)
             if isinstance(outcome, str):
                 results.append(outcome)
                 continue
@@ -358,14 +365,31 @@ def _record_answers(answers: list[tuple[str, ProviderUpdate]], transaction: Tran
         apply_provider_reports(session, answers)
 
 
-def _place_claimed_call(call_id: str, transaction: Transaction) -> str | ProviderUpdate:
+def _rendered(inputs: Any) -> tuple[str, str, dict[str, Any] | None]:
+    """The call's prompt, first message and override, its dynamic variables filled in."""
+    data: dict[str, Any] = inputs.client_data or {}
+    variables: dict[str, Any] = data.get("dynamic_variables") or {}
+    override = data.get("conversation_config_override")
+    agent_override = (override or {}).get("agent") or {}
+    prompt = ((agent_override.get("prompt") or {}).get("prompt")) or inputs.prompt_template
+    first_message = agent_override.get("first_message") or inputs.first_message_template
+    return (
+        render(prompt, variables),
+        render(first_message, variables),
+        render_tree(override, variables) if override else None,
+    )
+
+
+def _place_claimed_call(
+    call_id: str, rendered: tuple[str, str, dict[str, Any] | None], transaction: Transaction
+) -> str | ProviderUpdate:
     """What happened to the call, or the provider's answer when it was placed."""
     settings = get_settings()
     token = uuid.uuid4().hex
     names: list[str] = []  # the slots taken, once they are
     try:
         with transaction() as session:
-            row = calls_repo.claim_for_dial(session, call_id, token)
+            row = calls_repo.claim_for_dial(session, call_id, token, *rendered)
             if row is None:
                 return "not_claimed"
             if row.phone_number is None:
@@ -385,19 +409,6 @@ def _place_claimed_call(call_id: str, transaction: Transaction) -> str | Provide
                 calls_repo.release_claim(session, call_id, token, SLOT_RETRY_DELAY_S)
                 return "no_slot"
             names = slot_names(row.batch_id, row.workspace_id)
-            data: dict[str, Any] = row.client_data or {}
-            variables: dict[str, Any] = data.get("dynamic_variables") or {}
-            override = data.get("conversation_config_override")
-            agent_override = (override or {}).get("agent") or {}
-            prompt = ((agent_override.get("prompt") or {}).get("prompt")) or row.prompt_template
-            first_message = agent_override.get("first_message") or row.first_message_template
-            calls_repo.store_rendered(
-                session,
-                call_id,
-                render(prompt, variables),
-                render(first_message, variables),
-                render_tree(override, variables) if override else None,
-            )
     except BaseException:
         if names:  # the claim was not committed: nothing holds the slot
             slots.release(call_id, names)
