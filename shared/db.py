@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, TextClause, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import get_settings
@@ -51,6 +54,46 @@ def new_session() -> Session:
     get_engine()
     assert _sessionmaker is not None
     return _sessionmaker()
+
+
+_PARAMETER = re.compile(r"(?<!:):([a-z_]+)")
+
+
+@dataclass(frozen=True)
+class PreparedStatement:
+    """A statement run so often that planning it every time shows (psycopg2 sends each
+    statement as text, which PostgreSQL plans anew): prepared on a connection the first time
+    it runs there, then executed by name. ``sql`` takes ``:name`` parameters; ``parameters``
+    gives each one's SQL type, in order."""
+
+    name: str
+    sql: str
+    parameters: tuple[tuple[str, str], ...]
+
+    @cached_property
+    def _plain(self) -> TextClause:
+        return text(self.sql)
+
+    @cached_property
+    def _execute(self) -> TextClause:
+        names = ", ".join(f":{name}" for name, _ in self.parameters)
+        return text(f"EXECUTE {self.name}({names})")
+
+    def statement(self, session: Session) -> TextClause:
+        """What to run on this session's connection: EXECUTE, once the statement is prepared
+        there (unless settings turn prepared statements off)."""
+        if not get_settings().db_prepared_statements:
+            return self._plain
+        connection = session.connection()
+        prepared: set[str] = connection.connection.info.setdefault("prepared_statements", set())
+        if self.name not in prepared:
+            positions = {name: f"${i}" for i, (name, _) in enumerate(self.parameters, start=1)}
+            body = _PARAMETER.sub(lambda m: positions[m[1]], self.sql)
+            types = ", ".join(sql_type for _, sql_type in self.parameters)
+            # Not undone by a rollback: it lasts as long as the connection.
+            connection.exec_driver_sql(f"PREPARE {self.name} ({types}) AS {body}")
+            prepared.add(self.name)
+        return self._execute
 
 
 def after_commit(session: Session, action: Callable[[], None]) -> None:

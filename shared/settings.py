@@ -57,6 +57,11 @@ class Settings(BaseSettings):
 
     db_pool_size: int = 20
     db_max_overflow: int = 10
+    # The statements run for every call are prepared once per database connection, so that
+    # PostgreSQL plans them once per connection rather than on every run. Turn off behind a
+    # pooler that shares server connections between transactions (PgBouncer's transaction
+    # mode), where a connection's prepared statements are not its own.
+    db_prepared_statements: bool = True
 
     # Celery. The visibility timeout must exceed the longest time a message may stay unacked.
     visibility_timeout_s: int = 3600

@@ -12,6 +12,7 @@ from sqlalchemy import Row, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from shared.callstate import CounterDeltas
+from shared.db import PreparedStatement
 from shared.models import Agent, Batch, IdempotencyKey
 
 CALL_COPY_COLUMNS = (
@@ -170,8 +171,9 @@ def claim_due_batches(session: Session, limit: int) -> list[tuple[str, str]]:
     return [(row.id, row.status) for row in rows]
 
 
-# Every transaction that moves calls moves its batch's counters: built once.
-_MOVE_COUNTERS = text(
+# Every transaction that moves calls moves its batch's counters.
+_MOVE_COUNTERS = PreparedStatement(
+    "switchboard_move_counters",
     "UPDATE batches SET "
     "total_calls_dispatched = total_calls_dispatched + :dispatched, "
     "total_calls_finished = total_calls_finished + :finished, "
@@ -181,7 +183,14 @@ _MOVE_COUNTERS = text(
     "status = CASE WHEN status = 'in_progress' "
     "AND calls_final + :final >= total_recipients THEN 'completed' ELSE status END "
     "WHERE id = :id RETURNING status = 'completed' "
-    "AND calls_final - :final < total_recipients AS completed_now"
+    "AND calls_final - :final < total_recipients AS completed_now",
+    (
+        ("id", "text"),
+        ("dispatched", "integer"),
+        ("finished", "integer"),
+        ("retries", "integer"),
+        ("final", "integer"),
+    ),
 )
 
 
@@ -193,7 +202,7 @@ def move_counters(session: Session, batch_id: str, deltas: CounterDeltas) -> boo
     counter moves exactly once per transition.
     """
     row = session.execute(
-        _MOVE_COUNTERS,
+        _MOVE_COUNTERS.statement(session),
         {
             "id": batch_id,
             "dispatched": deltas.dispatched,

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from shared.callstate import CallSnapshot, RetryPolicy, Transition
+from shared.db import PreparedStatement
 from shared.models import Call
 
 # Core (not ORM) constructs on the hot path: an ORM-enabled UPDATE costs about a millisecond
@@ -67,7 +68,8 @@ def render_inputs(session: Session, call_ids: Sequence[str]) -> dict[str, Row[An
     return {row.id: row for row in rows}
 
 
-_CLAIM = text(
+_CLAIM = PreparedStatement(
+    "switchboard_claim_call",
     "UPDATE calls c SET status = 'dialing', claimed_at = now(), claim_token = :token, "
     "checked_at = NULL, updated_at = now(), rendered_prompt = :prompt, "
     "rendered_first_message = :first_message, "
@@ -87,7 +89,14 @@ _CLAIM = text(
     "AND d.phone_number = c.phone_number) AS do_not_call, "
     "ARRAY(SELECT l.dialed_at FROM dial_log l WHERE l.workspace_id = c.workspace_id "
     "AND l.phone_number = c.phone_number AND l.dialed_at > now() - interval '7 days' "
-    "ORDER BY l.dialed_at) AS week_of_dials"
+    "ORDER BY l.dialed_at) AS week_of_dials",
+    (
+        ("id", "text"),
+        ("token", "text"),
+        ("prompt", "text"),
+        ("first_message", "text"),
+        ("override", "text"),
+    ),
 )
 
 
@@ -107,7 +116,7 @@ def claim_for_dial(
     another delivery of the same message, a cancel, or a due time in the future got there first.
     """
     return session.execute(
-        _CLAIM,
+        _CLAIM.statement(session),
         {
             "id": call_id,
             "token": claim_token,
@@ -136,18 +145,20 @@ def _locked(row: Any) -> LockedCall:
 
 
 # The columns of a call a transition is decided from, with its batch's retry policy.
-_LOCK_CALLS = text(
+_LOCK_CALLS = PreparedStatement(
+    "switchboard_lock_calls",
     "SELECT c.id, c.status, c.provider_call_sid, c.first_dispatched_at, c.attempts, "
     "c.batch_id, c.workspace_id, c.attempt_history, b.retry_policy "
     "FROM calls c JOIN batches b ON b.id = c.batch_id WHERE c.id = ANY(:ids) "
-    "ORDER BY c.id FOR UPDATE OF c"
+    "ORDER BY c.id FOR UPDATE OF c",
+    (("ids", "text[]"),),
 )
 
 
 def lock_calls(session: Session, call_ids: list[str]) -> dict[str, LockedCall]:
     """Lock these call rows in id order (so two transactions locking several never deadlock);
     each one's snapshot, its batch and its workspace."""
-    rows = session.execute(_LOCK_CALLS, {"ids": call_ids})
+    rows = session.execute(_LOCK_CALLS.statement(session), {"ids": call_ids})
     return {row.id: _locked(row) for row in rows}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Row, select, text, update
 from sqlalchemy.orm import Session
 
+from shared.db import PreparedStatement
 from shared.models import WebhookDelivery, WebhookEndpoint
 
 EVENT_CALL_ENDED = "call.ended"
@@ -40,8 +41,9 @@ _INSERT_DELIVERIES = (
     "AND CAST(:type AS text) = ANY(e.event_types) RETURNING id"
 )
 
-# Run by every transaction that ends calls: built once.
-_CALL_ENDED = text(
+# Run by every transaction that ends calls.
+_CALL_ENDED = PreparedStatement(
+    "switchboard_call_ended",
     "WITH ev AS MATERIALIZED (SELECT "
     f"{_sql_id('evt')} AS event_id, c.workspace_id, jsonb_build_object("
     "'batch_id', c.batch_id, 'call_id', c.id, 'recipient_id', c.recipient_id, "
@@ -54,7 +56,8 @@ _CALL_ENDED = text(
     "'ended_at_unix', extract(epoch FROM coalesce(c.ended_at, now()))::bigint) AS data "
     "FROM calls c LEFT JOIN contacts ct ON ct.id = c.contact_id "
     "WHERE c.id = ANY(:ids) AND EXISTS (SELECT 1 FROM webhook_endpoints w "
-    "WHERE w.workspace_id = c.workspace_id AND w.enabled)) " + _INSERT_DELIVERIES
+    "WHERE w.workspace_id = c.workspace_id AND w.enabled)) " + _INSERT_DELIVERIES,
+    (("ids", "text[]"), ("type", "text")),
 )
 
 _BATCH_COMPLETED = (
@@ -74,7 +77,9 @@ def add_call_ended(session: Session, call_ids: Sequence[str]) -> list[str]:
     """A ``call.ended`` delivery per subscribed endpoint for each of these (final) calls."""
     if not call_ids:
         return []
-    rows = session.execute(_CALL_ENDED, {"ids": list(call_ids), "type": EVENT_CALL_ENDED}).all()
+    rows = session.execute(
+        _CALL_ENDED.statement(session), {"ids": list(call_ids), "type": EVENT_CALL_ENDED}
+    ).all()
     return [row.id for row in rows]
 
 

@@ -1,0 +1,50 @@
+"""Statements prepared once per connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
+
+from shared.db import PreparedStatement
+from shared.settings import get_settings
+from tests.support import Stack
+
+TOTAL = PreparedStatement(
+    "switchboard_test_total",
+    "SELECT :a + :b * :a AS total",
+    (("a", "integer"), ("b", "integer")),
+)
+
+
+@pytest.fixture
+def engine(stack: Stack) -> Iterator[Engine]:
+    engine = create_engine(stack.database_url, pool_size=1, max_overflow=0)
+    yield engine
+    engine.dispose()
+
+
+def prepared_names(session: Session) -> list[str]:
+    return list(session.execute(text("SELECT name FROM pg_prepared_statements")).scalars())
+
+
+def test_prepared_on_first_use_and_kept_through_rollbacks(engine: Engine):
+    with Session(engine) as session:
+        assert session.execute(TOTAL.statement(session), {"a": 2, "b": 3}).scalar_one() == 8
+        session.rollback()  # a rollback does not undo PREPARE
+        assert session.execute(TOTAL.statement(session), {"a": 1, "b": 1}).scalar_one() == 2
+        assert prepared_names(session) == ["switchboard_test_total"]
+    with Session(engine) as session:  # the same pooled connection: prepared already
+        assert session.execute(TOTAL.statement(session), {"a": 3, "b": 0}).scalar_one() == 3
+        assert prepared_names(session) == ["switchboard_test_total"]
+
+
+def test_plain_statements_when_settings_turn_preparing_off(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(get_settings(), "db_prepared_statements", False)
+    with Session(engine) as session:
+        assert session.execute(TOTAL.statement(session), {"a": 2, "b": 3}).scalar_one() == 8
+        assert prepared_names(session) == []
