@@ -7,6 +7,7 @@ it was asked to place, so a test can assert that no number was dialed twice.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import heapq
@@ -22,7 +23,7 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -38,6 +39,9 @@ CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Calls(?:/([^/.]+))?\.jso
 FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 AGENT_CONFIG_PARAMETER = re.compile(r'<Parameter\s+name="agent_config_url"\s+value="([^"]*)"')
+
+
+_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def _rfc2822(epoch: float | None) -> str | None:
@@ -89,12 +93,18 @@ class SandboxCarrier:
         self._sequence = itertools.count()
         self._in_flight = 0
         # Each call's callbacks waiting to be posted, in order (the first one is being posted).
-        self._posts: dict[str, deque[Callable[[], None]]] = {}
+        self._posts: dict[str, deque[Callable[[], Coroutine[Any, Any, None]]]] = {}
         self._live = 0
         self._running = False
         # Twilio posts callbacks independently of each other; a receiver that answers slowly
-        # (the API gathers callbacks for a few milliseconds) must not hold the others back.
-        self._senders = ThreadPoolExecutor(max_workers=128, thread_name_prefix="sandbox-callback")
+        # (the API gathers callbacks for a few milliseconds) must not hold the others back. They
+        # go out from one event loop over keep-alive connections: as many in flight as needed,
+        # without a thread each.
+        self._loop = asyncio.new_event_loop()
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # TwiML fetches (only with fetch_twiml) run on threads.
+        self._senders = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sandbox-twiml")
         self._local = threading.local()
         carrier = self
 
@@ -114,9 +124,11 @@ class SandboxCarrier:
         return f"http://{self._host}:{self._server.server_address[1]}"
 
     def start(self) -> SandboxCarrier:
-        """Serve and play lifecycles in background threads."""
+        """Serve and play lifecycles in background threads (once: starting again is a no-op)."""
+        if self._running:
+            return self
         self._running = True
-        for target in (self._server.serve_forever, self._run_events):
+        for target in (self._server.serve_forever, self._run_events, self._loop.run_forever):
             thread = threading.Thread(target=target, daemon=True, name="sandbox")
             thread.start()
             self._threads.append(thread)
@@ -130,6 +142,8 @@ class SandboxCarrier:
         self._server.shutdown()
         self._server.server_close()
         self._senders.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(RuntimeError):  # already closed
+            self._loop.call_soon_threadsafe(self._close_connections)
 
     def __enter__(self) -> SandboxCarrier:
         return self.start()
@@ -542,7 +556,9 @@ class SandboxCarrier:
         for _ in range(copies):
             self._post_in_order(call, lambda: self._post_callback(call, url, params, token))
 
-    def _post_in_order(self, call: dict[str, Any], post: Callable[[], None]) -> None:
+    def _post_in_order(
+        self, call: dict[str, Any], post: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
         """Post one call's callbacks one after another, in the order they were made (different
         calls' callbacks go out in parallel)."""
         with self._lock:
@@ -550,42 +566,49 @@ class SandboxCarrier:
             queue.append(post)
             if len(queue) > 1:
                 return  # the post in flight sends this one after it
+            self._in_flight += 1
 
-        def drain() -> None:
-            while True:
-                with self._lock:
-                    current = queue[0]
-                try:
-                    current()
-                except Exception as exc:  # one failed post must not hold back the next ones
+        async def drain() -> None:
+            try:
+                while True:
                     with self._lock:
-                        self._stats[f"callback_error:{exc.__class__.__name__}"] += 1
+                        current = queue[0]
+                    try:
+                        await current()
+                    except Exception as exc:  # one failed post must not hold back the next ones
+                        with self._lock:
+                            self._stats[f"callback_error:{exc.__class__.__name__}"] += 1
+                    with self._lock:
+                        queue.popleft()
+                        if not queue:
+                            del self._posts[call["sid"]]
+                            return
+            finally:
                 with self._lock:
-                    queue.popleft()
-                    if not queue:
-                        del self._posts[call["sid"]]
-                        return
+                    self._in_flight -= 1
 
-        self._track(drain)
+        if self._running:
+            self._loop.call_soon_threadsafe(self._start_task, drain)
 
-    def _post_callback(
+    def _start_task(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        # The loop keeps only a weak reference to a task: hold it until it is done.
+        task = self._loop.create_task(work())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post_callback(
         self, call: dict[str, Any], url: str, params: dict[str, str], token: str
     ) -> None:
         if self.config.shuffle_callbacks:
-            time.sleep(random.random() * 0.05)
+            await asyncio.sleep(random.random() * 0.05)
         signature = RequestValidator(token).compute_signature(url, params)
         for _ in range(self.config.callback_retries + 1):
             try:
-                status, _ = self._http(
-                    "POST",
-                    url,
-                    urllib.parse.urlencode(params).encode(),
-                    {
-                        "X-Twilio-Signature": signature,
-                        "Content-Type": "application/x-www-form-urlencoded",
-                    },
+                status = await asyncio.wait_for(
+                    self._post(url, urllib.parse.urlencode(params).encode(), signature),
+                    self.config.callback_timeout_s,
                 )
-            except OSError:
+            except (TimeoutError, OSError, EOFError, ValueError):
                 status = 0
             if 200 <= status < 300:
                 with self._lock:
@@ -594,6 +617,68 @@ class SandboxCarrier:
                 return
         with self._lock:
             self._stats["callbacks_failed"] += 1
+
+    async def _post(self, url: str, body: bytes, signature: str) -> int:
+        """POST a signed form over a keep-alive connection to the URL's host; the status."""
+        parts = urllib.parse.urlsplit(url)
+        key = (parts.hostname or "127.0.0.1", parts.port or 80)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"X-Twilio-Signature: {signature}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        idle = self._idle.setdefault(key, [])
+        while idle:  # a kept connection the receiver may have closed meanwhile: one more try
+            connection = idle.pop()
+            try:
+                return await self._exchange(key, connection, request)
+            except (OSError, EOFError, ValueError):
+                connection[1].close()
+        return await self._exchange(key, await asyncio.open_connection(*key), request)
+
+    async def _exchange(self, key: tuple[str, int], connection: _Connection, request: bytes) -> int:
+        """One request and its response; the connection is kept for the next one unless the
+        receiver closes it."""
+        reader, writer = connection
+        try:
+            writer.write(request)
+            await writer.drain()
+            status_line = await reader.readline()
+            if not status_line:
+                raise EOFError("connection closed")
+            status = int(status_line.split()[1])
+            length, chunked, keep = 0, False, True
+            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                name, value = name.strip().lower(), value.strip().lower()
+                if name == "content-length":
+                    length = int(value)
+                elif name == "transfer-encoding":
+                    chunked = "chunked" in value
+                elif name == "connection":
+                    keep = value != "close"
+            if chunked:
+                while size := int((await reader.readline()).split(b";")[0], 16):
+                    await reader.readexactly(size + 2)
+                await reader.readline()
+            elif length:
+                await reader.readexactly(length)
+        except BaseException:
+            writer.close()
+            raise
+        if keep:
+            self._idle.setdefault(key, []).append(connection)
+        else:
+            writer.close()
+        return status
+
+    def _close_connections(self) -> None:
+        for connections in self._idle.values():
+            for _, writer in connections:
+                writer.close()
+        self._idle.clear()
+        self._loop.stop()
 
     def _fetch_twiml(self, sid: str) -> None:
         with self._lock:
