@@ -297,7 +297,7 @@ def run(args: argparse.Namespace) -> None:
 
     only = set(args.only)
     # The workspace's live-call cap (default 200) bounds a run at 200 calls per call lifetime,
-    # and a sandbox call lives as long as its four callbacks, posted one after another, take:
+    # and a sandbox call lives as long as its callbacks, posted one after another, take:
     # the end-to-end figures are taken under a higher cap, so that they measure the dispatcher.
     os.environ["SWITCHBOARD_MAX_LIVE_CALLS_PER_WORKSPACE"] = str(args.live_call_cap)
     with tempfile.TemporaryDirectory(prefix="sbbench") as tmp, ExitStack() as resources:

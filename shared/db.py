@@ -56,7 +56,8 @@ def new_session() -> Session:
     return _sessionmaker()
 
 
-_PARAMETER = re.compile(r"(?<!:):([a-z_]+)")
+# A ``:name`` parameter of a text statement (not a ``::type`` cast).
+SQL_PARAMETER = re.compile(r"(?<!:):([a-z_]+)")
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class PreparedStatement:
         prepared: set[str] = connection.connection.info.setdefault("prepared_statements", set())
         if self.name not in prepared:
             positions = {name: f"${i}" for i, (name, _) in enumerate(self.parameters, start=1)}
-            body = _PARAMETER.sub(lambda m: positions[m[1]], self.sql)
+            body = SQL_PARAMETER.sub(lambda m: positions[m[1]], self.sql)
             types = ", ".join(sql_type for _, sql_type in self.parameters)
             # Not undone by a rollback: it lasts as long as the connection.
             connection.exec_driver_sql(f"PREPARE {self.name} ({types}) AS {body}")

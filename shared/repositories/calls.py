@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -13,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from shared.callstate import CallSnapshot, RetryPolicy, Transition
-from shared.db import PreparedStatement
+from shared.db import SQL_PARAMETER, PreparedStatement
 from shared.models import Call
 
 # Core (not ORM) constructs on the hot path: an ORM-enabled UPDATE costs about a millisecond
@@ -74,15 +73,12 @@ _CLAIM = PreparedStatement(
     "checked_at = NULL, updated_at = now(), rendered_prompt = :prompt, "
     "rendered_first_message = :first_message, "
     "rendered_override = CAST(:override AS jsonb) "
-    "FROM batches b JOIN agents a ON a.id = b.agent_id "
-    "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id "
+    "FROM batches b LEFT JOIN phone_numbers p ON p.id = b.phone_number_id "
     "WHERE c.id = :id AND c.status = 'pending' AND c.due_at <= now() "
     "AND b.id = c.batch_id AND b.status = 'in_progress' AND b.paused_at IS NULL "
-    "RETURNING c.id, c.batch_id, c.workspace_id, c.phone_number, c.whatsapp_user_id, "
-    "c.attempts, b.telephony_call_config, b.calling_window, b.timezone, "
-    "b.target_concurrency_limit, a.language, a.llm, a.voice, "
-    f"{_CALLER_POOL} AS caller_numbers, "
-    "p.provider, p.credentials_ref, "
+    "RETURNING c.id, c.batch_id, c.workspace_id, c.phone_number, "
+    "b.telephony_call_config, b.calling_window, b.timezone, b.target_concurrency_limit, "
+    f"{_CALLER_POOL} AS caller_numbers, p.credentials_ref, "
     # Checked right before dialing, in the claim itself: the do-not-call list (the number may
     # have been listed since submit) and this week's dials of the number.
     "EXISTS (SELECT 1 FROM dnc_numbers d WHERE d.workspace_id = c.workspace_id "
@@ -235,7 +231,6 @@ def _assignments(move: Move) -> tuple[tuple[tuple[str, str], ...], dict[str, Any
     return tuple(sets.items()), params
 
 
-_PARAMETER = re.compile(r"(?<!:):([a-z_]+)")
 # The SQL types of a bulk move's parameters that are not columns of their own name.
 _PARAMETER_TYPES = {
     "id": "text",
@@ -265,7 +260,7 @@ def _move_statement(shape: tuple[tuple[str, str], ...], several: bool) -> Any:
         sql = f"UPDATE calls SET {assignments} WHERE id = :id AND status = :from_status"
     else:
         assignments = ", ".join(
-            f"{column} = " + _PARAMETER.sub(r"v.\1", value) for column, value in shape
+            f"{column} = " + SQL_PARAMETER.sub(r"v.\1", value) for column, value in shape
         )
         names = _names(shape)
         arrays = ", ".join(f"CAST(:{name} AS {_parameter_type(name)}[])" for name in names)
@@ -281,7 +276,7 @@ def _names(shape: tuple[tuple[str, str], ...]) -> list[str]:
     """The parameters a shape's statement takes, in a fixed order."""
     names = ["id", "from_status"]
     for _, value in shape:
-        names += [name for name in _PARAMETER.findall(value) if name not in names]
+        names += [name for name in SQL_PARAMETER.findall(value) if name not in names]
     return names
 
 

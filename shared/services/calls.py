@@ -325,11 +325,11 @@ def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
     The prompts are rendered first, from the calls' client data and templates read at once
     (both fixed at submit). Each call is then claimed in a short transaction of its own
     (storing its rendered prompt, and taking its live-call slot) right before it is paced and
-    placed, outside any transaction. The
-    provider's answers are recorded together, in one transaction, once every call is placed
-    or once the oldest unrecorded answer is ``ANSWERS_RECORDED_WITHIN_S`` old. An answer lost
-    with the process leaves its call claimed: the tick reconciles it with the provider, as it
-    does any dial whose answer never came.
+    placed, outside any transaction. The provider's answers are recorded together, in one
+    transaction, once every call is placed or once the oldest unrecorded answer is
+    ``ANSWERS_RECORDED_WITHIN_S`` old. An answer lost with the process leaves its call
+    claimed: the tick reconciles it with the provider, as it does any dial whose answer never
+    came.
     """
     results: list[str] = []
     answers: list[tuple[str, ProviderUpdate]] = []

@@ -71,12 +71,13 @@ def callback_is_authentic(
     if params.get("AccountSid") not in (None, account.account_sid):
         return False
     validator = RequestValidator(account.auth_token)
+    fields = dict(params)
     # Twilio signs the URL as it was given; validate() also tries it with and without an
     # explicit port, two signatures more, which only a URL rewritten on the way needs.
-    expected = validator.compute_signature(url, dict(params))
+    expected = validator.compute_signature(url, fields)
     if hmac.compare_digest(expected.encode(), signature.encode()):
         return True
-    return bool(validator.validate(url, dict(params), signature))
+    return bool(validator.validate(url, fields, signature))
 
 
 def _provider_error(exc: Exception) -> ProviderError:
@@ -111,10 +112,10 @@ class PooledHttpClient(HttpClient):
     def __init__(self, base_url: str, timeout: float, max_connections: int = 64) -> None:
         super().__init__(logging.getLogger("twilio.http_client"), False, timeout)
         # The environment's proxy and CA bundle, read once (as requests would per request).
-        host = urllib.parse.urlsplit(base_url).hostname or ""
+        parts = urllib.parse.urlsplit(base_url)
         proxy = None
-        if not urllib.request.proxy_bypass(host):
-            proxy = urllib.request.getproxies().get(urllib.parse.urlsplit(base_url).scheme)
+        if not urllib.request.proxy_bypass(parts.hostname or ""):
+            proxy = urllib.request.getproxies().get(parts.scheme)
         ca_certs = (
             os.environ.get("REQUESTS_CA_BUNDLE")
             or os.environ.get("CURL_CA_BUNDLE")
