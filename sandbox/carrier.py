@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import heapq
 import html
 import http.client
-import itertools
 import json
 import math
 import random
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -27,7 +26,6 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from twilio.request_validator import RequestValidator
@@ -83,67 +81,59 @@ class SandboxCarrier:
         self.config = config or SandboxConfig()
         self._host = host
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
         self._calls: dict[str, dict[str, Any]] = {}
         self._order: list[str] = []
         self._attempts: Counter[str] = Counter()
         self._requests: Counter[str] = Counter()
         self._stats: Counter[str] = Counter()
-        self._events: list[tuple[float, int, Callable[[], None]]] = []
-        self._sequence = itertools.count()
+        self._lifecycles = 0  # calls whose lifecycle is still being played
         self._in_flight = 0
         # Each call's callbacks waiting to be posted, in order (the first one is being posted).
         self._posts: dict[str, deque[Callable[[], Coroutine[Any, Any, None]]]] = {}
         self._live = 0
         self._running = False
-        # Twilio posts callbacks independently of each other; a receiver that answers slowly
-        # (the API gathers callbacks for a few milliseconds) must not hold the others back. They
-        # go out from one event loop over keep-alive connections: as many in flight as needed,
-        # without a thread each.
+        # One event loop serves the REST API, plays every call's lifecycle and posts the
+        # callbacks. Twilio posts callbacks independently of each other; a receiver that answers
+        # slowly (the API gathers callbacks for a few milliseconds) must not hold the others
+        # back: they go out over keep-alive connections, as many in flight as needed, without a
+        # thread each. Simulated API latency and timeouts are waited out on the loop, too.
         self._loop = asyncio.new_event_loop()
+        self._loop_thread: int | None = None
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # TwiML fetches (only with fetch_twiml) run on threads.
         self._senders = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sandbox-twiml")
         self._local = threading.local()
-        carrier = self
-
-        class Handler(_Handler):
-            sandbox = carrier
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 1024
-        self._threads: list[threading.Thread] = []
+        self._socket = socket.create_server((host, port), backlog=1024)
+        self._server: asyncio.Server | None = None
+        self._serving: set[asyncio.StreamWriter] = set()
 
     # -- lifecycle of the carrier itself ------------------------------------------------------
 
     @property
     def base_url(self) -> str:
         """Where the carrier listens, e.g. http://127.0.0.1:8055."""
-        return f"http://{self._host}:{self._server.server_address[1]}"
+        return f"http://{self._host}:{self._socket.getsockname()[1]}"
 
     def start(self) -> SandboxCarrier:
-        """Serve and play lifecycles in background threads (once: starting again is a no-op)."""
+        """Serve and play lifecycles in a background thread (once: starting again is a no-op)."""
         if self._running:
             return self
         self._running = True
-        for target in (self._server.serve_forever, self._run_events, self._loop.run_forever):
-            thread = threading.Thread(target=target, daemon=True, name="sandbox")
-            thread.start()
-            self._threads.append(thread)
+        threading.Thread(target=self._loop.run_forever, daemon=True, name="sandbox").start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
         return self
 
     def stop(self) -> None:
         """Stop serving and playing; pending callbacks are dropped."""
-        with self._wake:
-            self._running = False
-            self._wake.notify_all()
-        self._server.shutdown()
-        self._server.server_close()
+        with self._lock:
+            running, self._running = self._running, False
         self._senders.shutdown(wait=False, cancel_futures=True)
+        if not running:
+            self._socket.close()
+            return
         with contextlib.suppress(RuntimeError):  # already closed
-            self._loop.call_soon_threadsafe(self._close_connections)
+            asyncio.run_coroutine_threadsafe(self._shut_down(), self._loop).result(timeout=10)
 
     def __enter__(self) -> SandboxCarrier:
         return self.start()
@@ -188,7 +178,7 @@ class SandboxCarrier:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                if not self._events and self._in_flight == 0:
+                if self._lifecycles == 0 and self._in_flight == 0:
                     return True
             time.sleep(0.02)
         return False
@@ -268,8 +258,6 @@ class SandboxCarrier:
             self._stats["create_requests_total"] += 1
         # Draws depend on how often this number was asked for, never on thread timing.
         rng = self._draw(rule, to, request_index)
-        if rule.api_latency_ms:
-            time.sleep(rule.api_latency_ms / 1000)
         if rule.http_error and rng.random() < rule.http_error_probability:
             with self._lock:
                 self._stats[f"rejected_{rule.http_error}"] += 1
@@ -335,25 +323,18 @@ class SandboxCarrier:
             if rule.talk_seconds is not None
             else (self.config.default_talk_seconds)
         )
+        if ring > call["timeout"]:
+            # Like Twilio: a call that rings longer than the request's Timeout ends no-answer.
+            ring, outcome = call["timeout"], "no-answer"
+            call["outcome"] = outcome
         with self._lock:
             self._attempts[to] += 1
             self._calls[sid] = call
             self._order.append(sid)
             self._live += 1
             self._stats["max_live_calls"] = max(self._stats["max_live_calls"], self._live)
-        self._schedule(0.0, lambda: self._progress(sid, "initiated", "initiated"))
-        self._schedule(0.0, lambda: self._progress(sid, "ringing", "ringing"))
-        if ring > call["timeout"]:
-            # Like Twilio: a call that rings longer than the request's Timeout ends no-answer.
-            ring, outcome = call["timeout"], "no-answer"
-            call["outcome"] = outcome
-        if outcome in ("completed", "voicemail"):
-            self._schedule(ring, lambda: self._answer(sid))
-            self._schedule(ring + talk, lambda: self._finish(sid, "completed", talk))
-        else:
-            self._schedule(ring, lambda: self._finish(sid, outcome, None))
-        if rule.timeout_seconds:
-            time.sleep(rule.timeout_seconds)
+            self._lifecycles += 1
+        self._start_task(lambda: self._play(sid, outcome, ring, talk))
         return 201, self._resource(call)
 
     def _find(self, account_sid: str, sid: str) -> dict[str, Any]:
@@ -451,26 +432,32 @@ class SandboxCarrier:
 
     # -- call lifecycles ----------------------------------------------------------------------
 
-    def _schedule(self, delay: float, action: Callable[[], None]) -> None:
-        with self._wake:
-            heapq.heappush(self._events, (time.monotonic() + delay, next(self._sequence), action))
-            self._wake.notify()
-
-    def _run_events(self) -> None:
-        while True:
-            with self._wake:
-                while self._running and (not self._events or self._events[0][0] > time.monotonic()):
-                    timeout = self._events[0][0] - time.monotonic() if self._events else None
-                    self._wake.wait(timeout)
+    async def _play(self, sid: str, outcome: str, ring: float, talk: float) -> None:
+        """One call's lifecycle, step after step (a step that fails is counted and skipped)."""
+        steps: list[tuple[float, Callable[[], None]]] = [
+            (0.0, lambda: self._progress(sid, "initiated", "initiated")),
+            (0.0, lambda: self._progress(sid, "ringing", "ringing")),
+        ]
+        if outcome in ("completed", "voicemail"):
+            steps.append((ring, lambda: self._answer(sid)))
+            steps.append((talk, lambda: self._finish(sid, "completed", talk)))
+        else:
+            steps.append((ring, lambda: self._finish(sid, outcome, None)))
+        try:
+            for delay, step in steps:
+                if delay > 0:
+                    await asyncio.sleep(delay)
                 if not self._running:
                     return
-                _, _, action = heapq.heappop(self._events)
-            try:
-                action()
-            except Exception as exc:  # a bad event must not stop every other call
-                with self._lock:
-                    self._stats["event_errors"] += 1
-                    self._stats[f"event_error:{exc.__class__.__name__}"] += 1
+                try:
+                    step()
+                except Exception as exc:  # a bad step must not stop every other call
+                    with self._lock:
+                        self._stats["event_errors"] += 1
+                        self._stats[f"event_error:{exc.__class__.__name__}"] += 1
+        finally:
+            with self._lock:
+                self._lifecycles -= 1
 
     def _set(self, sid: str, status: str, **fields: Any) -> dict[str, Any] | None:
         """Move a live call to ``status``; None if it already ended."""
@@ -588,9 +575,16 @@ class SandboxCarrier:
                     self._in_flight -= 1
 
         if self._running:
-            self._loop.call_soon_threadsafe(self._start_task, drain)
+            self._start_task(drain)
 
     def _start_task(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` on the loop (from any thread)."""
+        if threading.get_ident() == self._loop_thread:
+            self._create_task(work)
+        else:
+            self._loop.call_soon_threadsafe(self._create_task, work)
+
+    def _create_task(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         # The loop keeps only a weak reference to a task: hold it until it is done.
         task = self._loop.create_task(work())
         self._tasks.add(task)
@@ -673,12 +667,89 @@ class SandboxCarrier:
             writer.close()
         return status
 
-    def _close_connections(self) -> None:
-        for connections in self._idle.values():
-            for _, writer in connections:
-                writer.close()
+    # -- serving the REST API ------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        self._loop_thread = threading.get_ident()
+        self._server = await asyncio.start_server(self._connection, sock=self._socket)
+
+    async def _shut_down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in [*self._serving, *(w for kept in self._idle.values() for _, w in kept)]:
+            writer.close()
         self._idle.clear()
-        self._loop.stop()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.wait(others, timeout=5)
+        self._loop.call_soon(self._loop.stop)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One client connection: HTTP/1.1 requests, one after another, kept alive."""
+        self._serving.add(writer)
+        try:
+            while self._running:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                received_at = time.time()  # a call's created_at: pacing is measured at the wire
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, version = lines[0].split(" ", 2)
+                headers: dict[str, str] = {}
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name:
+                        headers[name.strip().lower()] = value.strip()
+                if "chunked" in headers.get("transfer-encoding", "").lower():
+                    raw = await _read_chunked(reader)
+                else:
+                    length = int(headers.get("content-length") or 0)
+                    raw = await reader.readexactly(length) if length else b""
+                status, payload = await self._answer_request(
+                    method, target, raw, headers.get("authorization"), received_at
+                )
+                body = json.dumps(payload).encode()
+                keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+                writer.write(
+                    (
+                        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                        + ("" if keep else "Connection: close\r\n")
+                        + "\r\n"
+                    ).encode()
+                    + body
+                )
+                await writer.drain()
+                if not keep:
+                    return
+        except (ConnectionError, ValueError):
+            return
+        finally:
+            self._serving.discard(writer)
+            writer.close()
+
+    async def _answer_request(
+        self, method: str, target: str, raw: bytes, authorization: str | None, received_at: float
+    ) -> tuple[int, Any]:
+        parts = urllib.parse.urlsplit(target)
+        if parts.path == "/sandbox/config":
+            form = {"_json": [raw.decode() or "{}"]}
+        else:
+            form = urllib.parse.parse_qs(raw.decode(), keep_blank_values=True)
+        query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+        match = CALLS_PATH.match(parts.path)
+        creating = method == "POST" and match is not None and match.group(2) is None
+        rule = self.config.rule_for(form.get("To", [""])[0]) if creating else None
+        if rule is not None and rule.api_latency_ms:
+            await asyncio.sleep(rule.api_latency_ms / 1000)
+        status, payload = self.handle(method, parts.path, query, form, authorization, received_at)
+        if rule is not None and rule.timeout_seconds and status == 201:
+            # The call is placed, but its answer comes too late for the client.
+            await asyncio.sleep(rule.timeout_seconds)
+        return status, payload
 
     def _fetch_twiml(self, sid: str) -> None:
         with self._lock:
@@ -748,41 +819,11 @@ class SandboxCarrier:
         raise AssertionError("unreachable")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    sandbox: SandboxCarrier
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in one write with Nagle off: no 40 ms delayed-ACK stalls.
-    disable_nagle_algorithm = True
-    received_at = 0.0
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the carrier is driven thousands of times a second."""
-
-    def parse_request(self) -> bool:
-        self.received_at = time.time()  # before the headers are parsed
-        return super().parse_request()
-
-    def _serve(self, method: str) -> None:
-        parts = urllib.parse.urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if parts.path == "/sandbox/config":
-            form = {"_json": [raw.decode() or "{}"]}
-        else:
-            form = urllib.parse.parse_qs(raw.decode(), keep_blank_values=True)
-        query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
-        status, payload = self.sandbox.handle(
-            method, parts.path, query, form, self.headers.get("Authorization"), self.received_at
-        )
-        body = json.dumps(payload).encode()
-        head = (
-            f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        self.wfile.write(head.encode() + body)
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while size := int((await reader.readline()).split(b";")[0], 16):
+        body += await reader.readexactly(size)
+        await reader.readline()
+    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+        pass  # trailers
+    return bytes(body)
