@@ -55,14 +55,15 @@ _CALLER_POOL = (
 
 
 _RENDER_INPUTS = text(
-    "SELECT c.id, c.client_data, b.prompt_template, b.first_message_template "
+    "SELECT c.id, c.batch_id, c.workspace_id, c.client_data, b.prompt_template, "
+    "b.first_message_template, b.target_concurrency_limit "
     "FROM calls c JOIN batches b ON b.id = c.batch_id WHERE c.id = ANY(:ids)"
 )
 
 
 def render_inputs(session: Session, call_ids: Sequence[str]) -> dict[str, Row[Any]]:
-    """What these calls' prompts are rendered from (fixed at submit): their client data and
-    their batches' templates, by call id."""
+    """What these calls' prompts are rendered from (fixed at submit: their client data and
+    their batches' templates) and the live-call limits they dial under, by call id."""
     rows = session.execute(_RENDER_INPUTS, {"ids": list(call_ids)})
     return {row.id: row for row in rows}
 
@@ -77,7 +78,7 @@ _CLAIM = PreparedStatement(
     "WHERE c.id = :id AND c.status = 'pending' AND c.due_at <= now() "
     "AND b.id = c.batch_id AND b.status = 'in_progress' AND b.paused_at IS NULL "
     "RETURNING c.id, c.batch_id, c.workspace_id, c.phone_number, "
-    "b.telephony_call_config, b.calling_window, b.timezone, b.target_concurrency_limit, "
+    "b.telephony_call_config, b.calling_window, b.timezone, "
     f"{_CALLER_POOL} AS caller_numbers, p.credentials_ref, "
     # Checked right before dialing, in the claim itself: the do-not-call list (the number may
     # have been listed since submit) and this week's dials of the number.
@@ -396,6 +397,19 @@ def release_claim(session: Session, call_id: str, claim_token: str, delay_s: flo
         {"id": call_id, "token": claim_token, "delay": delay_s},
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def defer_unclaimed(session: Session, call_ids: Sequence[str], delay_s: float) -> None:
+    """Published calls that were not claimed (no live-call slot) wait ``delay_s`` more, as
+    calls never published: the tick publishes them again once they are due."""
+    session.execute(
+        text(
+            "UPDATE calls SET enqueued_at = NULL, updated_at = now(), "
+            "due_at = GREATEST(due_at, now() + make_interval(secs => :delay)) "
+            "WHERE id = ANY(:ids) AND status = 'pending'"
+        ),
+        {"ids": list(call_ids), "delay": delay_s},
+    )
 
 
 def abandon_pending_calls(session: Session, batch_id: str, outcome: str) -> list[str]:

@@ -323,16 +323,19 @@ def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
     """Claim, render and place these calls one after another; what happened to each.
 
     The prompts are rendered first, from the calls' client data and templates read at once
-    (both fixed at submit). Each call is then claimed in a short transaction of its own
-    (storing its rendered prompt, and taking its live-call slot) right before it is paced and
-    placed, outside any transaction. The provider's answers are recorded together, in one
-    transaction, once every call is placed or once the oldest unrecorded answer is
-    ``ANSWERS_RECORDED_WITHIN_S`` old. An answer lost with the process leaves its call
-    claimed: the tick reconciles it with the provider, as it does any dial whose answer never
-    came.
+    (both fixed at submit). Each call then takes its live-call slot in Redis and, with it, is
+    claimed in a short transaction of its own (storing its rendered prompt) right before it
+    is paced and placed, outside any transaction. A call without a free slot is not claimed
+    at all: it waits ``SLOT_RETRY_DELAY_S`` as a call never published, for the tick. The
+    provider's answers are recorded together, in one transaction, once every call is placed
+    or once the oldest unrecorded answer is ``ANSWERS_RECORDED_WITHIN_S`` old; the calls
+    without a slot are put back in the last of these transactions. An answer lost with the
+    process leaves its call claimed: the tick reconciles it with the provider, as it does any
+    dial whose answer never came.
     """
     results: list[str] = []
     answers: list[tuple[str, ProviderUpdate]] = []
+    slotless: list[str] = []
     oldest = 0.0
     with transaction() as session:
         inputs = calls_repo.render_inputs(session, call_ids)
@@ -341,28 +344,35 @@ def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
             if call_id not in inputs:
                 results.append("not_claimed")
                 continue
-            outcome = _place_claimed_call(call_id, _rendered(inputs[call_id]), transaction)
+            outcome = _place_call(call_id, inputs[call_id], transaction)
             if isinstance(outcome, str):
                 results.append(outcome)
+                if outcome == "no_slot":
+                    slotless.append(call_id)
                 continue
             results.append("dispatched")
             if not answers:
                 oldest = time.monotonic()
             answers.append((call_id, outcome))
             if time.monotonic() - oldest >= ANSWERS_RECORDED_WITHIN_S:
-                _record_answers(answers, transaction)
+                _record_answers(answers, [], transaction)
                 answers = []
     finally:  # a later call's failure does not keep the earlier ones' answers from the record
-        if answers:
-            _record_answers(answers, transaction)
+        if answers or slotless:
+            _record_answers(answers, slotless, transaction)
     for result in results:
         metrics.DIALS.labels(result=result).inc()
     return results
 
 
-def _record_answers(answers: list[tuple[str, ProviderUpdate]], transaction: Transaction) -> None:
+def _record_answers(
+    answers: list[tuple[str, ProviderUpdate]], slotless: list[str], transaction: Transaction
+) -> None:
     with transaction() as session:
-        apply_provider_reports(session, answers)
+        if answers:
+            apply_provider_reports(session, answers)
+        if slotless:
+            calls_repo.defer_unclaimed(session, slotless, SLOT_RETRY_DELAY_S)
 
 
 def _rendered(inputs: Any) -> tuple[str, str, dict[str, Any] | None]:
@@ -380,39 +390,51 @@ def _rendered(inputs: Any) -> tuple[str, str, dict[str, Any] | None]:
     )
 
 
-def _place_claimed_call(
-    call_id: str, rendered: tuple[str, str, dict[str, Any] | None], transaction: Transaction
-) -> str | ProviderUpdate:
+def _place_call(call_id: str, inputs: Any, transaction: Transaction) -> str | ProviderUpdate:
     """What happened to the call, or the provider's answer when it was placed."""
-    settings = get_settings()
+    # The live-call slot comes first, from Redis: a call without one is not claimed (no
+    # transaction spent on a call that cannot be placed). A committed claim (a dialing call)
+    # always holds one; every other way out of the claim gives it back.
+    if not _take_slots(call_id, inputs):
+        return "no_slot"
+    names = slot_names(inputs.batch_id, inputs.workspace_id)
     token = uuid.uuid4().hex
-    names: list[str] = []  # the slots taken, once they are
     try:
         with transaction() as session:
-            row = calls_repo.claim_for_dial(session, call_id, token, *rendered)
-            if row is None:
-                return "not_claimed"
-            if row.phone_number is None:
-                fail_claimed_call(session, call_id, callstate.OUTCOME_WHATSAPP_UNSUPPORTED)
-                return "whatsapp_unsupported"
-            if row.do_not_call:
-                skip_claimed_call(session, call_id, callstate.OUTCOME_DNC)
-                return "dnc"
-            held = _hold_outside_window(session, row, token) or _hold_over_frequency_cap(
-                session, row, token
-            )
-            if held is not None:
-                return held
-            # The live-call slot is taken inside the claim's transaction: without one, the
-            # claim is simply undone there (no transaction of its own, no batch row lock).
-            if not _take_slots(call_id, row):
-                calls_repo.release_claim(session, call_id, token, SLOT_RETRY_DELAY_S)
-                return "no_slot"
-            names = slot_names(row.batch_id, row.workspace_id)
-    except BaseException:
-        if names:  # the claim was not committed: nothing holds the slot
-            slots.release(call_id, names)
+            row = _claim(session, call_id, token, _rendered(inputs))
+    except BaseException:  # the claim was not committed: nothing holds the slot
+        slots.release(call_id, names)
         raise
+    if isinstance(row, str):
+        slots.release(call_id, names)
+        return row
+    return _place_claimed_call(call_id, row, token, names, transaction)
+
+
+def _claim(
+    session: Session, call_id: str, token: str, rendered: tuple[str, str, dict[str, Any] | None]
+) -> Any:
+    """The claimed call's row, or why it is not to be dialed now."""
+    row = calls_repo.claim_for_dial(session, call_id, token, *rendered)
+    if row is None:
+        return "not_claimed"
+    if row.phone_number is None:
+        fail_claimed_call(session, call_id, callstate.OUTCOME_WHATSAPP_UNSUPPORTED)
+        return "whatsapp_unsupported"
+    if row.do_not_call:
+        skip_claimed_call(session, call_id, callstate.OUTCOME_DNC)
+        return "dnc"
+    held = _hold_outside_window(session, row, token) or _hold_over_frequency_cap(
+        session, row, token
+    )
+    return held if held is not None else row
+
+
+def _place_claimed_call(
+    call_id: str, row: Any, token: str, names: list[str], transaction: Transaction
+) -> str | ProviderUpdate:
+    """Pace and place a claimed call holding its slot: what happened, or the provider's answer."""
+    settings = get_settings()
     provider = provider_for(row.credentials_ref)
     callers = [number for number in row.caller_numbers if number]
     paced = _wait_for_pacing(
