@@ -1,4 +1,5 @@
-"""The HTTP API: ``uvicorn api.main:app``."""
+"""The HTTP API: ``uvicorn api.main:app``: the FastAPI ``application``, behind the provider's
+status callbacks (``telephony.StatusCallbacks``)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-app = FastAPI(
+application = FastAPI(
     title="Switchboard",
     version="0.1.0",
     description="Batch calling for AI voice agents: submit recipients, watch every call end.",
@@ -41,16 +42,16 @@ app = FastAPI(
 )
 
 # The provider's callbacks are most requests (several per call): their routes are matched first.
-app.include_router(telephony.router)
+application.include_router(telephony.router)
 for prefix in ("/v1/voiceai", "/v1/convai"):
-    app.include_router(batch_calling.router, prefix=f"{prefix}/batch-calling")
-    app.include_router(agents.router, prefix=prefix)
-    app.include_router(dnc.router, prefix=prefix)
-    app.include_router(webhooks.router, prefix=prefix)
-app.include_router(dashboard.router)
+    application.include_router(batch_calling.router, prefix=f"{prefix}/batch-calling")
+    application.include_router(agents.router, prefix=prefix)
+    application.include_router(dnc.router, prefix=prefix)
+    application.include_router(webhooks.router, prefix=prefix)
+application.include_router(dashboard.router)
 for router in (call_bulk.router, contacts.router, settings_templates.router):
-    app.include_router(router, prefix="/ai")
-app.include_router(metrics.router)
+    application.include_router(router, prefix="/ai")
+application.include_router(metrics.router)
 
 
 # A multipart upload is read in full before the route's dependencies (the API key among them)
@@ -99,15 +100,15 @@ class _GuardUploads:
         await self.app(scope, receive, send)
 
 
-app.add_middleware(_GuardUploads)
+application.add_middleware(_GuardUploads)
 
 
-@app.exception_handler(SwitchboardError)
+@application.exception_handler(SwitchboardError)
 async def _domain_error(_: Request, exc: SwitchboardError) -> JSONResponse:
     return JSONResponse({"detail": exc.detail()}, status_code=exc.status_code)
 
 
-@app.exception_handler(RequestValidationError)
+@application.exception_handler(RequestValidationError)
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     # The seeds' shape exactly: loc, msg, type (no echo of the input, which may be 10k rows).
     detail = [
@@ -121,13 +122,13 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-@app.get("/healthz", tags=["health"])
+@application.get("/healthz", tags=["health"])
 def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@app.get("/readyz", tags=["health"])
+@application.get("/readyz", tags=["health"])
 def readyz() -> JSONResponse:
     """Readiness: the database and the broker both answer."""
     checks: dict[str, str] = {}
@@ -149,3 +150,8 @@ def readyz() -> JSONResponse:
         {"status": "ok" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
     )
+
+
+# The provider's status callbacks (several per call) are answered before the framework's
+# middleware and routing; every other request goes on to the application.
+app = telephony.StatusCallbacks(application)

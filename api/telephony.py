@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import SessionDep
 from api.status_batcher import batcher
@@ -14,6 +19,8 @@ from shared.schemas import AgentConfigResponse
 from shared.services import calls as calls_service
 from shared.telephony.twilio import callback_is_authentic
 from shared.urls import TWILIO_STATUS_PATH, agent_config_signature_valid, public_url
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["telephony"])
 
@@ -33,13 +40,11 @@ async def _verified_twilio_form(request: Request) -> dict[str, str]:
     return form
 
 
-async def twilio_status_callback(request: Request) -> Response:
-    """A Twilio status event: verified, then handed to the status queue."""
-    call_id: str = request.path_params["call_id"]
-    form = await _verified_twilio_form(request)
+def _status_report(form: dict[str, str]) -> dict[str, Any] | None:
+    """The report a status callback queues; None for a status that needs no work."""
     if form.get("CallStatus") in REDUNDANT_TWILIO_STATUSES:
-        return Response(status_code=204)
-    report = {
+        return None
+    return {
         "sid": form.get("CallSid", ""),
         "status": form.get("CallStatus", ""),
         "answered_by": form.get("AnsweredBy"),
@@ -48,18 +53,94 @@ async def twilio_status_callback(request: Request) -> Response:
         "error_message": form.get("ErrorMessage"),
         "from": form.get("From"),
     }
-    # Answered once published with the callbacks that came at the same moment. If publishing
-    # fails the request fails and Twilio retries; if the message is lost later, the tick
-    # reconciles the call with Twilio once its final callback is overdue.
-    await batcher().submit((call_id, report))
+
+
+async def twilio_status_callback(request: Request) -> Response:
+    """A Twilio status event that is not form-urlencoded (``StatusCallbacks`` takes the rest):
+    verified, then handed to the status queue."""
+    report = _status_report(await _verified_twilio_form(request))
+    if report is not None:
+        await batcher().submit((request.path_params["call_id"], report))
     return Response(status_code=204)
 
 
-# Several requests per call: a plain route, as FastAPI's parameter solving cost about as much
-# as the callback's own work, and it takes nothing but the request. Internal: not in the schema.
+# Internal: not in the schema.
 router.add_route(
     TWILIO_STATUS_PATH, twilio_status_callback, methods=["POST"], include_in_schema=False
 )
+
+STATUS_PATH = re.compile(
+    "^" + re.escape(TWILIO_STATUS_PATH).replace(re.escape("{call_id}"), "(?P<call_id>[^/]+)") + "$"
+)
+STATUS_BODY_MAX_BYTES = 64 * 1024
+
+
+class StatusCallbacks:
+    """Plain ASGI in front of the application, for the provider's form-urlencoded status
+    callbacks: several per call, they are most of the API's requests, and going through the
+    framework's middleware and routing cost more than their own work. Everything else, and a
+    callback in any other encoding, goes on to the application.
+
+    Answers as the route would: 204 once the report is published (or needs no work), 403 with
+    the usual error detail for a bad signature, 413 for a body no callback has.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = (
+            STATUS_PATH.match(scope["path"])
+            if scope["type"] == "http" and scope["method"] == "POST"
+            else None
+        )
+        headers = dict(scope["headers"]) if match else {}
+        if match is None or not headers.get(b"content-type", b"").startswith(FORM_BYTES):
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > STATUS_BODY_MAX_BYTES:
+                await _reply(send, 413, _detail(["body"], "the body is too large", "too_large"))
+                return
+        form = dict(parse_qsl(body.decode("utf-8", "replace")))
+        query = scope.get("query_string", b"").decode()
+        path = scope["path"] + (f"?{query}" if query else "")
+        signature = headers.get(b"x-twilio-signature", b"").decode("latin-1")
+        if not signature or not callback_is_authentic(public_url(path), form, signature):
+            error = Forbidden(["header", "X-Twilio-Signature"], "invalid Twilio signature")
+            await _reply(send, error.status_code, {"detail": error.detail()})
+            return
+        report = _status_report(form)
+        if report is not None:
+            try:
+                await batcher().submit((match.group("call_id"), report))
+            except Exception:  # not acknowledged: the provider sends the callback again
+                log.exception("publishing a status callback failed")
+                await _reply(send, 500, None)
+                return
+        await _reply(send, 204, None)
+
+
+FORM_BYTES = FORM_URLENCODED.encode()
+
+
+def _detail(loc: list[str], msg: str, kind: str) -> dict[str, Any]:
+    return {"detail": [{"loc": loc, "msg": msg, "type": kind}]}
+
+
+async def _reply(send: Send, status: int, payload: dict[str, Any] | None) -> None:
+    body = b"" if payload is None else json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json")] if payload is not None else []
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 @router.post("/v1/telephony/twilio/twiml/{call_id}")

@@ -12,6 +12,8 @@ from tests.conftest import new_api_key
 from tests.factories import create_agent, recipients, register_number, submit
 from tests.support import Stack, wait_for
 
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
 SEED_BATCH_FIELDS = {
     "id",
     "name",
@@ -349,12 +351,22 @@ def test_forged_twilio_signature_is_403_and_changes_nothing(stack: Stack, client
     with stack.raw_client() as http:
         response = http.post(url, data=params, headers={"X-Twilio-Signature": forged})
         assert response.status_code == 403
+        assert response.json()["detail"][0]["loc"] == ["header", "X-Twilio-Signature"]
         assert http.post(url, data=params).status_code == 403
+        # The same callback as multipart form data takes the framework's route: also refused.
+        multipart = http.post(
+            url,
+            files={k: (None, v) for k, v in params.items()},
+            headers={"X-Twilio-Signature": forged},
+        )
+        assert multipart.status_code == 403
+        assert multipart.json()["detail"] == response.json()["detail"]
         genuine = RequestValidator(SANDBOX_AUTH_TOKEN).compute_signature(url, params)
         # A genuine signature is accepted (and ignored: the call was never dialed).
         assert (
             http.post(url, data=params, headers={"X-Twilio-Signature": genuine}).status_code == 204
         )
+        assert http.post(url, content=b"x" * 70_000, headers=FORM).status_code == 413
     time.sleep(1.5)
     status = stack.sql("SELECT status, provider_call_sid FROM calls WHERE id = %s", call_id)
     assert status == [("pending", None)]
