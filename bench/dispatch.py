@@ -1,6 +1,6 @@
 """The benchmark suite: prints figures against the targets in docs/BENCHMARKS.md; asserts nothing.
 
-    python bench/dispatch.py [--recipients 10000] [--workers 1 2] [--concurrency 16]
+    python bench/dispatch.py [--recipients 10000] [--workers 1 2] [--concurrency 32]
                              [--live-call-cap 1000] [--only a b c d e f]
 
 (a) submit latency for 1,000 and 10,000 recipients, p50 and p95;
@@ -353,7 +353,7 @@ def main() -> None:
     )
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--slow-concurrency", type=int, default=64)
     parser.add_argument("--submit-samples", type=int, default=7)
     parser.add_argument("--first-dial-samples", type=int, default=15)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import html
 import http.client
 import json
@@ -43,7 +44,13 @@ _Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def _rfc2822(epoch: float | None) -> str | None:
-    return None if epoch is None else format_datetime(datetime.fromtimestamp(epoch, UTC))
+    return None if epoch is None else _rfc2822_second(int(epoch))
+
+
+@functools.lru_cache(maxsize=64)
+def _rfc2822_second(epoch: int) -> str:
+    # RFC 2822 dates have whole seconds: one formatting per second serves every call.
+    return format_datetime(datetime.fromtimestamp(epoch, UTC))
 
 
 def _parse_iso(value: str) -> float:
@@ -638,13 +645,15 @@ class SandboxCarrier:
         try:
             writer.write(request)
             await writer.drain()
-            status_line = await reader.readline()
-            if not status_line:
-                raise EOFError("connection closed")
-            status = int(status_line.split()[1])
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                raise EOFError("connection closed") from exc
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split()[1])
             length, chunked, keep = 0, False, True
-            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
                 name, value = name.strip().lower(), value.strip().lower()
                 if name == "content-length":
                     length = int(value)
@@ -653,9 +662,7 @@ class SandboxCarrier:
                 elif name == "connection":
                     keep = value != "close"
             if chunked:
-                while size := int((await reader.readline()).split(b";")[0], 16):
-                    await reader.readexactly(size + 2)
-                await reader.readline()
+                await _read_chunked(reader)
             elif length:
                 await reader.readexactly(length)
         except BaseException:

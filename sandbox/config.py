@@ -68,6 +68,8 @@ class SandboxConfig:
     callback_timeout_s: float = 5.0
     default_ring_seconds: float = 0.05
     default_talk_seconds: float = 0.1
+    # Which rule each number matched, as it is looked up several times per call.
+    _matched: dict[str, Rule] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SandboxConfig:
@@ -82,5 +84,9 @@ class SandboxConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def rule_for(self, number: str) -> Rule:
-        """The first matching rule, or the defaults."""
-        return next((rule for rule in self.rules if rule.matches(number)), Rule())
+        """The first matching rule, or the defaults (rules are not changed once configured)."""
+        rule = self._matched.get(number)
+        if rule is None:
+            rule = next((rule for rule in self.rules if rule.matches(number)), Rule())
+            self._matched[number] = rule
+        return rule
