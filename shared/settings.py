@@ -116,10 +116,10 @@ class Settings(BaseSettings):
     # round trip each; call-bulk's batchSize overrides it per batch.
     fan_out_chunk_size: int = 1000
     # Calls published together are grouped into `calls.dial_many` messages of up to this many
-    # (each message costs the worker's consumer several Redis round trips), but never so many
-    # that fewer than dial_messages_min messages carry them: a small batch still spreads over
-    # every worker thread.
-    max_calls_per_dial_message: int = 10
+    # (each message costs the worker's consumer, one thread for the whole pool, several Redis
+    # round trips), but never so many that fewer than dial_messages_min messages carry them: a
+    # small batch still spreads over every worker thread.
+    max_calls_per_dial_message: int = 20
     dial_messages_min: int = 64
     default_ringing_timeout_s: int = 60
 
