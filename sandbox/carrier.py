@@ -715,9 +715,14 @@ class SandboxCarrier:
                 else:
                     length = int(headers.get("content-length") or 0)
                     raw = await reader.readexactly(length) if length else b""
-                status, payload = await self._answer_request(
-                    method, target, raw, headers.get("authorization"), received_at
-                )
+                try:
+                    status, payload = await self._answer_request(
+                        method, target, raw, headers.get("authorization"), received_at
+                    )
+                except Exception as exc:  # a bug here answers 500, as a carrier's would
+                    with self._lock:
+                        self._stats[f"request_error:{exc.__class__.__name__}"] += 1
+                    status, payload = 500, twilio_error(500, 20500, "Internal Server Error")
                 body = json.dumps(payload).encode()
                 keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
                 writer.write(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -178,3 +180,32 @@ def test_timeout_rule_is_ambiguous_for_the_client():
                 to="+12125550006", from_=CALLER, url="http://x/"
             )
         assert [c["to"] for c in carrier.calls()] == ["+12125550006"]
+
+
+def test_rest_api_over_kept_alive_closed_and_chunked_connections():
+    with carrier_with() as carrier:
+        port = int(carrier.base_url.rsplit(":", 1)[1])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        # Several requests over one kept-alive connection, a chunked body among them.
+        connection.request("POST", "/sandbox/reset")
+        assert connection.getresponse().read() == b'{"reset": true}'
+        body = json.dumps({"seed": 7})
+        connection.request(
+            "POST", "/sandbox/config", body=iter([body.encode()]), encode_chunked=True
+        )
+        assert json.loads(connection.getresponse().read()) == {"configured": True}
+        assert carrier.config.seed == 7
+        # A request the carrier fails on answers 500, and the carrier goes on serving.
+        connection.request("POST", "/sandbox/config", body=b"{not json")
+        failed = connection.getresponse()
+        assert failed.status == 500 and json.loads(failed.read())["code"] == 20500
+        connection.request("GET", "/2010-04-01/Accounts/ACnobody/Calls.json")
+        assert connection.getresponse().status == 401
+        connection.close()
+        # Connection: close is honoured.
+        closing = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        closing.request("GET", "/sandbox/stats", headers={"Connection": "close"})
+        response = closing.getresponse()
+        assert response.status == 200 and response.getheader("Connection") == "close"
+        assert json.loads(response.read())["calls_created"] == 0
+        closing.close()
