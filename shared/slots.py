@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from functools import lru_cache
 from typing import Any
 
@@ -18,21 +19,34 @@ import redis
 from shared.settings import get_settings
 
 # KEYS: sorted sets of call ids scored by lease expiry. ARGV[1]: the call id, ARGV[2]: now,
-# ARGV[3]: lease expiry, then one limit per key. Returns 1 when every slot was taken.
+# ARGV[3]: lease expiry, then one limit per key. Returns 0 when a limit is reached (nothing
+# taken), else 1, or 2 when the call already held every slot (its lease is renewed).
 _ACQUIRE = """
+local held = 2
 for i, key in ipairs(KEYS) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
-  if not redis.call('ZSCORE', key, ARGV[1]) and
-     redis.call('ZCARD', key) >= tonumber(ARGV[3 + i]) then
-    return 0
+  if not redis.call('ZSCORE', key, ARGV[1]) then
+    held = 1
+    if redis.call('ZCARD', key) >= tonumber(ARGV[3 + i]) then
+      return 0
+    end
   end
 end
 for i, key in ipairs(KEYS) do
   redis.call('ZADD', key, ARGV[3], ARGV[1])
   redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[3]) - tonumber(ARGV[2])) + 60)
 end
-return 1
+return held
 """
+
+
+class Acquired(IntEnum):
+    """What ``acquire`` did: nothing (a limit is reached), took the slots, or found them
+    already held by the same call (another delivery of its dial message holds them)."""
+
+    NONE = 0
+    TAKEN = 1
+    ALREADY_HELD = 2
 
 
 @dataclass(frozen=True)
@@ -57,14 +71,14 @@ def _key(name: str) -> str:
     return f"{get_settings().redis_key_prefix}slots:{name}"
 
 
-def acquire(call_id: str, limits: Sequence[SlotLimit], lease_s: float) -> bool:
+def acquire(call_id: str, limits: Sequence[SlotLimit], lease_s: float) -> Acquired:
     """Take a slot under every limit for ``call_id``, or none at all."""
     if not limits:
-        return True
+        return Acquired.TAKEN
     now = time.time()
     args: list[Any] = [call_id, now, now + lease_s, *[limit.limit for limit in limits]]
     taken = _script(get_settings().redis_url)(keys=[_key(limit.key) for limit in limits], args=args)
-    return bool(taken)
+    return Acquired(int(taken))
 
 
 def taken(names: Sequence[str]) -> dict[str, int]:

@@ -394,19 +394,23 @@ def _place_call(call_id: str, inputs: Any, transaction: Transaction) -> str | Pr
     """What happened to the call, or the provider's answer when it was placed."""
     # The live-call slot comes first, from Redis: a call without one is not claimed (no
     # transaction spent on a call that cannot be placed). A committed claim (a dialing call)
-    # always holds one; every other way out of the claim gives it back.
-    if not _take_slots(call_id, inputs):
+    # always holds one; every other way out of the claim gives back a slot taken here. A slot
+    # the call already held is another delivery's, whose claim it is: it stays.
+    acquired = _take_slots(call_id, inputs)
+    if acquired is slots.Acquired.NONE:
         return "no_slot"
     names = slot_names(inputs.batch_id, inputs.workspace_id)
     token = uuid.uuid4().hex
     try:
         with transaction() as session:
             row = _claim(session, call_id, token, _rendered(inputs))
-    except BaseException:  # the claim was not committed: nothing holds the slot
-        slots.release(call_id, names)
+    except BaseException:  # the claim was not committed: it holds no slot
+        if acquired is slots.Acquired.TAKEN:
+            slots.release(call_id, names)
         raise
     if isinstance(row, str):
-        slots.release(call_id, names)
+        if acquired is slots.Acquired.TAKEN:
+            slots.release(call_id, names)
         return row
     return _place_claimed_call(call_id, row, token, names, transaction)
 
@@ -498,14 +502,14 @@ def _hold_outside_window(session: Session, row: Any, token: str) -> str | None:
     return "outside_window"
 
 
-def _take_slots(call_id: str, row: Any) -> bool:
+def _take_slots(call_id: str, row: Any) -> slots.Acquired:
     """A live-call slot under the workspace cap and the batch's target_concurrency_limit."""
     limits = slot_limits(row.batch_id, row.workspace_id, row.target_concurrency_limit)
     try:
         return slots.acquire(call_id, limits, get_settings().call_stale_after_s)
     except RedisError as exc:
         log.warning("concurrency slots unavailable for %s: %s", call_id, exc)
-        return False
+        return slots.Acquired.NONE
 
 
 def _wait_for_pacing(

@@ -174,6 +174,36 @@ def test_duplicate_dial_and_status_deliveries_change_nothing(stack: Stack):
     assert_counters_match_rows(stack, after)
 
 
+def test_a_duplicate_dial_of_a_live_call_leaves_its_slot_held(make_stack):
+    stack = make_stack(
+        sandbox={"rules": [{"pattern": "*", "ring_seconds": 0.1, "talk_seconds": 6}]}
+    )
+    client, agent_id, number_id = setup_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(1, "+1646555", 850)).json()["id"]
+    ((call_id, workspace_id),) = stack.sql(
+        "SELECT id, workspace_id FROM calls WHERE batch_id = %s", batch_id
+    )
+    wait_for(
+        lambda: stack.sql("SELECT status FROM calls WHERE id = %s", call_id) == [("in_progress",)],
+        30,
+        what="the call to be answered",
+    )
+    slot = f"{stack.redis_prefix}slots:workspace:{workspace_id}"
+    broker = redis.Redis.from_url(stack.redis_url)
+    assert broker.zscore(slot, call_id) is not None
+    # Another delivery of its dial message finds the call claimed: the slot stays the call's.
+    _publish(stack.env(), messaging.TASK_DIAL, [[call_id]])
+    wait_for(
+        lambda: "'not_claimed'" in (stack.log_dir / "worker0.log").read_text(),
+        20,
+        what="the duplicate dial to be taken",
+    )
+    assert broker.zscore(slot, call_id) is not None
+    assert wait_final(client, batch_id, timeout=30)["status"] == "completed"
+    assert broker.zscore(slot, call_id) is None
+    assert dial_counts(stack)["+16465550850"] == 1
+
+
 def _publish(env: dict[str, str], task: str, arg_lists: list[list[str]]) -> None:
     """Publish with the stack's broker settings from this process."""
     from celery import Celery
