@@ -649,22 +649,10 @@ class SandboxCarrier:
                 head = await reader.readuntil(b"\r\n\r\n")
             except asyncio.IncompleteReadError as exc:
                 raise EOFError("connection closed") from exc
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split()[1])
-            length, chunked, keep = 0, False, True
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                name, value = name.strip().lower(), value.strip().lower()
-                if name == "content-length":
-                    length = int(value)
-                elif name == "transfer-encoding":
-                    chunked = "chunked" in value
-                elif name == "connection":
-                    keep = value != "close"
-            if chunked:
-                await _read_chunked(reader)
-            elif length:
-                await reader.readexactly(length)
+            first, headers = _parse_head(head)
+            status = int(first.split()[1])
+            keep = headers.get("connection", "").lower() != "close"
+            await _read_body(reader, headers)
         except BaseException:
             writer.close()
             raise
@@ -703,18 +691,9 @@ class SandboxCarrier:
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                     return
                 received_at = time.time()  # a call's created_at: pacing is measured at the wire
-                lines = head.decode("latin-1").split("\r\n")
-                method, target, version = lines[0].split(" ", 2)
-                headers: dict[str, str] = {}
-                for line in lines[1:]:
-                    name, _, value = line.partition(":")
-                    if name:
-                        headers[name.strip().lower()] = value.strip()
-                if "chunked" in headers.get("transfer-encoding", "").lower():
-                    raw = await _read_chunked(reader)
-                else:
-                    length = int(headers.get("content-length") or 0)
-                    raw = await reader.readexactly(length) if length else b""
+                first, headers = _parse_head(head)
+                method, target, version = first.split(" ", 2)
+                raw = await _read_body(reader, headers)
                 try:
                     status, payload = await self._answer_request(
                         method, target, raw, headers.get("authorization"), received_at
@@ -829,6 +808,25 @@ class SandboxCarrier:
                 if fresh:
                     raise
         raise AssertionError("unreachable")
+
+
+def _parse_head(head: bytes) -> tuple[str, dict[str, str]]:
+    """An HTTP/1.1 head's first line, and its headers by lower-case name."""
+    first, *lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name:
+            headers[name.strip().lower()] = value.strip()
+    return first, headers
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    """The body after a head: chunked, or as long as Content-Length says."""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return await _read_chunked(reader)
+    length = int(headers.get("content-length") or 0)
+    return await reader.readexactly(length) if length else b""
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
