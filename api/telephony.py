@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.deps import SessionDep
 from api.status_batcher import batcher
 from shared.callstate import REDUNDANT_TWILIO_STATUSES
-from shared.errors import Forbidden
+from shared.errors import ErrorItem, Forbidden, SwitchboardError
 from shared.schemas import AgentConfigResponse
 from shared.services import calls as calls_service
 from shared.telephony.twilio import callback_is_authentic
@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["telephony"])
 
 FORM_URLENCODED = "application/x-www-form-urlencoded"
+FORM_BYTES = FORM_URLENCODED.encode()
+
+
+def _check_signature(path: str, query: str, form: dict[str, str], signature: str) -> None:
+    """Raises Forbidden unless ``X-Twilio-Signature`` signs this request's public URL and form."""
+    url = public_url(path + (f"?{query}" if query else ""))
+    if not signature or not callback_is_authentic(url, form, signature):
+        raise Forbidden(["header", "X-Twilio-Signature"], "invalid Twilio signature")
 
 
 async def _verified_twilio_form(request: Request) -> dict[str, str]:
@@ -33,10 +41,9 @@ async def _verified_twilio_form(request: Request) -> dict[str, str]:
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
     else:
         form = {k: str(v) for k, v in (await request.form()).items()}
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    signature = request.headers.get("x-twilio-signature", "")
-    if not signature or not callback_is_authentic(public_url(path), form, signature):
-        raise Forbidden(["header", "X-Twilio-Signature"], "invalid Twilio signature")
+    _check_signature(
+        request.url.path, request.url.query, form, request.headers.get("x-twilio-signature", "")
+    )
     return form
 
 
@@ -107,15 +114,18 @@ class StatusCallbacks:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > STATUS_BODY_MAX_BYTES:
-                await _reply(send, 413, _detail(["body"], "the body is too large", "too_large"))
+                await _reply(send, 413, _error(["body"], "the body is too large", "too_large"))
                 return
         form = dict(parse_qsl(body.decode("utf-8", "replace")))
-        query = scope.get("query_string", b"").decode()
-        path = scope["path"] + (f"?{query}" if query else "")
-        signature = headers.get(b"x-twilio-signature", b"").decode("latin-1")
-        if not signature or not callback_is_authentic(public_url(path), form, signature):
-            error = Forbidden(["header", "X-Twilio-Signature"], "invalid Twilio signature")
-            await _reply(send, error.status_code, {"detail": error.detail()})
+        try:
+            _check_signature(
+                scope["path"],
+                scope.get("query_string", b"").decode(),
+                form,
+                headers.get(b"x-twilio-signature", b"").decode("latin-1"),
+            )
+        except Forbidden as error:
+            await _reply(send, error.status_code, error)
             return
         report = _status_report(form)
         if report is not None:
@@ -128,16 +138,14 @@ class StatusCallbacks:
         await _reply(send, 204, None)
 
 
-FORM_BYTES = FORM_URLENCODED.encode()
+def _error(loc: list[str], msg: str, kind: str) -> SwitchboardError:
+    return SwitchboardError(items=[ErrorItem(loc=loc, msg=msg, type=kind)])
 
 
-def _detail(loc: list[str], msg: str, kind: str) -> dict[str, Any]:
-    return {"detail": [{"loc": loc, "msg": msg, "type": kind}]}
-
-
-async def _reply(send: Send, status: int, payload: dict[str, Any] | None) -> None:
-    body = b"" if payload is None else json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json")] if payload is not None else []
+async def _reply(send: Send, status: int, error: SwitchboardError | None) -> None:
+    """An empty answer, or the error's usual body."""
+    body = b"" if error is None else json.dumps({"detail": error.detail()}).encode()
+    headers = [(b"content-type", b"application/json")] if error is not None else []
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
