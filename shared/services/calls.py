@@ -401,16 +401,15 @@ def _place_call(call_id: str, inputs: Any, transaction: Transaction) -> str | Pr
         return "no_slot"
     names = slot_names(inputs.batch_id, inputs.workspace_id)
     token = uuid.uuid4().hex
+    committed = False
     try:
         with transaction() as session:
             row = _claim(session, call_id, token, _rendered(inputs))
-    except BaseException:  # the claim was not committed: it holds no slot
-        if acquired is slots.Acquired.TAKEN:
+        committed = True
+    finally:  # no claim was made, it was undone, or it failed to commit: it holds no slot
+        if (not committed or isinstance(row, str)) and acquired is slots.Acquired.TAKEN:
             slots.release(call_id, names)
-        raise
     if isinstance(row, str):
-        if acquired is slots.Acquired.TAKEN:
-            slots.release(call_id, names)
         return row
     return _place_claimed_call(call_id, row, token, names, transaction)
 
