@@ -98,30 +98,31 @@ _CLAIM = PreparedStatement(
 
 
 def claim_for_dial(
-    session: Session,
     call_id: str,
     claim_token: str,
     prompt: str,
     first_message: str,
     override: dict[str, Any] | None,
-) -> Row[Any] | None:
+) -> Any | None:
     """pending → dialing, only while the call is due and its batch in progress, keeping the
-    rendered prompt, first message and override the call is to be made with.
+    rendered prompt, first message and override the call is to be made with. A transaction
+    of its own (one statement in autocommit mode): everything that may undo the claim runs in
+    a later one, as for any claim that was committed.
 
     Returns what dialing needs (the call, its batch's settings and caller numbers, whether the
     number is on the do-not-call list, when it was dialed in the last 7 days), or None when
     another delivery of the same message, a cancel, or a due time in the future got there first.
     """
-    return session.execute(
-        _CLAIM.statement(session),
+    rows = _CLAIM.run_alone(
         {
             "id": call_id,
             "token": claim_token,
             "prompt": prompt,
             "first_message": first_message,
             "override": None if override is None else json.dumps(override),
-        },
-    ).one_or_none()
+        }
+    )
+    return rows[0] if rows else None
 
 
 LockedCall = tuple[CallSnapshot, str, str]

@@ -277,9 +277,6 @@ def hand_back(session: Session, call_id: str, token: str, delay_s: float) -> boo
     """A claimed call that was not placed goes back to pending, due after ``delay_s``; or, in a
     batch cancelled or failed meanwhile, ends cancelled or failed (a pending call of such a
     batch would never be final). False if the claim was no longer ours.
-
-    For a claim committed earlier. Inside the claim's own transaction use release_claim: a
-    cancel then waits for that transaction and cancels the call it hands back.
     """
     status = batches_repo.status_of_call_batch(session, call_id)
     if status == "cancelled":
@@ -393,44 +390,55 @@ def _rendered(inputs: Any) -> tuple[str, str, dict[str, Any] | None]:
 def _place_call(call_id: str, inputs: Any, transaction: Transaction) -> str | ProviderUpdate:
     """What happened to the call, or the provider's answer when it was placed."""
     # The live-call slot comes first, from Redis: a call without one is not claimed (no
-    # transaction spent on a call that cannot be placed). A committed claim (a dialing call)
-    # always holds one; every other way out of the claim gives back a slot taken here. A slot
+    # transaction spent on a call that cannot be placed). A standing claim (a dialing call)
+    # always holds one; a claim not made, or undone since, gives back a slot taken here. A slot
     # the call already held is another delivery's, whose claim it is: it stays.
     acquired = _take_slots(call_id, inputs)
     if acquired is slots.Acquired.NONE:
         return "no_slot"
     names = slot_names(inputs.batch_id, inputs.workspace_id)
     token = uuid.uuid4().hex
-    committed = False
+    row = None
+    undone: str | None = None
     try:
-        with transaction() as session:
-            row = _claim(session, call_id, token, _rendered(inputs))
-        committed = True
-    finally:  # no claim was made, it was undone, or it failed to commit: it holds no slot
-        if (not committed or isinstance(row, str)) and acquired is slots.Acquired.TAKEN:
+        row = calls_repo.claim_for_dial(call_id, token, *_rendered(inputs))
+        if row is not None:
+            undone = _undo_claim_unless_due(row, token, transaction)
+    finally:  # a claim that failed to undo still stands, and keeps its slot
+        if (row is None or undone is not None) and acquired is slots.Acquired.TAKEN:
             slots.release(call_id, names)
-    if isinstance(row, str):
-        return row
+    if row is None:
+        return "not_claimed"
+    if undone is not None:
+        return undone
     return _place_claimed_call(call_id, row, token, names, transaction)
 
 
-def _claim(
-    session: Session, call_id: str, token: str, rendered: tuple[str, str, dict[str, Any] | None]
-) -> Any:
-    """The claimed call's row, or why it is not to be dialed now."""
-    row = calls_repo.claim_for_dial(session, call_id, token, *rendered)
-    if row is None:
-        return "not_claimed"
+# Undoes a claim that is not to be dialed now, given the session and the claim's token.
+_Undo = Callable[[Session, str], object]
+
+
+def _undo_claim_unless_due(row: Any, token: str, transaction: Transaction) -> str | None:
+    """None when the claimed call is to be dialed now (nothing more is written); else why not,
+    its claim undone in a transaction of its own (a batch cancelled meanwhile ends it)."""
+    verdict = _not_to_dial_now(row)
+    if verdict is None:
+        return None
+    reason, undo = verdict
+    with transaction() as session:
+        undo(session, token)
+    return reason
+
+
+def _not_to_dial_now(row: Any) -> tuple[str, _Undo] | None:
+    """Checked on the claimed row: why the call is not dialed now, and how its claim is undone."""
     if row.phone_number is None:
-        fail_claimed_call(session, call_id, callstate.OUTCOME_WHATSAPP_UNSUPPORTED)
-        return "whatsapp_unsupported"
+        return "whatsapp_unsupported", lambda session, _: fail_claimed_call(
+            session, row.id, callstate.OUTCOME_WHATSAPP_UNSUPPORTED
+        )
     if row.do_not_call:
-        skip_claimed_call(session, call_id, callstate.OUTCOME_DNC)
-        return "dnc"
-    held = _hold_outside_window(session, row, token) or _hold_over_frequency_cap(
-        session, row, token
-    )
-    return held if held is not None else row
+        return "dnc", lambda session, _: skip_claimed_call(session, row.id, callstate.OUTCOME_DNC)
+    return _outside_window(row) or _over_frequency_cap(row)
 
 
 def _place_claimed_call(
@@ -477,7 +485,7 @@ def _place_claimed_call(
     )
 
 
-def _hold_outside_window(session: Session, row: Any, token: str) -> str | None:
+def _outside_window(row: Any) -> tuple[str, _Undo] | None:
     """Checked when the call is about to be dialed: outside its calling window the call goes
     back to pending, due at the window's next opening; None when it may be dialed now."""
     settings = get_settings()
@@ -488,17 +496,19 @@ def _hold_outside_window(session: Session, row: Any, token: str) -> str | None:
     )
     zones = recipient_zones(row.phone_number, window, row.timezone)
     if not zones:
-        skip_claimed_call(session, row.id, callstate.OUTCOME_UNKNOWN_TIME_ZONE)
-        return "unknown_time_zone"
+        return "unknown_time_zone", lambda session, _: skip_claimed_call(
+            session, row.id, callstate.OUTCOME_UNKNOWN_TIME_ZONE
+        )
     now = datetime.now(UTC)
     opening = window.next_opening(now, zones)
     if opening == now:
         return None
     if opening is None:
-        skip_claimed_call(session, row.id, callstate.OUTCOME_OUTSIDE_CALLING_WINDOW)
-        return "window_never_opens"
-    calls_repo.release_claim(session, row.id, token, (opening - now).total_seconds())
-    return "outside_window"
+        return "window_never_opens", lambda session, _: skip_claimed_call(
+            session, row.id, callstate.OUTCOME_OUTSIDE_CALLING_WINDOW
+        )
+    delay = (opening - now).total_seconds()
+    return "outside_window", lambda session, token: hand_back(session, row.id, token, delay)
 
 
 def _take_slots(call_id: str, row: Any) -> slots.Acquired:
@@ -579,7 +589,7 @@ def _wait_for_pacing(
     return "paced_late"
 
 
-def _hold_over_frequency_cap(session: Session, row: Any, token: str) -> str | None:
+def _over_frequency_cap(row: Any) -> tuple[str, _Undo] | None:
     """Over the per-number cap of dials in 7 days the call waits until the oldest one ages
     out; None when it may be dialed now."""
     cap = get_settings().max_dials_per_number_per_week
@@ -588,8 +598,7 @@ def _hold_over_frequency_cap(session: Session, row: Any, token: str) -> str | No
         return None
     frees_at = dials[len(dials) - cap] + timedelta(days=7)
     delay = max((frees_at - datetime.now(UTC)).total_seconds(), 1.0)
-    calls_repo.release_claim(session, row.id, token, delay)
-    return "over_frequency_cap"
+    return "over_frequency_cap", lambda session, token: hand_back(session, row.id, token, delay)
 
 
 def _record_dial_error(

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from shared.db import PreparedStatement
@@ -48,3 +49,31 @@ def test_plain_statements_when_settings_turn_preparing_off(
     with Session(engine) as session:
         assert session.execute(TOTAL.statement(session), {"a": 2, "b": 3}).scalar_one() == 8
         assert prepared_names(session) == []
+
+
+def test_run_alone_commits_on_its_own_and_leaves_the_connection_transactional(engine: Engine):
+    with Session(engine) as session:
+        session.execute(text("CREATE TABLE alone_test (n integer)"))
+        session.commit()
+    inserted = PreparedStatement(
+        "switchboard_test_insert",
+        "INSERT INTO alone_test VALUES (:n) RETURNING n * 10 AS tenfold, 'a%b' AS text",
+        (("n", "integer"),),
+    )
+    rows = inserted.run_alone({"n": 4}, engine)
+    assert [(row.tenfold, row.text) for row in rows] == [(40, "a%b")]
+    # The same pooled connection, back in a transaction: a rollback undoes the insert.
+    with Session(engine) as session:
+        session.execute(text("INSERT INTO alone_test VALUES (5)"))
+        assert prepared_names(session) == ["switchboard_test_insert"]
+        session.rollback()
+        assert list(session.execute(text("SELECT n FROM alone_test")).scalars()) == [4]
+
+
+def test_run_alone_raises_sqlalchemy_errors_and_the_pool_stays_usable(engine: Engine):
+    failing = PreparedStatement("switchboard_test_fail", "SELECT 1 / :d AS q", (("d", "integer"),))
+    with pytest.raises(DBAPIError):
+        failing.run_alone({"d": 0}, engine)
+    assert failing.run_alone({"d": 1}, engine)[0].q == 1
+    with Session(engine) as session:
+        assert session.execute(text("SELECT 2")).scalar_one() == 2
