@@ -158,6 +158,63 @@ class RssSampler:
         self._thread.join()
 
 
+class CpuMeter:
+    """CPU seconds used by each part of the stack over a span, read from /proc (Linux): the
+    workers, the API and beat (by pid, with their children), PostgreSQL and Redis (every such
+    process on the machine), and this process, which runs the sandbox carrier."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.parts = {
+            "workers": {p.pid for n, p in stack.processes.items() if n.startswith("worker")},
+            "API": {stack.processes["api"].pid} if "api" in stack.processes else set(),
+            "beat": {stack.processes["beat"].pid} if "beat" in stack.processes else set(),
+            "carrier": {os.getpid()},
+        }
+        self.start = self._sample()
+
+    @staticmethod
+    def _processes() -> Iterator[tuple[int, int, str, float]]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            yield int(entry.name), int(fields[1]), name, (int(fields[11]) + int(fields[12])) / ticks
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        processes = list(self._processes())
+        parent = {pid: ppid for pid, ppid, _, _ in processes}
+        sample = {}
+        for pid, _, name, seconds in processes:
+            part = None
+            if name.startswith("postgres"):
+                part = "PostgreSQL"
+            elif name.startswith("redis"):
+                part = "Redis"
+            else:
+                ancestor = pid
+                while ancestor > 1 and part is None:
+                    part = next((k for k, pids in self.parts.items() if ancestor in pids), None)
+                    ancestor = parent.get(ancestor, 1)
+            if part is not None:
+                sample[pid] = (part, seconds)
+        return sample
+
+    def per_call_ms(self, calls: int) -> str:
+        end = self._sample()
+        used: dict[str, float] = {}
+        for pid, (part, seconds) in end.items():
+            used[part] = used.get(part, 0.0) + seconds - self.start.get(pid, (part, 0.0))[1]
+        order = ["workers", "PostgreSQL", "carrier", "API", "Redis", "beat"]
+        shown = ", ".join(f"{part} {used.get(part, 0.0) / calls * 1000:.2f}" for part in order)
+        return f"{shown}; in all {sum(used.values()) / calls * 1000:.2f} ms"
+
+
 def _noop_drain_rate(stack: Stack, count: int) -> float:
     """Publish ``count`` no-op tasks to the dial queue; the rate the workers drain them."""
     from shared import messaging
@@ -199,15 +256,18 @@ def bench_end_to_end(stack: Stack, count: int, label: str, timeout: float) -> No
     drain = _noop_drain_rate(stack, count)
     pids = [p.pid for name, p in stack.processes.items() if name.startswith("worker")]
     with RssSampler(pids) as rss:
+        cpu = CpuMeter(stack)
         started = time.perf_counter()
         batch_id = submit(client, agent_id, number_id, recipients(count)).json()["id"]
         _wait_final(stack, batch_id, timeout)
         elapsed = time.perf_counter() - started
+        cpu_per_call = cpu.per_call_ms(count)
     rate = count / elapsed
     _say(
         f"{label}: {count} calls final in {elapsed:.1f} s = {rate:.0f} calls/s; no-op drain "
         f"{drain:.0f} tasks/s; ratio {rate / drain:.0%} (target >= 40%); "
-        f"(e) peak worker RSS {rss.peak_kib / 1024:.0f} MiB"
+        f"(e) peak worker RSS {rss.peak_kib / 1024:.0f} MiB\n"
+        f"    CPU per call (ms): {cpu_per_call}"
     )
 
 
