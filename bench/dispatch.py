@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -64,6 +65,10 @@ def _services(stack: ExitStack, state: Path) -> tuple[str, str, Path | None]:
         stack.callback(redis_server.stop)
         redis_url = redis_server.url
     return database_url, redis_url, pg_log
+
+
+# A line of PostgreSQL's statement log (log_line_prefix '%m [%p] '): the backend, the statement.
+STATEMENT_LOG_LINE = re.compile(r"\[(\d+)\] LOG:  statement: (.*)")
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -310,12 +315,27 @@ def bench_costs(stack: Stack, count: int, pg_log: Path | None) -> None:
         with pg_log.open(errors="replace") as log:
             log.seek(log_start)
             lines = [line for line in log if "statement: " in line]
-        ends = sum(1 for line in lines if "statement: COMMIT" in line or "ROLLBACK" in line)
-        # The statement log shows every transaction this stack ran; pg_stat_database also
-        # counts the server's own (autovacuum, statistics) and is only the fallback.
-        xacts = ends - own
-        control = ("statement: BEGIN", "statement: COMMIT", "statement: ROLLBACK")
-        statements = sum(1 for line in lines if not any(c in line for c in control)) - own
+        # The statement log shows every transaction this stack ran (pg_stat_database also
+        # counts the server's own, autovacuum and statistics, and is only the fallback): a
+        # COMMIT or ROLLBACK ends one, and a statement outside BEGIN ... COMMIT on its
+        # connection (the claim, run in autocommit mode) is one of its own.
+        in_transaction: set[str] = set()
+        xacts = statements = 0
+        for line in lines:
+            found = STATEMENT_LOG_LINE.search(line)
+            if found is None:
+                continue
+            backend, sql = found.groups()
+            if sql.startswith("BEGIN"):
+                in_transaction.add(backend)
+            elif sql.startswith(("COMMIT", "ROLLBACK")):
+                in_transaction.discard(backend)
+                xacts += 1
+            else:
+                statements += 1
+                xacts += backend not in in_transaction
+        xacts -= own
+        statements -= own
     _say(
         f"(d) per call, over {count} calls: {xacts / count:.2f} database transactions "
         f"(target <= 4); "
