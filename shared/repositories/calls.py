@@ -21,11 +21,11 @@ CALLS = cast(Table, Call.__table__)
 calls = CALLS.c
 
 
-# The batch's pending calls that no claim is taking right now. A claim transaction locks its
-# call and may then need the batch row (to skip or fail the call), which a cancel, a resume
-# or a failing batch already holds: waiting for the call there would deadlock. A call skipped
-# here is dialing once its claim commits, or, if the claim rolled back, pending still; the
-# tick finalises pending calls left in a cancelled or failed batch (orphaned_pending_calls).
+# The batch's pending calls that no claim is taking right now: a cancel, a resume or a failing
+# batch holds the batch row and passes over a call a claim has locked rather than wait for it.
+# A call skipped here is dialing once its claim commits, or pending still if the claim did not
+# take it after all; the tick finalises pending calls left in a cancelled or failed batch
+# (orphaned_pending_calls).
 _PENDING_UNLOCKED = (
     "SELECT id FROM calls WHERE batch_id = :batch_id AND status = 'pending' FOR UPDATE SKIP LOCKED"
 )
@@ -377,8 +377,8 @@ def reconcile_row(session: Session, call_id: str) -> Row[Any] | None:
     """What reconciling a call with its provider needs."""
     return session.execute(
         text(
-            "SELECT c.status, c.batch_id, c.claimed_at, c.claim_token, c.phone_number, "
-            f"c.provider_call_sid, {_CALLER_POOL} AS caller_numbers, "
+            "SELECT c.status, c.batch_id, c.workspace_id, c.claimed_at, c.claim_token, "
+            f"c.phone_number, c.provider_call_sid, {_CALLER_POOL} AS caller_numbers, "
             "p.credentials_ref "
             "FROM calls c JOIN batches b ON b.id = c.batch_id "
             "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id WHERE c.id = :id"
@@ -427,7 +427,7 @@ def abandon_pending_calls(session: Session, batch_id: str, outcome: str) -> list
 
 def orphaned_pending_calls(session: Session, within_s: float, limit: int) -> list[Row[Any]]:
     """Pending calls of batches cancelled or failed in the last ``within_s`` seconds (left by
-    a claim that rolled back while the batch ended), made final as their batch's calls were:
+    a claim that did not take them while the batch ended), made final as their batch's calls were:
     (id, batch_id, batch status) of each."""
     return list(
         session.execute(

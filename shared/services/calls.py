@@ -631,7 +631,9 @@ def reconcile_call(call_id: str, transaction: Transaction) -> str:
         return "nothing_to_do"
     provider = provider_for(row.credentials_ref or "default")
     try:
-        if row.status == callstate.DIALING:
+        if row.status == callstate.DIALING and row.phone_number is None:
+            found = None  # no number (a WhatsApp recipient): never dialed through the provider
+        elif row.status == callstate.DIALING:
             callers = [number for number in row.caller_numbers if number]
             found = provider.find_call(row.phone_number, callers, row.claimed_at)
         else:
@@ -656,7 +658,10 @@ def reconcile_call(call_id: str, transaction: Transaction) -> str:
                 return "hang_up"
             return "updated"
         if row.status == callstate.DIALING and hand_back(session, call_id, row.claim_token, 0):
-            # The provider has no such call: the dial never happened, so dial again now.
+            # The provider has no such call: the dial never happened, so dial again now. Its
+            # claim's slot is given back first (the redial takes one of its own).
+            names = slot_names(row.batch_id, row.workspace_id)
+            after_commit(session, lambda: slots.release(call_id, names))
             after_commit(session, lambda: messaging.publish(messaging.TASK_DIAL, [call_id]))
             return "redial"
     return "unchanged"

@@ -77,3 +77,18 @@ def test_run_alone_raises_sqlalchemy_errors_and_the_pool_stays_usable(engine: En
     assert failing.run_alone({"d": 1}, engine)[0].q == 1
     with Session(engine) as session:
         assert session.execute(text("SELECT 2")).scalar_one() == 2
+
+
+def test_run_alone_as_a_plain_statement_when_settings_turn_preparing_off(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(get_settings(), "db_prepared_statements", False)
+    matched = PreparedStatement(
+        "switchboard_test_like",
+        "SELECT :word LIKE 'sw%' AS matches, :word || '%' AS pattern",
+        (("word", "text"),),
+    )
+    row = matched.run_alone({"word": "switchboard"}, engine)[0]
+    assert (row.matches, row.pattern) == (True, "switchboard%")
+    with Session(engine) as session:
+        assert prepared_names(session) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import signal
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -202,6 +203,54 @@ def test_a_duplicate_dial_of_a_live_call_leaves_its_slot_held(make_stack):
     assert wait_final(client, batch_id, timeout=30)["status"] == "completed"
     assert broker.zscore(slot, call_id) is None
     assert dial_counts(stack)["+16465550850"] == 1
+
+
+def test_a_claim_left_standing_undialed_is_redialed_with_its_slot_given_back(make_stack):
+    # A claim that stands with no dial behind it (a crash after the claim, or an undo that
+    # failed): the tick finds no such call at the provider, gives the claim's slot back and
+    # dials again. The redial is undone here (outside the calling window, which opens only
+    # the day after tomorrow), so a slot still held by the old claim would stay taken for its
+    # whole lease while the call waits.
+    stack = make_stack()
+    client, agent_id, number_id = setup_workspace(stack)
+    today = datetime.now(UTC).weekday()
+    window = {
+        "start": "00:00",
+        "end": "23:59",
+        "days": [day for day in range(7) if day not in (today, (today + 1) % 7)],
+        "timezone": "UTC",
+    }
+    people = recipients(1, "+1646555", 860)
+    later = int(time.time()) + 86_400
+    batch_id = submit(
+        client, agent_id, number_id, people, scheduled_time_unix=later, calling_window=window
+    ).json()["id"]
+    ((call_id, workspace_id),) = stack.sql(
+        "SELECT id, workspace_id FROM calls WHERE batch_id = %s", batch_id
+    )
+    slot = f"{stack.redis_prefix}slots:workspace:{workspace_id}"
+    broker = redis.Redis.from_url(stack.redis_url)
+    broker.zadd(slot, {call_id: time.time() + 3600})
+    stack.sql(
+        "UPDATE batches SET status = 'in_progress' WHERE id = %s; "
+        "UPDATE calls SET status = 'dialing', claim_token = 'lost', "
+        "claimed_at = now() - interval '1 minute' WHERE id = %s",
+        batch_id,
+        call_id,
+    )
+    wait_for(
+        lambda: (
+            stack.sql(
+                "SELECT status FROM calls WHERE id = %s AND due_at > now() + interval '1 hour'",
+                call_id,
+            )
+            == [("pending",)]
+        ),
+        60,
+        what="the stale claim to be reconciled and the redial to wait for the window",
+    )
+    assert broker.zscore(slot, call_id) is None
+    assert "+16465550860" not in dial_counts(stack)
 
 
 def _publish(env: dict[str, str], task: str, arg_lists: list[list[str]]) -> None:
