@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import SessionDep
@@ -114,7 +114,8 @@ class StatusCallbacks:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > STATUS_BODY_MAX_BYTES:
-                await _reply(send, 413, _error(["body"], "the body is too large", "too_large"))
+                too_large = ErrorItem(loc=["body"], msg="the body is too large", type="too_large")
+                await _answer(scope, receive, send, 413, SwitchboardError(items=[too_large]))
                 return
         form = dict(parse_qsl(body.decode("utf-8", "replace")))
         try:
@@ -125,7 +126,7 @@ class StatusCallbacks:
                 headers.get(b"x-twilio-signature", b"").decode("latin-1"),
             )
         except Forbidden as error:
-            await _reply(send, error.status_code, error)
+            await _answer(scope, receive, send, error.status_code, error)
             return
         report = _status_report(form)
         if report is not None:
@@ -133,22 +134,21 @@ class StatusCallbacks:
                 await batcher().submit((match.group("call_id"), report))
             except Exception:  # not acknowledged: the provider sends the callback again
                 log.exception("publishing a status callback failed")
-                await _reply(send, 500, None)
+                await _answer(scope, receive, send, 500)
                 return
-        await _reply(send, 204, None)
+        await _answer(scope, receive, send, 204)
 
 
-def _error(loc: list[str], msg: str, kind: str) -> SwitchboardError:
-    return SwitchboardError(items=[ErrorItem(loc=loc, msg=msg, type=kind)])
-
-
-async def _reply(send: Send, status: int, error: SwitchboardError | None) -> None:
+async def _answer(
+    scope: Scope, receive: Receive, send: Send, status: int, error: SwitchboardError | None = None
+) -> None:
     """An empty answer, or the error's usual body."""
-    body = b"" if error is None else json.dumps({"detail": error.detail()}).encode()
-    headers = [(b"content-type", b"application/json")] if error is not None else []
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    response = (
+        Response(status_code=status)
+        if error is None
+        else JSONResponse({"detail": error.detail()}, status_code=status)
+    )
+    await response(scope, receive, send)
 
 
 @router.post("/v1/telephony/twilio/twiml/{call_id}")

@@ -603,10 +603,11 @@ class SandboxCarrier:
         if self.config.shuffle_callbacks:
             await asyncio.sleep(random.random() * 0.05)
         signature = RequestValidator(token).compute_signature(url, params)
+        body = urllib.parse.urlencode(params).encode()
         for _ in range(self.config.callback_retries + 1):
             try:
                 status = await asyncio.wait_for(
-                    self._post(url, urllib.parse.urlencode(params).encode(), signature),
+                    self._post(url, body, signature),
                     self.config.callback_timeout_s,
                 )
             except (TimeoutError, OSError, EOFError, ValueError):

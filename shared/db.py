@@ -93,11 +93,16 @@ class PreparedStatement:
     def _driver_plain(self) -> str:
         return SQL_PARAMETER.sub(lambda m: f"%({m[1]})s", self.sql.replace("%", "%%"))
 
-    def _prepare_sql(self) -> str:
-        positions = {name: f"${i}" for i, (name, _) in enumerate(self.parameters, start=1)}
-        body = SQL_PARAMETER.sub(lambda m: positions[m[1]], self.sql)
-        types = ", ".join(sql_type for _, sql_type in self.parameters)
-        return f"PREPARE {self.name} ({types}) AS {body}"
+    def _prepare_once(self, info: dict[Any, Any], run: Callable[[str], object]) -> None:
+        """PREPARE with ``run`` on the connection whose ``info`` this is, unless it was
+        prepared there already (not undone by a rollback: it lasts as long as the connection)."""
+        prepared: set[str] = info.setdefault("prepared_statements", set())
+        if self.name not in prepared:
+            positions = {name: f"${i}" for i, (name, _) in enumerate(self.parameters, start=1)}
+            body = SQL_PARAMETER.sub(lambda m: positions[m[1]], self.sql)
+            types = ", ".join(sql_type for _, sql_type in self.parameters)
+            run(f"PREPARE {self.name} ({types}) AS {body}")
+            prepared.add(self.name)
 
     def statement(self, session: Session) -> TextClause:
         """What to run on this session's connection: EXECUTE, once the statement is prepared
@@ -105,11 +110,7 @@ class PreparedStatement:
         if not get_settings().db_prepared_statements:
             return self._plain
         connection = session.connection()
-        prepared: set[str] = connection.connection.info.setdefault("prepared_statements", set())
-        if self.name not in prepared:
-            # Not undone by a rollback: it lasts as long as the connection.
-            connection.exec_driver_sql(self._prepare_sql())
-            prepared.add(self.name)
+        self._prepare_once(connection.connection.info, connection.exec_driver_sql)
         return self._execute
 
     def run_alone(self, parameters: dict[str, Any], engine: Engine | None = None) -> list[Any]:
@@ -126,10 +127,7 @@ class PreparedStatement:
             try:
                 with driver.cursor(cursor_factory=NamedTupleCursor) as cursor:
                     if get_settings().db_prepared_statements:
-                        prepared: set[str] = pooled.info.setdefault("prepared_statements", set())
-                        if self.name not in prepared:
-                            cursor.execute(self._prepare_sql())
-                            prepared.add(self.name)
+                        self._prepare_once(pooled.info, cursor.execute)
                         sql = self._driver_execute
                     cursor.execute(sql, parameters)
                     rows = cursor.fetchall() if cursor.description else []
