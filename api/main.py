@@ -4,6 +4,8 @@ status callbacks (``telephony.StatusCallbacks``)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import redis
 from fastapi import FastAPI, Request
@@ -25,6 +27,7 @@ from api import (
     telephony,
     webhooks,
 )
+from shared import heap
 from shared.db import get_engine
 from shared.errors import SwitchboardError
 from shared.services.batch_csv import MAX_CSV_BYTES
@@ -32,7 +35,15 @@ from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
+
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    heap.settle()  # everything imported and built by now lives as long as the process
+    yield
+
+
 application = FastAPI(
+    lifespan=_lifespan,
     title="Switchboard",
     version="0.1.0",
     description="Batch calling for AI voice agents: submit recipients, watch every call end.",

@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shared import heap  # noqa: E402
 from tests.conftest import new_api_key  # noqa: E402
 from tests.factories import create_agent, recipients, register_number, submit  # noqa: E402
 from tests.support import Stack, create_database, drop_database, running_stack  # noqa: E402
@@ -258,6 +259,7 @@ def bench_submit(stack: Stack, samples: int) -> None:
 def bench_end_to_end(stack: Stack, count: int, label: str, timeout: float) -> None:
     client, agent_id, number_id = _setup(stack)
     time.sleep(2)  # let the workers finish starting
+    heap.settle()  # this process serves the sandbox carrier, as `python -m sandbox` settles
     drain = _noop_drain_rate(stack, count)
     pids = [p.pid for name, p in stack.processes.items() if name.startswith("worker")]
     with RssSampler(pids) as rss:

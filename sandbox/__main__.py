@@ -8,6 +8,7 @@ import threading
 
 from sandbox.carrier import SandboxCarrier
 from sandbox.config import SandboxConfig
+from shared import heap
 
 
 def main() -> None:
@@ -23,6 +24,7 @@ def main() -> None:
     if args.account_sid and args.auth_token:
         config.accounts = {args.account_sid: args.auth_token}
     carrier = SandboxCarrier(config, host=args.host, port=args.port).start()
+    heap.settle()
     print(f"sandbox carrier listening on {carrier.base_url}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

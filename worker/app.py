@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready
 
+from shared import heap
 from shared.db import reset_engine
 from shared.messaging import make_celery
 from shared.metrics import serve_worker_metrics
@@ -20,6 +21,13 @@ app.conf.imports = ("worker.tasks",)
 def _fresh_database_pool(**_: Any) -> None:
     # A forked pool child must not share the parent's database connections.
     reset_engine(close=False)
+    heap.settle()
+
+
+@worker_ready.connect
+def _settle_heap(**_: Any) -> None:
+    # The threads pool runs the tasks in this process; it is ready to consume now.
+    heap.settle()
 
 
 @worker_init.connect

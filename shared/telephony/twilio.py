@@ -18,6 +18,11 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 import certifi
+
+# The SDK imports its REST resources (the account's call list among them) on first use. They
+# are imported with this module instead: when a worker starts, before it is ready and its heap
+# settles, not during its first dials, with every thread of the pool waiting on the import lock.
+import twilio.rest.api.v2010.account.call  # noqa: F401
 import urllib3
 from twilio.base import values
 from twilio.base.exceptions import TwilioRestException
@@ -126,6 +131,11 @@ class PooledHttpClient(HttpClient):
             if proxy
             else urllib3.PoolManager(maxsize=max_connections, ca_certs=ca_certs)
         )
+        # Every request the SDK builds goes to the base URL's host: without a proxy, such a
+        # request is handed straight to that host's connection pool, past the manager's URL
+        # parsing and pool lookup (a tenth of the transport's CPU). Other URLs take the manager.
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._origin_pool = None if proxy else self.pool.connection_from_url(self._origin)
 
     def request(
         self,
@@ -151,14 +161,28 @@ class PooledHttpClient(HttpClient):
                 sent["Content-Type"] = "application/x-www-form-urlencoded"
         if auth is not None:
             sent["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
-        reply = self.pool.request(
-            method.upper(),
-            uri,
-            body=body,
-            headers=sent,
-            timeout=timeout or self.timeout,
-            retries=False,
-            redirect=allow_redirects,
+        path = uri[len(self._origin) :] if uri.startswith(self._origin + "/") else None
+        reply = (
+            self._origin_pool.urlopen(
+                method.upper(),
+                path,
+                body=body,
+                headers=sent,
+                timeout=timeout or self.timeout,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+            )
+            if self._origin_pool is not None and path is not None and not allow_redirects
+            else self.pool.request(
+                method.upper(),
+                uri,
+                body=body,
+                headers=sent,
+                timeout=timeout or self.timeout,
+                retries=False,
+                redirect=allow_redirects,
+            )
         )
         return Response(reply.status, reply.data.decode("utf-8", "replace"), reply.headers)
 

@@ -13,7 +13,12 @@ from sandbox import SandboxCarrier, SandboxConfig
 from shared.errors import ProviderError
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings
 from shared.telephony.base import DialRequest
-from shared.telephony.twilio import TwilioAccount, TwilioProvider, callback_is_authentic
+from shared.telephony.twilio import (
+    PooledHttpClient,
+    TwilioAccount,
+    TwilioProvider,
+    callback_is_authentic,
+)
 
 CALLER = "+12025550100"
 
@@ -63,6 +68,22 @@ def test_place_call_sends_every_field_and_reads_the_answer(carrier: SandboxCarri
     assert provider.fetch_call(placed.sid) is not None
     found = provider.find_call("+12125550001", [CALLER], datetime.now(UTC))
     assert found is not None and found.sid == placed.sid
+
+
+def test_the_transport_sends_a_request_for_another_host_through_its_pool_manager(
+    carrier: SandboxCarrier,
+):
+    # Requests to the base URL's host skip the manager; any other URL still reaches its host.
+    client = PooledHttpClient("http://127.0.0.1:9", timeout=5.0)
+    url = f"{carrier.base_url}/2010-04-01/Accounts/{SANDBOX_ACCOUNT_SID}/Calls.json"
+    answer = client.request(
+        "POST",
+        url,
+        data={"To": "+12125550003", "From": CALLER, "Url": "http://127.0.0.1:9/twiml"},
+        auth=(SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN),
+    )
+    assert answer.status_code == 201, answer.text
+    assert [call["to"] for call in carrier.calls()] == ["+12125550003"]
 
 
 def test_provider_refusal_carries_twilio_status_and_code(carrier: SandboxCarrier):
