@@ -79,6 +79,15 @@ class _Reply(Exception):
         self.body = body
 
 
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop (the API's too; a dependency except on Windows), asyncio's without."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class SandboxCarrier:
     """The carrier: ``start()``, ``base_url``, ``calls()``, ``stats()``, ``stop()``."""
 
@@ -104,7 +113,7 @@ class SandboxCarrier:
         # slowly (the API gathers callbacks for a few milliseconds) must not hold the others
         # back: they go out over keep-alive connections, as many in flight as needed, without a
         # thread each. Simulated API latency and timeouts are waited out on the loop, too.
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_event_loop()
         self._loop_thread: int | None = None
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -606,10 +615,8 @@ class SandboxCarrier:
         body = urllib.parse.urlencode(params).encode()
         for _ in range(self.config.callback_retries + 1):
             try:
-                status = await asyncio.wait_for(
-                    self._post(url, body, signature),
-                    self.config.callback_timeout_s,
-                )
+                async with asyncio.timeout(self.config.callback_timeout_s):
+                    status = await self._post(url, body, signature)
             except (TimeoutError, OSError, EOFError, ValueError):
                 status = 0
             if 200 <= status < 300:
