@@ -6,12 +6,16 @@ modules, the ORM's mappings, compiled statements, the provider SDK. Left in the 
 generations, every full collection walks all of it again, and under load that was a tenth of
 the API's and of the sandbox carrier's CPU. ``settle`` moves what exists once the process is
 ready out of the collector's reach (``gc.freeze``): a full collection then walks only what was
-made since. Cyclic garbage made later is still collected as before.
+made since. The youngest generation is collected after 10,000 new objects instead of 700:
+most of a request's objects are freed by their reference counts before then, so fewer are
+walked, and promoted to be walked again, while still in use.
 """
 
 from __future__ import annotations
 
 import gc
+
+YOUNG_THRESHOLD = 10_000
 
 
 def settle() -> None:
@@ -19,3 +23,5 @@ def settle() -> None:
     again (it lives as long as the process anyway)."""
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
