@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
+from phonenumbers import PhoneMetadata, PhoneNumber
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, region_code_for_country_code
 
 
 class InvalidPhoneNumber(ValueError):
@@ -13,6 +16,8 @@ class InvalidPhoneNumber(ValueError):
 
 def normalize_e164(raw: str, default_region: str | None = None) -> str:
     """Parse ``raw`` (international, or local to ``default_region``) and return it as E.164."""
+    if _valid_as_written(raw):
+        return raw
     try:
         parsed = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as exc:
@@ -20,6 +25,48 @@ def normalize_e164(raw: str, default_region: str | None = None) -> str:
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidPhoneNumber(f"'{raw}' is not a valid phone number")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+# Text already in E.164: '+', a country code and a national number, digits only.
+_E164 = re.compile(r"\+([1-9]\d{1,16})")
+_NO_PREFIX = re.compile(r"(?!)")  # a country without a national prefix: nothing to strip
+
+
+@lru_cache(maxsize=512)
+def _national_prefix(country_code: int) -> re.Pattern[str] | None:
+    """What ``phonenumbers.parse`` would strip from the start of a national number of this
+    country (``_NO_PREFIX`` for nothing); None for a country code without metadata."""
+    region = region_code_for_country_code(country_code)
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    if metadata is None:
+        return None
+    prefix = metadata.national_prefix_for_parsing
+    return re.compile(prefix) if prefix else _NO_PREFIX
+
+
+def _valid_as_written(raw: str) -> bool:
+    """Whether ``raw`` is a valid number already in E.164, found without ``phonenumbers.parse``.
+
+    Most numbers come in E.164, and validating 10,000 of them is most of a submit. Parsing
+    such a number finds its country code as done here (the shortest known prefix) and keeps the
+    rest as the national number, unless that starts with a zero (kept as a flag) or with the
+    country's national prefix (which parsing may strip): those, and every number found invalid
+    here, go through ``phonenumbers.parse``, which gives the answer and the error message.
+    """
+    match = _E164.fullmatch(raw)
+    if match is None:
+        return False
+    digits = match.group(1)
+    for size in (1, 2, 3):
+        country_code = int(digits[:size])
+        if country_code in COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[size:]
+            prefix = _national_prefix(country_code)
+            if not national or national[0] == "0" or prefix is None or prefix.match(national):
+                return False
+            number = PhoneNumber(country_code=country_code, national_number=int(national))
+            return bool(phonenumbers.is_valid_number(number))
+    return False
 
 
 def is_known_region(code: str) -> bool:
