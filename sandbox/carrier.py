@@ -29,9 +29,8 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from twilio.request_validator import RequestValidator
-
 from sandbox.config import Rule, SandboxConfig
+from shared.telephony.twilio import request_signature
 
 API_PREFIX = "/2010-04-01/Accounts/"
 CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Calls(?:/([^/.]+))?\.json$")
@@ -611,7 +610,7 @@ class SandboxCarrier:
     ) -> None:
         if self.config.shuffle_callbacks:
             await asyncio.sleep(random.random() * 0.05)
-        signature = RequestValidator(token).compute_signature(url, params)
+        signature = request_signature(token, url, params)
         body = urllib.parse.urlencode(params).encode()
         for _ in range(self.config.callback_retries + 1):
             try:
@@ -763,7 +762,7 @@ class SandboxCarrier:
                 "Direction": "outbound-api",
                 "ApiVersion": "2010-04-01",
             }
-        signature = RequestValidator(token).compute_signature(url, params)
+        signature = request_signature(token, url, params)
         try:
             status, body = self._http(
                 "POST",

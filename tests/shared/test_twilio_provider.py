@@ -18,6 +18,7 @@ from shared.telephony.twilio import (
     TwilioAccount,
     TwilioProvider,
     callback_is_authentic,
+    request_signature,
 )
 
 CALLER = "+12025550100"
@@ -129,3 +130,21 @@ def test_callback_signatures_hold_with_or_without_the_port_and_nothing_else():
     assert not callback_is_authentic(url, {**params, "CallStatus": "busy"}, signed, settings)
     forged = RequestValidator("not-the-token").compute_signature(url, params)
     assert not callback_is_authentic(url, params, forged, settings)
+
+
+def test_request_signatures_are_the_sdks():
+    url = "https://switchboard.example/v1/telephony/twilio/status/c1?attempt=2"
+    params = {
+        "CallSid": "CA1",
+        "CallStatus": "completed",
+        "To": "+12125550100",
+        "CallerName": "Zoë Ünal & Co",
+        "Duration": "",
+        "AccountSid": SANDBOX_ACCOUNT_SID,
+    }
+    for token in (SANDBOX_AUTH_TOKEN, "another-token"):
+        expected = RequestValidator(token).compute_signature(url, params)
+        assert request_signature(token, url, params) == expected
+    assert request_signature(SANDBOX_AUTH_TOKEN, url, {}) == RequestValidator(
+        SANDBOX_AUTH_TOKEN
+    ).compute_signature(url, {})
