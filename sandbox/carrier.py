@@ -135,9 +135,15 @@ class SandboxCarrier:
         if self._running:
             return self
         self._running = True
-        threading.Thread(target=self._loop.run_forever, daemon=True, name="sandbox").start()
+        threading.Thread(target=self._run_loop, daemon=True, name="sandbox").start()
         asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
         return self
+
+    def _run_loop(self) -> None:
+        try:
+            self._loop.run_forever()
+        finally:  # uvloop's loop keeps its descriptors until it is closed
+            self._loop.close()
 
     def stop(self) -> None:
         """Stop serving and playing; pending callbacks are dropped."""
@@ -146,6 +152,8 @@ class SandboxCarrier:
         self._senders.shutdown(wait=False, cancel_futures=True)
         if not running:
             self._socket.close()
+            if self._loop_thread is None:  # never started: its loop never ran
+                self._loop.close()
             return
         with contextlib.suppress(RuntimeError):  # already closed
             asyncio.run_coroutine_threadsafe(self._shut_down(), self._loop).result(timeout=10)

@@ -27,8 +27,9 @@ def normalize_e164(raw: str, default_region: str | None = None) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-# Text already in E.164: '+', a country code and a national number, digits only.
-_E164 = re.compile(r"\+([1-9]\d{1,16})")
+# Text already in E.164: '+', a country code and a national number, ASCII digits only (other
+# scripts' digits are left to parsing, which turns them into ASCII ones).
+_E164 = re.compile(r"\+([1-9][0-9]{1,16})")
 _NO_PREFIX = re.compile(r"(?!)")  # a country without a national prefix: nothing to strip
 
 

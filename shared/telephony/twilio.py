@@ -143,7 +143,8 @@ class PooledHttpClient(HttpClient):
         # request is handed straight to that host's connection pool, past the manager's URL
         # parsing and pool lookup (a tenth of the transport's CPU). Other URLs take the manager.
         self._origin = f"{parts.scheme}://{parts.netloc}"
-        self._origin_pool = None if proxy else self.pool.connection_from_url(self._origin)
+        direct = not proxy and parts.scheme in ("http", "https") and bool(parts.hostname)
+        self._origin_pool = self.pool.connection_from_url(self._origin) if direct else None
 
     def request(
         self,

@@ -9,6 +9,14 @@ import pytest
 
 from shared.phones import InvalidPhoneNumber, normalize_e164
 
+ARABIC_INDIC_ZERO = 0x0660
+FULLWIDTH_ZERO = 0xFF10
+
+
+def _digits_of(ascii_digits: str, zero: int) -> str:
+    """The same digits written in the script whose zero is the code point ``zero``."""
+    return "".join(chr(zero + int(digit)) for digit in ascii_digits)
+
 
 def _by_parsing(raw: str) -> str | None:
     """What parsing ``raw`` with phonenumbers, validating and formatting it gives."""
@@ -67,13 +75,26 @@ def test_every_number_in_e164_is_judged_as_phonenumbers_parsing_judges_it():
         ("(212) 555-0100", "US", "+12125550100"),
         ("+44 07911 123456", None, "+447911123456"),  # the national prefix after the code
         ("+390612345678", None, "+390612345678"),  # a leading zero that belongs to the number
+        # Other scripts' digits: stored as ASCII ones.
+        ("+1" + _digits_of("2125550100", ARABIC_INDIC_ZERO), None, "+12125550100"),
+        ("+1" + _digits_of("2125550100", FULLWIDTH_ZERO), None, "+12125550100"),
     ],
 )
 def test_other_writings_still_go_through_parsing(raw: str, region: str | None, expected: str):
     assert normalize_e164(raw, region) == expected
 
 
-@pytest.mark.parametrize("raw", ["+1212555010", "+0", "12125550100", "+999123", "+1212555010a"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+1212555010",
+        "+0",
+        "12125550100",
+        "+999123",
+        "+1212555010a",
+        "+1" + _digits_of("02125550100", ARABIC_INDIC_ZERO),  # a zero in another script
+    ],
+)
 def test_invalid_numbers_are_refused(raw: str):
     with pytest.raises(InvalidPhoneNumber):
         normalize_e164(raw)
