@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import certifi
 
@@ -170,29 +170,20 @@ class PooledHttpClient(HttpClient):
                 sent["Content-Type"] = "application/x-www-form-urlencoded"
         if auth is not None:
             sent["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
-        path = uri[len(self._origin) :] if uri.startswith(self._origin + "/") else None
-        reply = (
-            self._origin_pool.urlopen(
-                method.upper(),
-                path,
-                body=body,
-                headers=sent,
-                timeout=timeout or self.timeout,
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
+        sending: dict[str, Any] = {
+            "body": body,
+            "headers": sent,
+            "timeout": timeout or self.timeout,
+            "retries": False,
+        }
+        pool = self._origin_pool
+        if pool is not None and uri.startswith(self._origin + "/") and not allow_redirects:
+            path = uri[len(self._origin) :]
+            reply = pool.urlopen(
+                method.upper(), path, redirect=False, assert_same_host=False, **sending
             )
-            if self._origin_pool is not None and path is not None and not allow_redirects
-            else self.pool.request(
-                method.upper(),
-                uri,
-                body=body,
-                headers=sent,
-                timeout=timeout or self.timeout,
-                retries=False,
-                redirect=allow_redirects,
-            )
-        )
+        else:
+            reply = self.pool.request(method.upper(), uri, redirect=allow_redirects, **sending)
         return Response(reply.status, reply.data.decode("utf-8", "replace"), reply.headers)
 
 
