@@ -30,19 +30,20 @@ def normalize_e164(raw: str, default_region: str | None = None) -> str:
 # Text already in E.164: '+', a country code and a national number, ASCII digits only (other
 # scripts' digits are left to parsing, which turns them into ASCII ones).
 _E164 = re.compile(r"\+([1-9][0-9]{1,16})")
-_NO_PREFIX = re.compile(r"(?!)")  # a country without a national prefix: nothing to strip
+_NOTHING = re.compile(r"(?!)")  # a country without a national prefix: nothing to strip
+_ANYTHING = re.compile("")  # a country code without metadata: every number goes to parsing
 
 
 @lru_cache(maxsize=512)
-def _national_prefix(country_code: int) -> re.Pattern[str] | None:
-    """What ``phonenumbers.parse`` would strip from the start of a national number of this
-    country (``_NO_PREFIX`` for nothing); None for a country code without metadata."""
+def _national_prefix(country_code: int) -> re.Pattern[str]:
+    """What ``phonenumbers.parse`` may strip from the start of a national number of this
+    country; a number it matches is left to parsing."""
     region = region_code_for_country_code(country_code)
     metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
     if metadata is None:
-        return None
+        return _ANYTHING
     prefix = metadata.national_prefix_for_parsing
-    return re.compile(prefix) if prefix else _NO_PREFIX
+    return re.compile(prefix) if prefix else _NOTHING
 
 
 def _valid_as_written(raw: str) -> bool:
@@ -62,8 +63,7 @@ def _valid_as_written(raw: str) -> bool:
         country_code = int(digits[:size])
         if country_code in COUNTRY_CODE_TO_REGION_CODE:
             national = digits[size:]
-            prefix = _national_prefix(country_code)
-            if not national or national[0] == "0" or prefix is None or prefix.match(national):
+            if not national or national[0] == "0" or _national_prefix(country_code).match(national):
                 return False
             number = PhoneNumber(country_code=country_code, national_number=int(national))
             return bool(phonenumbers.is_valid_number(number))

@@ -21,12 +21,11 @@ app.conf.imports = ("worker.tasks",)
 def _fresh_database_pool(**_: Any) -> None:
     # A forked pool child must not share the parent's database connections.
     reset_engine(close=False)
-    heap.settle()
 
 
-@worker_ready.connect
+@worker_process_init.connect  # a forked pool child, once its database pool is fresh
+@worker_ready.connect  # the worker itself (the threads pool runs the tasks in it)
 def _settle_heap(**_: Any) -> None:
-    # The threads pool runs the tasks in this process; it is ready to consume now.
     heap.settle()
 
 
