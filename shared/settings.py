@@ -40,11 +40,15 @@ class Settings(BaseSettings):
     twilio_auth_token: str = ""
     sandbox_url: str = "http://127.0.0.1:8055"
     # The call-progress events Twilio posts to the status callback, space-separated. Each one
-    # costs a request per call. "ringing" is not asked for: a ringing call was initiated, and
-    # both show as `initiated` (if asked for, it is acknowledged without queueing work).
-    # "answered completed" saves one more request per call, and then calls show no
-    # `initiated` step.
-    twilio_status_events: str = "initiated answered completed"
+    # costs a request, a worker's transition and a row version per call. The default asks for
+    # what moves a call through the states Switchboard acts on: answered (in_progress) and
+    # the end. A call then shows `dispatched` from the provider's acceptance until it is
+    # answered or ends. Add "initiated" to see when the provider starts dialing it, worth it
+    # when the provider may hold calls in its own queue (an account whose calls-per-second
+    # at the provider is below the pacing configured here); it costs about a sixth of the
+    # CPU a call takes. "ringing" is acknowledged without queueing work: a ringing call was
+    # initiated.
+    twilio_status_events: str = "answered completed"
     # Twilio's answering machine detection ("Enable", "DetectMessageEnd", or "" for none): it
     # is what tells a voicemail from a person (AnsweredBy); Twilio charges for it per call.
     twilio_machine_detection: str = "Enable"

@@ -35,6 +35,18 @@ def test_out_of_order_reports_only_move_forward():
     assert skip is not None and skip.to_status == "completed"
 
 
+def test_a_call_moves_through_initiated_when_asked_for_and_past_it_when_not():
+    initiated = plan_provider_update(snap("dispatched", "CA1", True, 1), update("initiated"))
+    assert initiated is not None and initiated.to_status == "initiated"
+    assert not initiated.deltas.any()
+    answered = plan_provider_update(snap("initiated", "CA1", True, 1), update("in-progress"))
+    assert answered is not None and answered.to_status == "in_progress"
+    # Without the initiated event (the default), the answer moves a dispatched call.
+    direct = plan_provider_update(snap("dispatched", "CA1", True, 1), update("in-progress"))
+    assert direct is not None and direct.to_status == "in_progress"
+    assert not direct.deltas.any()
+
+
 def test_report_about_another_attempt_is_ignored():
     assert (
         plan_provider_update(snap("initiated", "CA1", True, 1), update("completed", "CA2")) is None

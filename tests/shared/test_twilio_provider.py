@@ -65,7 +65,7 @@ def test_place_call_sends_every_field_and_reads_the_answer(carrier: SandboxCarri
     assert (call["to"], call["from"], call["timeout"]) == ("+12125550001", CALLER, 25)
     assert call["status_callback"] == "http://127.0.0.1:9/status"
     # A list is one form field repeated, as Twilio expects it.
-    assert call["events"] == ["initiated", "answered", "completed"]
+    assert call["events"] == ["answered", "completed"]
     assert provider.fetch_call(placed.sid) is not None
     found = provider.find_call("+12125550001", [CALLER], datetime.now(UTC))
     assert found is not None and found.sid == placed.sid
