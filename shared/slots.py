@@ -16,33 +16,69 @@ from typing import Any
 
 import redis
 
+from shared import ratelimit
 from shared.settings import get_settings
 
-# KEYS: sorted sets of call ids scored by lease expiry. ARGV[1]: the call id, ARGV[2]: now,
-# ARGV[3]: lease expiry, then one limit per key. Returns 0 when a limit is reached (nothing
-# taken), else 1, or 2 when the call already held every slot (its lease is renewed).
-_ACQUIRE = """
-local held = 2
-for i, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
-  if not redis.call('ZSCORE', key, ARGV[1]) then
+# The script's parts. KEYS: the first ``slot_count`` are sorted sets of call ids scored by
+# lease expiry. ARGV (from ``s0`` on): the call id, now, the lease's expiry, then one limit per
+# key. CHECK drops expired leases and finds whether a limit is reached (``full``) and whether
+# the call already holds every slot (``held`` 2, else 1); TAKE takes (or renews) them.
+_CHECK = """
+local held = slot_count > 0 and 2 or 1
+local full = false
+for i = 1, slot_count do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[s0 + 2])
+  if not redis.call('ZSCORE', KEYS[i], ARGV[s0 + 1]) then
     held = 1
-    if redis.call('ZCARD', key) >= tonumber(ARGV[3 + i]) then
-      return 0
+    if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[s0 + 3 + i]) then
+      full = true
+      break
     end
   end
 end
-for i, key in ipairs(KEYS) do
-  redis.call('ZADD', key, ARGV[3], ARGV[1])
-  redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[3]) - tonumber(ARGV[2])) + 60)
+"""
+_TAKE = """
+for i = 1, slot_count do
+  redis.call('ZADD', KEYS[i], ARGV[s0 + 3], ARGV[s0 + 1])
+  redis.call('EXPIRE', KEYS[i], math.ceil(tonumber(ARGV[s0 + 3]) - tonumber(ARGV[s0 + 2])) + 60)
 end
+"""
+# Returns 0 when a limit is reached (nothing taken), else 1, or 2 when the call already held
+# every slot (its lease is renewed).
+_ACQUIRE = f"""
+local slot_count, s0 = #KEYS, 0
+{_CHECK}
+if full then
+  return 0
+end
+{_TAKE}
 return held
+"""
+# The slots and a pacing reservation (``ratelimit``) together, or neither. ARGV[1]: the number
+# of slot keys; then the slots' arguments, then the reservation's (whose keys follow the
+# slots'). Returns {0, 0, 0} when a limit is reached, {0, minus the wait, choice} when the
+# reservation would be too far away (nothing taken either), else {held, wait µs, choice}.
+_ACQUIRE_AND_RESERVE = f"""
+local slot_count, s0 = tonumber(ARGV[1]), 1
+local k0, a0 = slot_count, 4 + slot_count
+{_CHECK}
+if full then
+  return {{0, 0, 0}}
+end
+{ratelimit.PLAN}
+if too_far then
+  return {{0, now - at, choice}}
+end
+{ratelimit.TAKE}
+{_TAKE}
+return {{held, at - now, choice}}
 """
 
 
 class Acquired(IntEnum):
-    """What ``acquire`` did: nothing (a limit is reached), took the slots, or found them
-    already held by the same call (another delivery of its dial message holds them)."""
+    """What ``acquire`` did: nothing (a limit is reached; or, with a pacing reservation, that
+    is too far away), took the slots, or found them already held by the same call (another
+    delivery of its dial message holds them)."""
 
     NONE = 0
     TAKEN = 1
@@ -67,6 +103,11 @@ def _script(url: str) -> Any:
     return _client(url).register_script(_ACQUIRE)
 
 
+@lru_cache(maxsize=4)
+def _paced_script(url: str) -> Any:
+    return _client(url).register_script(_ACQUIRE_AND_RESERVE)
+
+
 def _key(name: str) -> str:
     return f"{get_settings().redis_key_prefix}slots:{name}"
 
@@ -79,6 +120,30 @@ def acquire(call_id: str, limits: Sequence[SlotLimit], lease_s: float) -> Acquir
     args: list[Any] = [call_id, now, now + lease_s, *[limit.limit for limit in limits]]
     taken = _script(get_settings().redis_url)(keys=[_key(limit.key) for limit in limits], args=args)
     return Acquired(int(taken))
+
+
+def acquire_and_reserve(
+    call_id: str,
+    limits: Sequence[SlotLimit],
+    lease_s: float,
+    pacing: Sequence[ratelimit.Limit],
+    max_wait_s: float,
+    alternatives: Sequence[ratelimit.Limit] = (),
+) -> tuple[Acquired, ratelimit.Reservation | None]:
+    """``acquire`` and ``ratelimit.reserve`` in one step, all or nothing: what was done with
+    the slots, and the reservation. ``Acquired.NONE`` takes nothing: with no reservation, a
+    limit is reached; with one that is not ``reserved``, the pacing slot is too far away."""
+    now = time.time()
+    keys, args = ratelimit.keys_and_args(pacing, max_wait_s, alternatives)
+    slot_args: list[Any] = [call_id, now, now + lease_s, *[limit.limit for limit in limits]]
+    held, wait_us, choice = _paced_script(get_settings().redis_url)(
+        keys=[*(_key(limit.key) for limit in limits), *keys],
+        args=[len(limits), *slot_args, *args],
+    )
+    acquired = Acquired(int(held))
+    if acquired is Acquired.NONE and int(wait_us) == 0:
+        return acquired, None
+    return acquired, ratelimit.reservation(wait_us, choice)
 
 
 def taken(names: Sequence[str]) -> dict[str, int]:

@@ -55,15 +55,20 @@ _CALLER_POOL = (
 
 
 _RENDER_INPUTS = text(
-    "SELECT c.id, c.batch_id, c.workspace_id, c.client_data, b.prompt_template, "
-    "b.first_message_template, b.target_concurrency_limit "
-    "FROM calls c JOIN batches b ON b.id = c.batch_id WHERE c.id = ANY(:ids)"
+    "SELECT c.id, c.batch_id, c.workspace_id, c.client_data, c.phone_number, "
+    "b.prompt_template, b.first_message_template, b.target_concurrency_limit, "
+    "b.calling_window, b.timezone, "
+    f"{_CALLER_POOL} AS caller_numbers, p.credentials_ref, "
+    "b.status = 'in_progress' AND b.paused_at IS NULL AS running "
+    "FROM calls c JOIN batches b ON b.id = c.batch_id "
+    "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id WHERE c.id = ANY(:ids)"
 )
 
 
 def render_inputs(session: Session, call_ids: Sequence[str]) -> dict[str, Row[Any]]:
     """What these calls' prompts are rendered from (fixed at submit: their client data and
-    their batches' templates) and the live-call limits they dial under, by call id."""
+    their batches' templates), the live-call and pacing limits they dial under, their calling
+    windows and whether their batches run, by call id."""
     rows = session.execute(_RENDER_INPUTS, {"ids": list(call_ids)})
     return {row.id: row for row in rows}
 
@@ -78,8 +83,7 @@ _CLAIM = PreparedStatement(
     "WHERE c.id = :id AND c.status = 'pending' AND c.due_at <= now() "
     "AND b.id = c.batch_id AND b.status = 'in_progress' AND b.paused_at IS NULL "
     "RETURNING c.id, c.batch_id, c.workspace_id, c.phone_number, "
-    "b.telephony_call_config, b.calling_window, b.timezone, "
-    f"{_CALLER_POOL} AS caller_numbers, p.credentials_ref, "
+    "b.telephony_call_config, b.calling_window, b.timezone, p.credentials_ref, "
     # Checked right before dialing, in the claim itself: the do-not-call list (the number may
     # have been listed since submit) and this week's dials of the number.
     "EXISTS (SELECT 1 FROM dnc_numbers d WHERE d.workspace_id = c.workspace_id "
@@ -109,9 +113,10 @@ def claim_for_dial(
     of its own (one statement in autocommit mode): everything that may undo the claim runs in
     a later one, as for any claim that was committed.
 
-    Returns what dialing needs (the call, its batch's settings and caller numbers, whether the
-    number is on the do-not-call list, when it was dialed in the last 7 days), or None when
-    another delivery of the same message, a cancel, or a due time in the future got there first.
+    Returns what dialing needs (the call, its batch's settings and provider credentials,
+    whether the number is on the do-not-call list, when it was dialed in the last 7 days), or
+    None when another delivery of the same message, a cancel, or a due time in the future got
+    there first.
     """
     rows = _CLAIM.run_alone(
         {
@@ -400,16 +405,18 @@ def release_claim(session: Session, call_id: str, claim_token: str, delay_s: flo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def defer_unclaimed(session: Session, call_ids: Sequence[str], delay_s: float) -> None:
-    """Published calls that were not claimed (no live-call slot) wait ``delay_s`` more, as
-    calls never published: the tick publishes them again once they are due."""
+def defer_unclaimed(session: Session, deferrals: Sequence[tuple[str, float]]) -> None:
+    """Published calls that were not claimed (no live-call slot, or a pacing slot too far
+    away) wait their delay (call id, seconds) more, as calls never published: the tick
+    publishes them again once they are due."""
     session.execute(
         text(
             "UPDATE calls SET enqueued_at = NULL, updated_at = now(), "
-            "due_at = GREATEST(due_at, now() + make_interval(secs => :delay)) "
-            "WHERE id = ANY(:ids) AND status = 'pending'"
+            "due_at = GREATEST(due_at, now() + make_interval(secs => v.delay)) "
+            "FROM unnest(CAST(:ids AS text[]), CAST(:delays AS double precision[])) "
+            "AS v(id, delay) WHERE calls.id = v.id AND calls.status = 'pending'"
         ),
-        {"ids": list(call_ids), "delay": delay_s},
+        {"ids": [call_id for call_id, _ in deferrals], "delays": [d for _, d in deferrals]},
     )
 
 

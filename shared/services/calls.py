@@ -20,7 +20,7 @@ from shared import callstate, messaging, metrics, slots
 from shared.callstate import CallSnapshot, CounterDeltas, ProviderUpdate, Transition
 from shared.db import after_commit
 from shared.errors import NotFound, ProviderError
-from shared.ratelimit import Limit, reserve
+from shared.ratelimit import Limit, Reservation, reserve
 from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo
 from shared.schemas import AgentConfigResponse
@@ -320,19 +320,21 @@ def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
     """Claim, render and place these calls one after another; what happened to each.
 
     The prompts are rendered first, from the calls' client data and templates read at once
-    (both fixed at submit). Each call then takes its live-call slot in Redis and, with it, is
-    claimed in a short transaction of its own (storing its rendered prompt) right before it
-    is paced and placed, outside any transaction. A call without a free slot is not claimed
-    at all: it waits ``SLOT_RETRY_DELAY_S`` as a call never published, for the tick. The
-    provider's answers are recorded together, in one transaction, once every call is placed
-    or once the oldest unrecorded answer is ``ANSWERS_RECORDED_WITHIN_S`` old; the calls
-    without a slot are put back in the last of these transactions. An answer lost with the
-    process leaves its call claimed: the tick reconciles it with the provider, as it does any
-    dial whose answer never came.
+    (both fixed at submit). Each call then takes its live-call slot in Redis, and its pacing
+    slot with it, and is claimed in a short transaction of its own (storing its rendered
+    prompt) right before it waits for that pacing slot and is placed, outside any
+    transaction. A call without a free slot is not claimed at all: it waits
+    ``SLOT_RETRY_DELAY_S`` as a call never published, for the tick; nor is one whose pacing
+    slot is too far away, which waits for it. The provider's answers are
+    recorded together, in one transaction, once every call is placed or once the oldest
+    unrecorded answer is ``ANSWERS_RECORDED_WITHIN_S`` old; the calls not claimed are put
+    back in the last of these transactions. An answer lost with the process leaves its call
+    claimed: the tick reconciles it with the provider, as it does any dial whose answer never
+    came.
     """
     results: list[str] = []
     answers: list[tuple[str, ProviderUpdate]] = []
-    slotless: list[str] = []
+    unclaimed: list[_Unclaimed] = []
     oldest = 0.0
     with transaction() as session:
         inputs = calls_repo.render_inputs(session, call_ids)
@@ -342,10 +344,12 @@ def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
                 results.append("not_claimed")
                 continue
             outcome = _place_call(call_id, inputs[call_id], transaction)
+            if isinstance(outcome, _Unclaimed):
+                results.append(outcome.result)
+                unclaimed.append(outcome)
+                continue
             if isinstance(outcome, str):
                 results.append(outcome)
-                if outcome == "no_slot":
-                    slotless.append(call_id)
                 continue
             results.append("dispatched")
             if not answers:
@@ -355,21 +359,26 @@ def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
                 _record_answers(answers, [], transaction)
                 answers = []
     finally:  # a later call's failure does not keep the earlier ones' answers from the record
-        if answers or slotless:
-            _record_answers(answers, slotless, transaction)
+        if answers or unclaimed:
+            _record_answers(answers, unclaimed, transaction)
     for result in results:
         metrics.DIALS.labels(result=result).inc()
     return results
 
 
 def _record_answers(
-    answers: list[tuple[str, ProviderUpdate]], slotless: list[str], transaction: Transaction
+    answers: list[tuple[str, ProviderUpdate]],
+    unclaimed: list[_Unclaimed],
+    transaction: Transaction,
 ) -> None:
     with transaction() as session:
         if answers:
             apply_provider_reports(session, answers)
-        if slotless:
-            calls_repo.defer_unclaimed(session, slotless, SLOT_RETRY_DELAY_S)
+        if unclaimed:
+            now = time.monotonic()
+            calls_repo.defer_unclaimed(
+                session, [(u.call_id, max(u.due_at - now, 0.0)) for u in unclaimed]
+            )
 
 
 def _rendered(inputs: Any) -> tuple[str, str, dict[str, Any] | None]:
@@ -387,15 +396,35 @@ def _rendered(inputs: Any) -> tuple[str, str, dict[str, Any] | None]:
     )
 
 
-def _place_call(call_id: str, inputs: Any, transaction: Transaction) -> str | ProviderUpdate:
+@dataclass(frozen=True)
+class _Unclaimed:
+    """A call left pending without a claim, due again at ``due_at`` (``time.monotonic()``)."""
+
+    call_id: str
+    result: str
+    due_at: float
+
+
+def _place_call(
+    call_id: str, inputs: Any, transaction: Transaction
+) -> str | _Unclaimed | ProviderUpdate:
     """What happened to the call, or the provider's answer when it was placed."""
     # The live-call slot comes first, from Redis: a call without one is not claimed (no
     # transaction spent on a call that cannot be placed). A standing claim (a dialing call)
     # always holds one; a claim not made, or undone since, gives back a slot taken here. A slot
-    # the call already held is another delivery's, whose claim it is: it stays.
-    acquired = _take_slots(call_id, inputs)
+    # the call already held is another delivery's, whose claim it is: it stays. A call of a
+    # running batch that has a number and is inside its calling window (as the message read
+    # them) takes its pacing slot in the same step, or nothing when that is too far away. The
+    # others take the live-call slot alone and are claimed to be ended or handed back (or
+    # paced after the claim, should what was read have changed meanwhile).
+    callers = [number for number in inputs.caller_numbers if number]
+    to_pace = inputs.running and inputs.phone_number is not None and _outside_window(inputs) is None
+    acquired, first = _take_slots(call_id, inputs, callers if to_pace else None)
     if acquired is slots.Acquired.NONE:
-        return "no_slot"
+        if first is None:
+            return _Unclaimed(call_id, "no_slot", time.monotonic() + SLOT_RETRY_DELAY_S)
+        metrics.PACING_HANDED_BACK.inc()
+        return _Unclaimed(call_id, "paced", first.made_at + first.wait_s)
     names = slot_names(inputs.batch_id, inputs.workspace_id)
     token = uuid.uuid4().hex
     row = None
@@ -403,7 +432,7 @@ def _place_call(call_id: str, inputs: Any, transaction: Transaction) -> str | Pr
     try:
         row = calls_repo.claim_for_dial(call_id, token, *_rendered(inputs))
         if row is not None:
-            undone = _undo_claim_unless_due(row, token, transaction)
+            undone = _undo_claim_unless_due(row, token, transaction, window_checked=to_pace)
     finally:  # a claim that failed to undo still stands, and keeps its slot
         if (row is None or undone is not None) and acquired is slots.Acquired.TAKEN:
             slots.release(call_id, names)
@@ -411,17 +440,19 @@ def _place_call(call_id: str, inputs: Any, transaction: Transaction) -> str | Pr
         return "not_claimed"
     if undone is not None:
         return undone
-    return _place_claimed_call(call_id, row, token, names, transaction)
+    return _place_claimed_call(call_id, row, token, names, callers, first, transaction)
 
 
 # Undoes a claim that is not to be dialed now, given the session and the claim's token.
 _Undo = Callable[[Session, str], object]
 
 
-def _undo_claim_unless_due(row: Any, token: str, transaction: Transaction) -> str | None:
+def _undo_claim_unless_due(
+    row: Any, token: str, transaction: Transaction, window_checked: bool
+) -> str | None:
     """None when the claimed call is to be dialed now (nothing more is written); else why not,
     its claim undone in a transaction of its own (a batch cancelled meanwhile ends it)."""
-    verdict = _not_to_dial_now(row)
+    verdict = _not_to_dial_now(row, window_checked)
     if verdict is None:
         return None
     reason, undo = verdict
@@ -430,27 +461,32 @@ def _undo_claim_unless_due(row: Any, token: str, transaction: Transaction) -> st
     return reason
 
 
-def _not_to_dial_now(row: Any) -> tuple[str, _Undo] | None:
-    """Checked on the claimed row: why the call is not dialed now, and how its claim is undone."""
+def _not_to_dial_now(row: Any, window_checked: bool) -> tuple[str, _Undo] | None:
+    """Checked on the claimed row: why the call is not dialed now, and how its claim is undone
+    (the calling window, unless it was checked right before the claim)."""
     if row.phone_number is None:
         return "whatsapp_unsupported", lambda session, _: fail_claimed_call(
             session, row.id, callstate.OUTCOME_WHATSAPP_UNSUPPORTED
         )
     if row.do_not_call:
         return "dnc", lambda session, _: skip_claimed_call(session, row.id, callstate.OUTCOME_DNC)
-    return _outside_window(row) or _over_frequency_cap(row)
+    return (None if window_checked else _outside_window(row)) or _over_frequency_cap(row)
 
 
 def _place_claimed_call(
-    call_id: str, row: Any, token: str, names: list[str], transaction: Transaction
+    call_id: str,
+    row: Any,
+    token: str,
+    names: list[str],
+    callers: list[str],
+    first: Reservation | None,
+    transaction: Transaction,
 ) -> str | ProviderUpdate:
-    """Pace and place a claimed call holding its slot: what happened, or the provider's answer."""
+    """Pace (from the reservation taken with the slot, if any) and place a claimed call holding
+    its slot: what happened, or the provider's answer."""
     settings = get_settings()
     provider = provider_for(row.credentials_ref)
-    callers = [number for number in row.caller_numbers if number]
-    paced = _wait_for_pacing(
-        call_id, row, token, callers, provider.account.account_sid, transaction
-    )
+    paced = _wait_for_pacing(call_id, row, token, callers, first, transaction)
     if isinstance(paced, str):
         slots.release(call_id, names)
         return paced
@@ -511,32 +547,30 @@ def _outside_window(row: Any) -> tuple[str, _Undo] | None:
     return "outside_window", lambda session, token: hand_back(session, row.id, token, delay)
 
 
-def _take_slots(call_id: str, row: Any) -> slots.Acquired:
-    """A live-call slot under the workspace cap and the batch's target_concurrency_limit."""
+def _take_slots(
+    call_id: str, row: Any, callers: list[str] | None
+) -> tuple[slots.Acquired, Reservation | None]:
+    """A live-call slot under the workspace cap and the batch's target_concurrency_limit; with
+    ``callers``, and in the same step, a pacing slot for one of them (``_pacing_limits``)."""
+    settings = get_settings()
     limits = slot_limits(row.batch_id, row.workspace_id, row.target_concurrency_limit)
     try:
-        return slots.acquire(call_id, limits, get_settings().call_stale_after_s)
+        if callers is None:
+            return slots.acquire(call_id, limits, settings.call_stale_after_s), None
+        pacing, pool = _pacing_limits(row.credentials_ref, callers)
+        return slots.acquire_and_reserve(
+            call_id, limits, settings.call_stale_after_s, pacing, settings.max_pacing_sleep_s, pool
+        )
     except RedisError as exc:
         log.warning("concurrency slots unavailable for %s: %s", call_id, exc)
-        return slots.Acquired.NONE
+        return slots.Acquired.NONE, None
 
 
-def _wait_for_pacing(
-    call_id: str,
-    row: Any,
-    token: str,
-    callers: list[str],
-    account_sid: str,
-    transaction: Transaction,
-) -> int | str:
-    """Take a pacing slot for one of the batch's caller numbers (the one free first) and for
-    the provider account, shared by every worker through Redis; the index of the caller number
-    to dial from once the slot has come, or what happened instead.
-
-    A slot further away than ``max_pacing_sleep_s`` is not taken: the call goes back to
-    pending, due then, rather than holding a worker thread.
-    """
+def _pacing_limits(credentials_ref: str, callers: list[str]) -> tuple[list[Limit], list[Limit]]:
+    """The pacing limits a dial takes a slot under: the provider account's, and one of the
+    caller numbers' (the pool of alternatives)."""
     settings = get_settings()
+    account_sid = provider_for(credentials_ref).account.account_sid
     pool = [
         Limit(f"number:{number}", settings.calls_per_second_per_number, settings.pacing_burst)
         for number in callers
@@ -546,9 +580,33 @@ def _wait_for_pacing(
             f"account:{account_sid}", settings.calls_per_second_per_account, settings.pacing_burst
         ),
     ]
+    return limits, pool
+
+
+def _wait_for_pacing(
+    call_id: str,
+    row: Any,
+    token: str,
+    callers: list[str],
+    first: Reservation | None,
+    transaction: Transaction,
+) -> int | str:
+    """Take a pacing slot for one of the batch's caller numbers (the one free first) and for
+    the provider account, shared by every worker through Redis (``first``, when it was taken
+    with the call's live-call slot); the index of the caller number to dial from once the slot
+    has come, or what happened instead.
+
+    A slot further away than ``max_pacing_sleep_s`` is not taken: the call goes back to
+    pending, due then, rather than holding a worker thread.
+    """
+    settings = get_settings()
     for _ in range(PACING_ATTEMPTS):
         try:
-            reservation = reserve(limits, settings.max_pacing_sleep_s, alternatives=pool)
+            if first is not None:
+                reservation, first = first, None
+            else:
+                limits, pool = _pacing_limits(row.credentials_ref, callers)
+                reservation = reserve(limits, settings.max_pacing_sleep_s, alternatives=pool)
         except RedisError as exc:
             # Nothing was placed: hand the call back, due shortly, rather than dial unpaced.
             log.warning("pacing unavailable for %s: %s", call_id, exc)
@@ -561,13 +619,13 @@ def _wait_for_pacing(
                 hand_back(session, call_id, token, reservation.wait_s)
             return "paced"
         metrics.PACING_WAIT_SECONDS.observe(reservation.wait_s)
-        slot_at = time.monotonic() + reservation.wait_s
+        slot_at = reservation.made_at + reservation.wait_s
         if reservation.wait_s >= 1.0:
             # The batch may have been cancelled or paused during a long wait: read its status
             # shortly before the slot, so that the read's own delay never makes the dial late.
             # (Short waits skip the read: cancel and pause wait for claims in flight, then hang
             # up what was placed.)
-            time.sleep(reservation.wait_s - PACING_CHECK_LEAD_S)
+            time.sleep(max(slot_at - PACING_CHECK_LEAD_S - time.monotonic(), 0.0))
             with transaction() as session:
                 status = batches_repo.running_status(session, row.batch_id)
                 if status == "cancelled":

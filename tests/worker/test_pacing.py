@@ -6,7 +6,7 @@ import collections
 import time
 
 from tests.factories import recipients, register_number, submit
-from tests.worker.test_dispatch import batch_state, setup_workspace, wait_final
+from tests.worker.test_dispatch import batch_state, dial_counts, setup_workspace, wait_final
 
 # Calls per second for the one caller number: a few times Twilio's default of 1, low enough
 # that a loaded two-core machine's scheduling delays (a few hundred milliseconds at worst)
@@ -94,3 +94,30 @@ def test_an_idle_caller_pool_spreads_its_calls(stack):
     by_caller = collections.Counter(c["from"] for c in placed)
     assert len(placed) == 60 and len(by_caller) == 3
     assert min(by_caller.values()) >= 8, by_caller
+
+
+def test_a_call_whose_pacing_slot_is_too_far_waits_unclaimed_and_is_dialed_once(make_stack):
+    # Two calls a second from one number, and no dial may wait more than half a second for
+    # its slot: most of the 10 calls find their slot too far, take neither it nor a live-call
+    # slot, go back to pending unclaimed, due when it comes, and are published again.
+    count, rate = 10, 2
+    stack = make_stack(
+        concurrency=8,
+        settings_env={
+            "SWITCHBOARD_CALLS_PER_SECOND_PER_NUMBER": str(rate),
+            "SWITCHBOARD_PACING_BURST": "1",
+            "SWITCHBOARD_MAX_PACING_SLEEP_S": "0.5",
+        },
+    )
+    client, agent_id, number_id = setup_workspace(stack)
+    people = recipients(count, "+1646555", 3700)
+    batch = wait_final(client, submit(client, agent_id, number_id, people).json()["id"], 90)
+    assert batch["status"] == "completed"
+    assert batch["total_calls_dispatched"] == count and batch["retry_count"] == 0
+    counts = dial_counts(stack)
+    assert sorted(counts) == sorted(p["phone_number"] for p in people)
+    assert set(counts.values()) == {1}
+    assert "'paced'" in (stack.log_dir / "worker0.log").read_text()
+    times = sorted(c["created_at"] for c in stack.carrier.calls())
+    busiest = max(sum(1 for u in times[i:] if u < t + 1) for i, t in enumerate(times))
+    assert busiest <= rate + 1

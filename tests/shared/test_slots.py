@@ -1,0 +1,82 @@
+"""Live-call slots and pacing reservations in one Redis script, on the real Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from shared import ratelimit, slots
+from shared.ratelimit import Limit
+from shared.settings import get_settings
+from shared.slots import Acquired, SlotLimit
+
+LEASE_S = 60.0
+MAX_WAIT_S = 2.0
+
+
+@pytest.fixture
+def prefix(service_urls, monkeypatch) -> Iterator[str]:
+    _, redis_url = service_urls
+    prefix = f"slots-{uuid.uuid4().hex[:8]}:"
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("SWITCHBOARD_REDIS_KEY_PREFIX", prefix)
+    get_settings.cache_clear()
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()
+    get_settings.cache_clear()
+
+
+def _take(call_id: str, cap: int, per_second: float, numbers: int = 1):
+    pool = [Limit(f"number:n{i}", per_second, 1) for i in range(numbers)]
+    return slots.acquire_and_reserve(
+        call_id,
+        [SlotLimit("workspace:w", cap)],
+        LEASE_S,
+        [Limit("account:a", 1000.0, 1)],
+        MAX_WAIT_S,
+        pool,
+    )
+
+
+def test_slot_and_pacing_are_taken_together(prefix):
+    acquired, first = _take("c1", cap=5, per_second=1.0)
+    assert acquired is Acquired.TAKEN and first.reserved and first.wait_s == 0
+    acquired, second = _take("c2", cap=5, per_second=1.0)
+    # The caller number's next slot is a second later; both calls hold a live-call slot.
+    assert acquired is Acquired.TAKEN and second.reserved and 0.9 <= second.wait_s <= 1.0
+    assert slots.taken(["workspace:w"]) == {"workspace:w": 2}
+    # The same call again (another delivery of its message) finds its slot held.
+    acquired, _ = _take("c1", cap=5, per_second=1.0)
+    assert acquired is Acquired.ALREADY_HELD
+
+
+def test_a_full_cap_takes_no_pacing_slot(prefix):
+    assert _take("c1", cap=1, per_second=1.0)[0] is Acquired.TAKEN
+    acquired, reservation = _take("c2", cap=1, per_second=1.0)
+    assert acquired is Acquired.NONE and reservation is None
+    assert slots.taken(["workspace:w"]) == {"workspace:w": 1}
+    # c2 reserved nothing: the number's next slot is still one interval after c1's.
+    wait = ratelimit.reserve([], MAX_WAIT_S, [Limit("number:n0", 1.0, 1)]).wait_s
+    assert 0.9 <= wait <= 1.0
+
+
+def test_a_pacing_slot_too_far_away_takes_no_live_call_slot(prefix):
+    for i in range(3):  # at one call a second, the fourth slot is three seconds away
+        assert _take(f"c{i}", cap=10, per_second=1.0)[1].reserved
+    acquired, late = _take("c3", cap=10, per_second=1.0)
+    assert acquired is Acquired.NONE and late is not None
+    assert not late.reserved and late.wait_s > MAX_WAIT_S
+    assert slots.taken(["workspace:w"]) == {"workspace:w": 3}
+
+
+def test_a_pool_spreads_reservations_over_its_numbers(prefix):
+    waits = [_take(f"c{i}", cap=10, per_second=1.0, numbers=3)[1] for i in range(3)]
+    # Each number's first slot is now; only the account's own pace (1 ms here) spaces them.
+    assert all(w.reserved and w.wait_s < 0.01 for w in waits)
+    assert sorted(w.choice for w in waits) == [0, 1, 2]
