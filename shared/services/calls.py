@@ -320,8 +320,9 @@ def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
     """Claim, render and place these calls one after another; what happened to each.
 
     The prompts are rendered first, from the calls' client data and templates read at once
-    (both fixed at submit). Each call then takes its live-call slot in Redis, and its pacing
-    slot with it, and is claimed in a short transaction of its own (storing its rendered
+    (both fixed at submit). Each call then takes its live-call slot in Redis (and its pacing
+    slot with it, when it is to be paced: a running batch, a number, inside its calling
+    window), and is claimed in a short transaction of its own (storing its rendered
     prompt) right before it waits for that pacing slot and is placed, outside any
     transaction. A call without a free slot is not claimed at all: it waits
     ``SLOT_RETRY_DELAY_S`` as a call never published, for the tick; nor is one whose pacing
