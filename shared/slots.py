@@ -112,14 +112,21 @@ def _key(name: str) -> str:
     return f"{get_settings().redis_key_prefix}slots:{name}"
 
 
+def _keys_and_args(
+    call_id: str, limits: Sequence[SlotLimit], lease_s: float
+) -> tuple[list[str], list[Any]]:
+    """The slot keys and arguments of the scripts' CHECK and TAKE parts."""
+    now = time.time()
+    keys = [_key(limit.key) for limit in limits]
+    return keys, [call_id, now, now + lease_s, *[limit.limit for limit in limits]]
+
+
 def acquire(call_id: str, limits: Sequence[SlotLimit], lease_s: float) -> Acquired:
     """Take a slot under every limit for ``call_id``, or none at all."""
     if not limits:
         return Acquired.TAKEN
-    now = time.time()
-    args: list[Any] = [call_id, now, now + lease_s, *[limit.limit for limit in limits]]
-    taken = _script(get_settings().redis_url)(keys=[_key(limit.key) for limit in limits], args=args)
-    return Acquired(int(taken))
+    keys, args = _keys_and_args(call_id, limits, lease_s)
+    return Acquired(int(_script(get_settings().redis_url)(keys=keys, args=args)))
 
 
 def acquire_and_reserve(
@@ -133,12 +140,10 @@ def acquire_and_reserve(
     """``acquire`` and ``ratelimit.reserve`` in one step, all or nothing: what was done with
     the slots, and the reservation. ``Acquired.NONE`` takes nothing: with no reservation, a
     limit is reached; with one that is not ``reserved``, the pacing slot is too far away."""
-    now = time.time()
-    keys, args = ratelimit.keys_and_args(pacing, max_wait_s, alternatives)
-    slot_args: list[Any] = [call_id, now, now + lease_s, *[limit.limit for limit in limits]]
+    slot_keys, slot_args = _keys_and_args(call_id, limits, lease_s)
+    pace_keys, pace_args = ratelimit.keys_and_args(pacing, max_wait_s, alternatives)
     held, wait_us, choice = _paced_script(get_settings().redis_url)(
-        keys=[*(_key(limit.key) for limit in limits), *keys],
-        args=[len(limits), *slot_args, *args],
+        keys=[*slot_keys, *pace_keys], args=[len(limits), *slot_args, *pace_args]
     )
     acquired = Acquired(int(held))
     if acquired is Acquired.NONE and int(wait_us) == 0:
