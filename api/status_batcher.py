@@ -1,51 +1,61 @@
-"""Gathers the status callbacks that arrive together into one ``calls.apply_statuses`` message.
+"""Gathers the status callbacks that arrive together: one inbox write and one
+``calls.apply_statuses`` message for them all.
 
-A provider posts several callbacks per call, and many calls run at once: one message (and one
-worker transaction) per callback is most of a call's cost. The first callback to arrive opens
-a short window; every callback that comes within it, up to a maximum, goes out in one message.
-Each request is answered only after its message is published, so a callback the provider saw
-acknowledged is never lost with the API process; if the publish fails, every request of the
-message fails and the provider sends again.
+A provider posts several callbacks per call, and many calls run at once: a transaction and a
+message per callback would be most of a call's cost. The first callback to arrive opens a
+short window; every callback that comes within it, up to a maximum, is written to the status
+inbox in one statement and one commit (a group commit), and each request is answered only once
+that commit is done: a callback the provider saw acknowledged survives the API process, and
+Redis losing its message. A failed write fails every request of the window, and the provider
+sends them again. The reports then go out in one message with their inbox ids; a failed
+publish is logged and left to the tick, which publishes again what stays in the inbox.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from shared import messaging
+from shared.services import status_inbox as status_inbox_service
 from shared.settings import get_settings
 
+log = logging.getLogger(__name__)
+
 Report = tuple[str, dict[str, Any]]
+# Writes reports durably; their ids (inbox row ids).
+Store = Callable[[list[Report]], Sequence[int]]
+# Sends stored reports on, with their ids.
+Publish = Callable[[list[Report], Sequence[int]], None]
 
 
 class ReportBatcher:
-    """Collects reports for up to ``window_s`` (or ``max_size`` reports) and publishes them."""
+    """Collects reports for up to ``window_s`` (or ``max_size`` reports), stores them together,
+    then publishes them."""
 
-    def __init__(
-        self, window_s: float, max_size: int, publish: Callable[[list[Report]], None]
-    ) -> None:
+    def __init__(self, window_s: float, max_size: int, store: Store, publish: Publish) -> None:
         self._window_s = window_s
         self._max_size = max_size
+        self._store = store
         self._publish = publish
         self._waiting: list[tuple[Report, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
     async def submit(self, report: Report) -> None:
-        """Returns once the report is published; raises what publishing raised."""
+        """Returns once the report is stored; raises what storing raised."""
         loop = asyncio.get_running_loop()
-        published: asyncio.Future[None] = loop.create_future()
-        self._waiting.append((report, published))
+        stored: asyncio.Future[None] = loop.create_future()
+        self._waiting.append((report, stored))
         if len(self._waiting) >= self._max_size:
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(self._window_s, self._flush)
-        await asyncio.shield(published)
+        await asyncio.shield(stored)
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -58,20 +68,21 @@ class ReportBatcher:
             task.add_done_callback(self._sending.discard)
 
     async def _send(self, waiting: list[tuple[Report, asyncio.Future[None]]]) -> None:
+        reports = [report for report, _ in waiting]
         try:
-            await run_in_threadpool(self._publish, [report for report, _ in waiting])
-        except Exception as exc:  # every request of the message fails; the provider retries
-            for _, published in waiting:
-                if not published.done():
-                    published.set_exception(exc)
-        else:
-            for _, published in waiting:
-                if not published.done():
-                    published.set_result(None)
-
-
-def _publish_reports(reports: list[Report]) -> None:
-    messaging.publish(messaging.TASK_APPLY_STATUSES, [reports])
+            ids = await run_in_threadpool(self._store, reports)
+        except Exception as exc:  # every request of the window fails; the provider resends
+            for _, stored in waiting:
+                if not stored.done():
+                    stored.set_exception(exc)
+            return
+        for _, stored in waiting:
+            if not stored.done():
+                stored.set_result(None)
+        try:
+            await run_in_threadpool(self._publish, reports, ids)
+        except Exception:  # the reports are in the inbox: the tick publishes them again
+            log.exception("publishing %d stored status reports failed", len(reports))
 
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReportBatcher] = (
@@ -86,7 +97,10 @@ def batcher() -> ReportBatcher:
     if found is None:
         settings = get_settings()
         found = ReportBatcher(
-            settings.status_batch_window_s, settings.status_batch_max_reports, _publish_reports
+            settings.status_batch_window_s,
+            settings.status_batch_max_reports,
+            status_inbox_service.store_reports,
+            status_inbox_service.publish_reports,
         )
         _batchers[loop] = found
     return found

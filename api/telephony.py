@@ -64,7 +64,7 @@ def _status_report(form: dict[str, str]) -> dict[str, Any] | None:
 
 async def twilio_status_callback(request: Request) -> Response:
     """A Twilio status event that is not form-urlencoded (``StatusCallbacks`` takes the rest):
-    verified, then handed to the status queue."""
+    verified, then stored and handed to the status queue."""
     report = _status_report(await _verified_twilio_form(request))
     if report is not None:
         await batcher().submit((request.path_params["call_id"], report))
@@ -88,7 +88,7 @@ class StatusCallbacks:
     framework's middleware and routing cost more than their own work. Everything else, and a
     callback in any other encoding, goes on to the application.
 
-    Answers as the route would: 204 once the report is published (or needs no work), 403 with
+    Answers as the route would: 204 once the report is stored (or needs no work), 403 with
     the usual error detail for a bad signature, 413 for a body no callback has.
     """
 
@@ -133,7 +133,7 @@ class StatusCallbacks:
             try:
                 await batcher().submit((match.group("call_id"), report))
             except Exception:  # not acknowledged: the provider sends the callback again
-                log.exception("publishing a status callback failed")
+                log.exception("storing a status callback failed")
                 await _answer(scope, receive, send, 500)
                 return
         await _answer(scope, receive, send, 204)

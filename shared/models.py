@@ -332,3 +332,18 @@ __all__ = [
     "WebhookEndpoint",
     "Workspace",
 ]
+
+
+class StatusInboxReport(Base):
+    """A status report the API acknowledged to the provider: written before the answer, deleted
+    by the transaction that applies it, published again by the tick while it stays."""
+
+    __tablename__ = "status_inbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(Text, nullable=False)
+    report: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    received_at: Mapped[datetime] = _now()
+    # When a message carrying it was last published (by the API, then by each re-drive).
+    published_at: Mapped[datetime] = _now()
+    redrives: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")

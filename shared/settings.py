@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # queued as one message and applied in one worker transaction.
     status_batch_window_s: float = 0.05
     status_batch_max_reports: int = 100
+    # Every status report is written to the status inbox before its callback is acknowledged,
+    # and deleted with the transaction that applies it. A report still there this long after
+    # it was last published (its message was lost, e.g. Redis restarted empty) is published
+    # again by the tick, when the status queue is empty.
+    status_inbox_redrive_after_s: float = 30.0
     # Socket timeout of every provider request (connect, and each read).
     provider_timeout_s: float = 10.0
 

@@ -12,6 +12,7 @@ from shared import messaging
 from shared.db import transaction
 from shared.services import batches as batches_service
 from shared.services import calls as calls_service
+from shared.services import status_inbox as status_inbox_service
 from shared.services import webhooks as webhooks_service
 from worker.app import app
 
@@ -58,14 +59,17 @@ def dial_many(call_ids: list[str]) -> dict[str, int]:
 
 
 @app.task(name=messaging.TASK_APPLY_STATUSES, **DATABASE_RETRY)
-def apply_statuses(reports: list[tuple[str, dict[str, Any]]]) -> int:
-    """Apply the provider status callbacks the API gathered into one message, in one
-    transaction; a failure retries them all (each is applied at most once)."""
+def apply_statuses(
+    reports: list[tuple[str, dict[str, Any]]], inbox_ids: list[int] | None = None
+) -> int:
+    """Apply the provider status callbacks the API gathered into one message, and delete their
+    status inbox rows, in one transaction; a failure retries them all (each is applied at most
+    once). Messages published before the inbox carry no ids."""
     updates = calls_service.twilio_updates(reports)
-    if not updates:
+    if not updates and not inbox_ids:
         return 0
     with transaction() as session:
-        return calls_service.apply_provider_reports(session, updates)
+        return status_inbox_service.apply_reports(session, updates, inbox_ids or [])
 
 
 @app.task(name=messaging.TASK_APPLY_STATUS, **DATABASE_RETRY)

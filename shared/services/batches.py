@@ -49,6 +49,7 @@ from shared.schemas import (
 )
 from shared.services import webhooks
 from shared.services.calls import Transaction, slot_limits
+from shared.services.status_inbox import redrive_status_inbox
 from shared.settings import get_settings
 from shared.templates import placeholders, placeholders_in
 from shared.timestamps import unix
@@ -841,6 +842,7 @@ def tick(session: Session) -> TickReport:
         session, settings.redrive_after_s, settings.tick_batch_limit
     )
     _publish_after_commit(session, messaging.TASK_DELIVER_WEBHOOK, deliveries)
+    redrive_status_inbox(session, settings.status_inbox_redrive_after_s)
     return TickReport(len(started), len(redriven), len(stale))
 
 
