@@ -18,7 +18,12 @@ from shared.errors import ErrorItem, Forbidden, SwitchboardError
 from shared.schemas import AgentConfigResponse
 from shared.services import calls as calls_service
 from shared.telephony.twilio import callback_is_authentic
-from shared.urls import TWILIO_STATUS_PATH, agent_config_signature_valid, public_url
+from shared.urls import (
+    TWILIO_STATUS_PATH,
+    agent_config_signature_valid,
+    public_url,
+    twilio_callback_fragment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +34,19 @@ FORM_BYTES = FORM_URLENCODED.encode()
 
 
 def _check_signature(path: str, query: str, form: dict[str, str], signature: str) -> None:
-    """Raises Forbidden unless ``X-Twilio-Signature`` signs this request's public URL and form."""
+    """Raises Forbidden unless ``X-Twilio-Signature`` signs this request's public URL and form:
+    the URL as received, or with the connection-override fragment we give Twilio appended (a
+    fragment is never sent in a request, and whether Twilio signs it is not documented)."""
     url = public_url(path + (f"?{query}" if query else ""))
-    if not signature or not callback_is_authentic(url, form, signature):
+    if not signature or not (
+        callback_is_authentic(url, form, signature) or _signed_with_fragment(url, form, signature)
+    ):
         raise Forbidden(["header", "X-Twilio-Signature"], "invalid Twilio signature")
+
+
+def _signed_with_fragment(url: str, form: dict[str, str], signature: str) -> bool:
+    fragment = twilio_callback_fragment()
+    return bool(fragment) and callback_is_authentic(url + fragment, form, signature)
 
 
 async def _verified_twilio_form(request: Request) -> dict[str, str]:

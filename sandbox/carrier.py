@@ -29,13 +29,22 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from sandbox.config import Rule, SandboxConfig
+from sandbox.config import (
+    FAILURE_4XX,
+    FAILURE_5XX,
+    FAILURE_CONNECT,
+    FAILURE_READ,
+    CallbackPolicy,
+    Rule,
+    SandboxConfig,
+)
 from shared.telephony.twilio import request_signature
 
 API_PREFIX = "/2010-04-01/Accounts/"
 CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Calls(?:/([^/.]+))?\.json$")
 FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+CALLBACK_COUNTS = ("callbacks_sent", "callbacks_failed", "callbacks_resent", "callbacks_lost")
 AGENT_CONFIG_PARAMETER = re.compile(r'<Parameter\s+name="agent_config_url"\s+value="([^"]*)"')
 
 
@@ -70,6 +79,10 @@ def twilio_error(status: int, code: int, message: str) -> dict[str, Any]:
         "more_info": f"https://www.twilio.com/docs/errors/{code}",
         "status": status,
     }
+
+
+class _NotConnected(Exception):
+    """No connection to a callback's host was made (refused, or not within the timeout)."""
 
 
 class _Reply(Exception):
@@ -172,10 +185,13 @@ class SandboxCarrier:
             return [json.loads(json.dumps(self._calls[sid])) for sid in self._order]
 
     def stats(self) -> dict[str, Any]:
-        """Counts of requests, calls by status, callbacks."""
+        """Counts of requests, calls by status, callbacks: ``callbacks_sent`` (answered 2xx),
+        ``callbacks_failed`` (tries that failed, and ``callbacks_failed_<ct|rt|4xx|5xx>`` by
+        what failed), ``callbacks_resent``, and ``callbacks_lost`` (given up)."""
         with self._lock:
             by_status = Counter(call["status"] for call in self._calls.values())
             return {
+                **dict.fromkeys(CALLBACK_COUNTS, 0),
                 **self._stats,
                 "calls_created": len(self._order),
                 "by_status": dict(by_status),
@@ -331,8 +347,11 @@ class SandboxCarrier:
             "events": form.get("StatusCallbackEvent", []) or ["completed"],
             "machine_detection": first.get("MachineDetection"),
             "timeout": int(first.get("Timeout") or 60),
+            "time_limit": int(first.get("TimeLimit") or 14400),
             "sequence": 0,
             "callbacks_sent": [],
+            # Callbacks given up after every try the URL's connection overrides allow.
+            "callbacks_lost": [],
             "twiml": None,
             "agent_config": None,
         }
@@ -616,26 +635,64 @@ class SandboxCarrier:
     async def _post_callback(
         self, call: dict[str, Any], url: str, params: dict[str, str], token: str
     ) -> None:
+        """Post one callback, and resend it as Twilio would: as the connection overrides of
+        the URL's fragment ask (Twilio's defaults without one), the fragment never sent."""
         if self.config.shuffle_callbacks:
             await asyncio.sleep(random.random() * 0.05)
+        url, policy = CallbackPolicy.of_url(url)
+        # Signed as Twilio signs it: the URL it posts to, without the fragment.
         signature = request_signature(token, url, params)
         body = urllib.parse.urlencode(params).encode()
-        for _ in range(self.config.callback_retries + 1):
-            try:
-                async with asyncio.timeout(self.config.callback_timeout_s):
-                    status = await self._post(url, body, signature)
-            except (TimeoutError, OSError, EOFError, ValueError):
-                status = 0
-            if 200 <= status < 300:
+        started = time.monotonic()
+        deadline = started + policy.total_timeout_ms / 1000
+        resend = 0
+        while True:
+            left = max(deadline - time.monotonic(), 0.001)
+            failure = await self._try_callback(
+                url,
+                body,
+                signature,
+                min(policy.connect_timeout_ms / 1000, left),
+                min(policy.read_timeout_ms / 1000, left),
+            )
+            if failure is None:
                 with self._lock:
                     call["callbacks_sent"].append(params["CallStatus"])
                     self._stats["callbacks_sent"] += 1
                 return
-        with self._lock:
-            self._stats["callbacks_failed"] += 1
+            resend += 1
+            pause = policy.resends(failure, resend, time.monotonic() - started)
+            with self._lock:
+                self._stats["callbacks_failed"] += 1
+                self._stats[f"callbacks_failed_{failure}"] += 1
+                if pause is None:
+                    call["callbacks_lost"].append(params["CallStatus"])
+                    self._stats["callbacks_lost"] += 1
+                else:
+                    self._stats["callbacks_resent"] += 1
+            if pause is None:
+                return
+            await asyncio.sleep(pause)
 
-    async def _post(self, url: str, body: bytes, signature: str) -> int:
-        """POST a signed form over a keep-alive connection to the URL's host; the status."""
+    async def _try_callback(
+        self, url: str, body: bytes, signature: str, connect_s: float, read_s: float
+    ) -> str | None:
+        """One try at posting a callback: None when it was answered 2xx, else what failed."""
+        try:
+            status = await self._post(url, body, signature, connect_s, read_s)
+        except _NotConnected:
+            return FAILURE_CONNECT
+        except (TimeoutError, OSError, EOFError, ValueError):
+            return FAILURE_READ  # connected, but no answer came
+        if 200 <= status < 300:
+            return None
+        return FAILURE_5XX if status >= 500 else FAILURE_4XX
+
+    async def _post(
+        self, url: str, body: bytes, signature: str, connect_s: float, read_s: float
+    ) -> int:
+        """POST a signed form over a keep-alive connection to the URL's host, connecting within
+        ``connect_s`` (else _NotConnected) and answered within ``read_s``; the status."""
         parts = urllib.parse.urlsplit(url)
         key = (parts.hostname or "127.0.0.1", parts.port or 80)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -648,10 +705,19 @@ class SandboxCarrier:
         while idle:  # a kept connection the receiver may have closed meanwhile: one more try
             connection = idle.pop()
             try:
-                return await self._exchange(key, connection, request)
+                async with asyncio.timeout(read_s):
+                    return await self._exchange(key, connection, request)
+            except TimeoutError:
+                raise  # no answer in time: this try failed
             except (OSError, EOFError, ValueError):
                 connection[1].close()
-        return await self._exchange(key, await asyncio.open_connection(*key), request)
+        try:
+            async with asyncio.timeout(connect_s):
+                connection = await asyncio.open_connection(*key)
+        except OSError as exc:  # refused, unreachable, or not connected in time
+            raise _NotConnected(str(exc)) from exc
+        async with asyncio.timeout(read_s):
+            return await self._exchange(key, connection, request)
 
     async def _exchange(self, key: tuple[str, int], connection: _Connection, request: bytes) -> int:
         """One request and its response; the connection is kept for the next one unless the

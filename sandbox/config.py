@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,8 @@ class SandboxConfig:
     fetch_twiml: bool = False
     duplicate_callbacks_probability: float = 0.0
     shuffle_callbacks: bool = False
-    callback_retries: int = 1
+    # Socket timeout of the TwiML and agent-config fetches. Status callbacks are timed, and
+    # resent, as their URL's connection overrides say (CallbackPolicy).
     callback_timeout_s: float = 5.0
     default_ring_seconds: float = 0.05
     default_talk_seconds: float = 0.1
@@ -90,3 +92,72 @@ class SandboxConfig:
             rule = next((rule for rule in self.rules if rule.matches(number)), Rule())
             self._matched[number] = rule
         return rule
+
+
+# What makes a callback's try fail, as Twilio's retry policy (``rp``) names them: no connection
+# (refused, or not made within the connect timeout), no answer within the read timeout (or the
+# connection broken before one), an answer of 4xx (any other non-2xx counts as one) or 5xx.
+FAILURE_CONNECT = "ct"
+FAILURE_READ = "rt"
+FAILURE_4XX = "4xx"
+FAILURE_5XX = "5xx"
+FAILURES = frozenset({FAILURE_CONNECT, FAILURE_READ, FAILURE_4XX, FAILURE_5XX})
+# The pause before the n-th resend: 0.5 s, 1 s, 2 s, 4 s..., shortened so that the resend
+# starts at least MIN_TRY_S before the total time is up (else it is not made).
+FIRST_RESEND_PAUSE_S = 0.5
+MIN_TRY_S = 0.5
+
+
+def _bounded(values: dict[str, str], name: str, low: int, high: int, default: int) -> int:
+    try:
+        return min(max(int(values[name]), low), high)
+    except (KeyError, ValueError):
+        return default
+
+
+@dataclass(frozen=True)
+class CallbackPolicy:
+    """How a callback is sent and resent: Twilio's defaults, or the connection overrides of its
+    URL's fragment (``#ct=2000&rt=5000&tt=15000&rc=5&rp=all``). Values out of Twilio's range
+    are brought into it; unknown or malformed ones leave the default."""
+
+    connect_timeout_ms: int = 5000  # ct: 100-10000
+    read_timeout_ms: int = 15000  # rt: 100-15000
+    total_timeout_ms: int = 15000  # tt: 100-15000, every try together, from the first
+    retries: int = 1  # rc: 0-5, resends after the first try
+    retry_on: frozenset[str] = frozenset({FAILURE_CONNECT})  # rp
+
+    @classmethod
+    def from_fragment(cls, fragment: str) -> CallbackPolicy:
+        """The policy a URL fragment (without its ``#``) asks for."""
+        values = dict(urllib.parse.parse_qsl(fragment))
+        default = cls()
+        retry_on = default.retry_on
+        if "rp" in values:
+            named = {part.strip().lower() for part in values["rp"].split(",")}
+            retry_on = FAILURES if "all" in named else frozenset(named & FAILURES) or retry_on
+        return cls(
+            connect_timeout_ms=_bounded(values, "ct", 100, 10000, default.connect_timeout_ms),
+            read_timeout_ms=_bounded(values, "rt", 100, 15000, default.read_timeout_ms),
+            total_timeout_ms=_bounded(values, "tt", 100, 15000, default.total_timeout_ms),
+            retries=_bounded(values, "rc", 0, 5, default.retries),
+            retry_on=retry_on,
+        )
+
+    @classmethod
+    def of_url(cls, url: str) -> tuple[str, CallbackPolicy]:
+        """The URL to post to (a fragment is never sent) and the policy its fragment asks for."""
+        bare, fragment = urllib.parse.urldefrag(url)
+        return bare, cls.from_fragment(fragment)
+
+    def resends(self, failure: str, resend: int, elapsed_s: float) -> float | None:
+        """The pause before the ``resend``-th resend (1, 2, ...) of a callback whose last try
+        failed with ``failure``, ``elapsed_s`` after its first try began; None when it is
+        given up: not a failure the policy retries, no resend left, or too little of the
+        total time left for another try."""
+        if failure not in self.retry_on or resend > self.retries:
+            return None
+        left = self.total_timeout_ms / 1000 - elapsed_s - MIN_TRY_S
+        if left < 0:
+            return None
+        return min(FIRST_RESEND_PAUSE_S * 2 ** (resend - 1), left)

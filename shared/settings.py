@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     # it was last published (its message was lost, e.g. Redis restarted empty) is published
     # again by the tick, when the status queue is empty.
     status_inbox_redrive_after_s: float = 30.0
+    # Twilio's connection overrides, appended to the status callback URL as its fragment
+    # ("" for none): ct/rt connect and read timeouts per try, tt the time for all tries (ms),
+    # rc how many times a failed callback is sent again, rp which failures are (4xx, 5xx, ct,
+    # rt or all). Without them Twilio resends only a callback it could not connect for, once,
+    # so one whose request failed (e.g. while the API restarts) would be lost.
+    twilio_callback_overrides: str = "ct=2000&rt=5000&tt=15000&rc=5&rp=all"
     # Socket timeout of every provider request (connect, and each read).
     provider_timeout_s: float = 10.0
 

@@ -20,8 +20,17 @@ def _base(settings: Settings) -> str:
 
 
 def twilio_status_callback_url(call_id: str, settings: Settings | None = None) -> str:
-    """Where Twilio posts the status events of a call."""
-    return _base(settings or get_settings()) + TWILIO_STATUS_PATH.format(call_id=call_id)
+    """Where Twilio posts the status events of a call, with our connection overrides (how
+    Twilio resends a callback that failed) as its fragment."""
+    settings = settings or get_settings()
+    path = TWILIO_STATUS_PATH.format(call_id=call_id)
+    return _base(settings) + path + twilio_callback_fragment(settings)
+
+
+def twilio_callback_fragment(settings: Settings | None = None) -> str:
+    """``#`` and Twilio's connection overrides, or nothing when none are configured."""
+    overrides = (settings or get_settings()).twilio_callback_overrides.strip().lstrip("#")
+    return f"#{overrides}" if overrides else ""
 
 
 def twilio_twiml_url(call_id: str, settings: Settings | None = None) -> str:

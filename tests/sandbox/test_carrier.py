@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from twilio.rest import Client
 
 from sandbox import SandboxCarrier, SandboxConfig
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
-from tests.support import wait_for
+from tests.support import free_port, wait_for
 
 CALLER = "+12025550100"
 
@@ -31,6 +32,12 @@ class Receiver:
     def __init__(self) -> None:
         self.received: list[dict[str, str]] = []
         self.valid: list[bool] = []
+        self.received_at: list[float] = []
+        # What to answer: these statuses first, one per callback, then ``status``, after
+        # ``delay_s``.
+        self.answers: list[int] = []
+        self.status = 204
+        self.delay_s = 0.0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,9 +55,15 @@ class Receiver:
                 )
                 receiver.received.append(params)
                 receiver.valid.append(bool(ok))
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                receiver.received_at.append(time.monotonic())
+                status = receiver.answers.pop(0) if receiver.answers else receiver.status
+                time.sleep(receiver.delay_s)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:  # the carrier stopped waiting
+                    self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
@@ -209,3 +222,94 @@ def test_rest_api_over_kept_alive_closed_and_chunked_connections():
         assert response.status == 200 and response.getheader("Connection") == "close"
         assert json.loads(response.read())["calls_created"] == 0
         closing.close()
+
+
+# -- resending failed status callbacks, as Twilio does -----------------------------------------
+
+
+def place_final_only(carrier: SandboxCarrier, to: str, callback: str) -> Any:
+    """A call whose only callback is its final one."""
+    return client_for(carrier).calls.create(
+        to=to, from_=CALLER, url="http://127.0.0.1:9/twiml", status_callback=callback
+    )
+
+
+def lost(carrier: SandboxCarrier, count: int = 1) -> bool:
+    return bool(carrier.stats()["callbacks_lost"] >= count)
+
+
+@pytest.mark.parametrize("status", [500, 503, 404, 400])
+def test_without_overrides_a_callback_answered_4xx_or_5xx_is_not_resent(
+    receiver: Receiver, status: int
+):
+    receiver.status = status
+    with carrier_with() as carrier:
+        call = place_final_only(carrier, "+12125550041", receiver.url)
+        wait_for(lambda: lost(carrier), 5, what="the callback to be given up")
+        assert carrier.wait_idle(5)
+        assert receiver.statuses(call.sid) == ["completed"]  # one try, no resend
+        stats = carrier.stats()
+        assert (stats["callbacks_sent"], stats["callbacks_failed"]) == (0, 1)
+        assert (stats["callbacks_resent"], stats["callbacks_lost"]) == (0, 1)
+        assert carrier.calls()[0]["callbacks_lost"] == ["completed"]
+
+
+def test_without_overrides_a_refused_callback_is_resent_once():
+    nobody = f"http://127.0.0.1:{free_port()}/status"
+    with carrier_with() as carrier:
+        place_final_only(carrier, "+12125550042", nobody)
+        wait_for(lambda: lost(carrier), 5, what="the callback to be given up")
+        stats = carrier.stats()
+        assert (stats["callbacks_failed"], stats["callbacks_failed_ct"]) == (2, 2)
+        assert (stats["callbacks_resent"], stats["callbacks_lost"]) == (1, 1)
+
+
+def test_overrides_resend_the_failures_they_name_up_to_their_count(receiver: Receiver):
+    receiver.status = 500
+    with carrier_with() as carrier:
+        call = place_final_only(carrier, "+12125550043", receiver.url + "#rc=3&rp=5xx")
+        wait_for(lambda: lost(carrier), 10, what="the callback to be given up")
+        assert receiver.statuses(call.sid) == ["completed"] * 4  # the first try and 3 more
+        # Posted to the URL without its fragment, and signed as such.
+        assert all(receiver.valid)
+        stats = carrier.stats()
+        assert (stats["callbacks_failed_5xx"], stats["callbacks_resent"]) == (4, 3)
+
+
+def test_a_failure_the_overrides_do_not_name_is_not_resent(receiver: Receiver):
+    receiver.status = 404
+    with carrier_with() as carrier:
+        call = place_final_only(carrier, "+12125550044", receiver.url + "#rc=3&rp=5xx,ct")
+        wait_for(lambda: lost(carrier), 5, what="the callback to be given up")
+        assert receiver.statuses(call.sid) == ["completed"]
+
+
+def test_a_resent_callback_that_is_answered_is_delivered(receiver: Receiver):
+    receiver.answers = [503, 500]
+    with carrier_with() as carrier:
+        call = place_final_only(carrier, "+12125550045", receiver.url + "#rc=5&rp=5xx")
+        wait_for(lambda: carrier.stats()["callbacks_sent"] == 1, 10, what="the callback")
+        assert receiver.statuses(call.sid) == ["completed"] * 3
+        assert carrier.calls()[0]["callbacks_sent"] == ["completed"]
+        assert carrier.stats()["callbacks_lost"] == 0
+
+
+def test_an_answer_slower_than_the_read_timeout_fails_the_try(receiver: Receiver):
+    receiver.delay_s = 1.0
+    with carrier_with() as carrier:
+        call = place_final_only(carrier, "+12125550046", receiver.url + "#rt=200&rc=1&rp=rt")
+        wait_for(lambda: lost(carrier), 10, what="the callback to be given up")
+        assert receiver.statuses(call.sid) == ["completed"] * 2
+        assert carrier.stats()["callbacks_failed_rt"] == 2
+
+
+def test_every_try_falls_within_the_total_time(receiver: Receiver):
+    receiver.status = 500
+    with carrier_with() as carrier:
+        call = place_final_only(carrier, "+12125550047", receiver.url + "#tt=1200&rc=5&rp=all")
+        wait_for(lambda: lost(carrier), 5, what="the callback to be given up")
+        tries = receiver.statuses(call.sid)
+        # 0.5 s, then the 1 s pause shortened to leave the last try its half second: five
+        # resends allowed, but the time is up after two.
+        assert 2 <= len(tries) <= 3
+        assert receiver.received_at[-1] - receiver.received_at[0] < 1.2

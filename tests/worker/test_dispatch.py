@@ -111,7 +111,9 @@ def test_thousand_recipients_mixed_outcomes_counters_equal_recount(make_stack):
     for placed in stack.carrier.calls():
         call_id = call_ids[placed["to"]]
         assert placed["url"].split("?")[0].endswith(f"/v1/telephony/twilio/twiml/{call_id}")
-        assert placed["status_callback"].endswith(f"/v1/telephony/twilio/status/{call_id}")
+        status_url, overrides = placed["status_callback"].split("#")
+        assert status_url.endswith(f"/v1/telephony/twilio/status/{call_id}")
+        assert overrides == "ct=2000&rt=5000&tt=15000&rc=5&rp=all"  # Twilio's resend overrides
         assert placed["events"] == ["answered", "completed"]
         assert placed["machine_detection"] == "Enable"
         assert placed["timeout"] == 25
