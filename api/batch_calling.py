@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Annotated
 
@@ -103,11 +104,11 @@ def export_batch(batch_id: str, session: SessionDep, workspace_id: WorkspaceDep)
 def _control(
     batch_id: str, workspace_id: str, action: Callable[[Session, str, str], object], settle: bool
 ) -> BatchResponse:
-    # The action commits first, so the wait for claims in flight sees the new state.
+    # The action commits first; the answer waits out the dials' fence from then on.
     with transaction() as session:
         action(session, workspace_id, batch_id)
     if settle:
-        service.settle_claims(batch_id, transaction)
+        service.settle_claims(batch_id, transaction, committed_at=time.monotonic())
     with transaction() as session:
         return service.get_batch(session, workspace_id, batch_id)
 

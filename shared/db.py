@@ -119,7 +119,14 @@ class PreparedStatement:
         COMMIT) and several times the client's CPU. Its rows, as named tuples. For a hot
         statement that needs nothing else in its transaction (the dial's claim)."""
         engine = engine or get_engine()
-        pooled = engine.raw_connection()
+        try:
+            pooled = engine.raw_connection()
+        except psycopg2.Error as exc:
+            # Connecting failed (the server restarts, or is away): SQLAlchemy's error, as a
+            # session's checkout raises it, so that the task retries it like any other.
+            raise DBAPIError.instance(
+                "connect", {}, exc, psycopg2.Error, connection_invalidated=True
+            ) from exc
         driver: Any = pooled.driver_connection
         sql = self._driver_plain
         try:

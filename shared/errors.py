@@ -99,6 +99,7 @@ class ProviderError(Exception):
         retryable: bool = False,
         ambiguous: bool = False,
         auth_failed: bool = False,
+        fenced: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -110,3 +111,6 @@ class ProviderError(Exception):
         self.ambiguous = ambiguous
         # The account's credentials were rejected: no call of this account can proceed.
         self.auth_failed = auth_failed
+        # Not sent: the dial's fence (the last time its batch was seen running, plus the send
+        # window) passed first. Nothing reached the provider.
+        self.fenced = fenced

@@ -145,6 +145,17 @@ def publish_many(task_name: str, arg_lists: Iterable[Sequence[Any]], chunk_size:
     return sent
 
 
+def broker_restarted() -> bool:
+    """Whether the broker lost its state since this was last asked (it restarted empty): a
+    marker key was missing, and is set now. True on a new deployment's first ask as well."""
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return bool(client.set(settings.redis_key_prefix + "broker-marker", "1", nx=True))
+    finally:
+        client.close()
+
+
 def queue_length(queue: str) -> int:
     """Messages waiting in ``queue`` (not counting those a worker holds unacknowledged)."""
     return queue_lengths([queue])[queue]

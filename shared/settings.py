@@ -89,9 +89,19 @@ class Settings(BaseSettings):
     # A call claimed for dialing longer ago than this is reconciled with the provider: the
     # worker that claimed it died between claiming and recording the provider's answer.
     dial_stale_after_s: float = 90.0
-    # A call the provider accepted but whose final callback has not come after this long is
-    # reconciled by fetching its status from the provider.
-    call_stale_after_s: float = 4 * 3600.0
+    # The longest call expected, from answer to hang-up: the provider is asked to end a call
+    # at this length (Twilio's TimeLimit), and a live-call slot's lease is sized from it (with
+    # the longest ring and the grace below), so a slot whose call's end is never heard of is
+    # freed at the latest then, even when the provider cannot be asked.
+    max_call_duration_s: int = 3600
+    # A call the provider accepted and that has not been answered is looked up at the provider
+    # when no callback has come for its ring timeout plus this long (its callbacks were lost,
+    # e.g. while the API restarted); an answered call, when none has come for
+    # live_call_check_s. A lookup that finds the call still live renews its slot's lease, and
+    # the call is looked up again reconcile_interval_s later at the soonest.
+    callback_grace_s: float = 30.0
+    live_call_check_s: float = 120.0
+    reconcile_interval_s: float = 60.0
     # How many stale rows one tick handles per kind, so a tick stays short.
     tick_batch_limit: int = 2000
 

@@ -6,9 +6,13 @@ import logging
 from collections import Counter
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
+from kombu.exceptions import OperationalError as BrokerUnavailable
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared import messaging
+from shared import messaging, slots
 from shared.db import transaction
 from shared.services import batches as batches_service
 from shared.services import calls as calls_service
@@ -18,47 +22,70 @@ from worker.app import app
 
 log = logging.getLogger(__name__)
 
-# A database that is briefly away (restart, failover) fails the task; it is retried a few
-# times with short backoffs. Anything still undone after that is re-driven by the tick.
-DATABASE_RETRY: dict[str, Any] = {
-    "autoretry_for": (DBAPIError,),
+# A database or broker that is briefly away (a restart, a failover, a lost connection, a
+# deadlock or serialization failure) fails the task, which is sent again after a backoff
+# growing to 30 s, for as long as it takes: no task gives up on a transient error. Other
+# errors (a bug, a constraint) are not retried; the tick re-drives what such a task was doing.
+# A retry that cannot be published (the broker is down too) leaves the work to the tick.
+TRANSIENT_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+    RedisConnectionError,
+    RedisTimeoutError,
+    BrokerUnavailable,
+)
+TRANSIENT_RETRY: dict[str, Any] = {
+    "autoretry_for": TRANSIENT_ERRORS,
     "retry_backoff": 1,
     "retry_backoff_max": 30,
-    "max_retries": 8,
+    "retry_jitter": True,
+    "max_retries": None,
 }
 
 
-@app.task(name=messaging.TASK_START_BATCH, **DATABASE_RETRY)
+@app.task(name=messaging.TASK_START_BATCH, **TRANSIENT_RETRY)
 def start_batch(batch_id: str) -> bool:
     """Start a submitted batch whose time has come and fan its recipients out."""
     with transaction() as session:
         return batches_service.start_batch(session, batch_id)
 
 
-@app.task(name=messaging.TASK_TICK, **DATABASE_RETRY)
+# How often the live-call slots in Redis are checked against PostgreSQL for leaks.
+SLOT_AUDIT_INTERVAL_S = 30.0
+
+
+# Never retried: the next tick, a few seconds later, does the same work.
+@app.task(name=messaging.TASK_TICK)
 def tick() -> dict[str, int]:
     """Beat's heartbeat: start due batches, re-drive lost messages, reconcile stale calls."""
+    broker_reset = messaging.broker_restarted()
+    calls_service.restore_slots(transaction)
+    if slots.audit_due(SLOT_AUDIT_INTERVAL_S):
+        calls_service.audit_slots(transaction)
     with transaction() as session:
-        report = batches_service.tick(session)
+        report = batches_service.tick(session, broker_reset)
+    if broker_reset:
+        log.warning("the broker restarted empty: every message published before is re-driven")
     if report.batches_started or report.calls_redriven or report.calls_reconciling:
         log.info("tick: %s", report)
     return report.__dict__
 
 
-@app.task(name=messaging.TASK_DIAL, **DATABASE_RETRY)
+@app.task(name=messaging.TASK_DIAL, **TRANSIENT_RETRY)
 def dial(call_id: str) -> str:
     """Claim and place one call."""
     return calls_service.dial_call(call_id, transaction)
 
 
-@app.task(name=messaging.TASK_DIAL_MANY, **DATABASE_RETRY)
+@app.task(name=messaging.TASK_DIAL_MANY, **TRANSIENT_RETRY)
 def dial_many(call_ids: list[str]) -> dict[str, int]:
     """Claim and place several calls, one after another, and record the provider's answers
     together (a redelivered message finds the calls it already placed claimed, and skips them)."""
     return dict(Counter(calls_service.dial_calls(call_ids, transaction)))
 
 
-@app.task(name=messaging.TASK_APPLY_STATUSES, **DATABASE_RETRY)
+@app.task(name=messaging.TASK_APPLY_STATUSES, **TRANSIENT_RETRY)
 def apply_statuses(
     reports: list[tuple[str, dict[str, Any]]], inbox_ids: list[int] | None = None
 ) -> int:
@@ -72,25 +99,25 @@ def apply_statuses(
         return status_inbox_service.apply_reports(session, updates, inbox_ids or [])
 
 
-@app.task(name=messaging.TASK_APPLY_STATUS, **DATABASE_RETRY)
+@app.task(name=messaging.TASK_APPLY_STATUS, **TRANSIENT_RETRY)
 def apply_status(call_id: str, report: dict[str, Any]) -> int:
     """One status callback, as API processes before ``calls.apply_statuses`` published them."""
     return apply_statuses([(call_id, report)])
 
 
-@app.task(name=messaging.TASK_RECONCILE, **DATABASE_RETRY)
+@app.task(name=messaging.TASK_RECONCILE, **TRANSIENT_RETRY)
 def reconcile(call_id: str) -> str:
     """Ask the provider about a call whose answer or final callback is overdue."""
     return calls_service.reconcile_call(call_id, transaction)
 
 
-@app.task(name=messaging.TASK_HANG_UP, **DATABASE_RETRY)
+@app.task(name=messaging.TASK_HANG_UP, **TRANSIENT_RETRY)
 def hang_up(call_id: str) -> str:
     """End a live call of a cancelled batch through the provider."""
     return calls_service.hang_up_call(call_id, transaction)
 
 
-@app.task(name=messaging.TASK_DELIVER_WEBHOOK, **DATABASE_RETRY)
+@app.task(name=messaging.TASK_DELIVER_WEBHOOK, **TRANSIENT_RETRY)
 def deliver_webhook(delivery_id: str) -> str:
     """Send one webhook delivery that is due."""
     return webhooks_service.deliver(delivery_id, transaction)

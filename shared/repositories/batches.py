@@ -310,6 +310,25 @@ def running_status(session: Session, batch_id: str) -> str | None:
     return "paused" if row.paused_at is not None else str(row.status)
 
 
+_RUNNING_STATUS = PreparedStatement(
+    "switchboard_batch_running_status",
+    "SELECT status, paused_at IS NOT NULL AS paused FROM batches WHERE id = :id",
+    (("id", "text"),),
+)
+
+
+def running_status_now(batch_id: str) -> str | None:
+    """``running_status``, read in a transaction of its own (one round trip, autocommit): what
+    a dial checks right before its provider request."""
+    rows = _RUNNING_STATUS.run_alone({"id": batch_id})
+    if not rows:
+        return None
+    row = rows[0]
+    if row.status == "in_progress" and not row.paused:
+        return "running"
+    return "paused" if row.paused else str(row.status)
+
+
 def status_of_call_batch(session: Session, call_id: str) -> str | None:
     """The status of the batch a call belongs to, locked until the transaction ends, so that a
     cancel cannot commit between this read and what the caller does with it.

@@ -360,36 +360,100 @@ def mark_enqueued(session: Session, call_ids: Sequence[str]) -> None:
 
 
 def stale_live_calls(
-    session: Session, *, dialing_after_s: float, live_after_s: float, limit: int
+    session: Session,
+    *,
+    dialing_after_s: float,
+    ringing_grace_s: float,
+    default_ringing_s: float,
+    answered_after_s: float,
+    recheck_after_s: float,
+    limit: int,
 ) -> list[str]:
-    """Calls whose provider answer or final callback is overdue, stamped as checked now."""
+    """Calls to look up at the provider, stamped as checked now: claims older than
+    ``dialing_after_s`` (the dial's answer never came); calls accepted but not answered that
+    have heard nothing for their batch's ring timeout plus ``ringing_grace_s``; answered
+    calls that have heard nothing for ``answered_after_s``. A call checked less than
+    ``recheck_after_s`` ago waits."""
     rows = session.execute(
         text(
             "UPDATE calls SET checked_at = now() WHERE id IN ("
-            "SELECT id FROM calls WHERE status IN ('dialing', 'dispatched', 'initiated', "
-            "'in_progress') AND ("
-            "(status = 'dialing' AND claimed_at < now() - make_interval(secs => :dialing_age)) "
-            "OR (status <> 'dialing' AND updated_at < now() - make_interval(secs => :live_age))"
-            ") AND (checked_at IS NULL OR checked_at < now() - make_interval(secs => :dialing_age))"
-            " ORDER BY updated_at LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING id"
+            "SELECT c.id FROM calls c JOIN batches b ON b.id = c.batch_id "
+            "WHERE c.status IN ('dialing', 'dispatched', 'initiated', 'in_progress') "
+            "AND (c.checked_at IS NULL "
+            "OR c.checked_at < now() - make_interval(secs => :recheck)) AND ("
+            "(c.status = 'dialing' AND c.claimed_at < now() - make_interval(secs => :dialing)) "
+            "OR (c.status IN ('dispatched', 'initiated') AND c.updated_at < now() "
+            "- make_interval(secs => COALESCE(CAST(b.telephony_call_config "
+            "->> 'ringing_timeout_secs' AS double precision), :ringing) + :grace)) "
+            "OR (c.status = 'in_progress' "
+            "AND c.updated_at < now() - make_interval(secs => :answered))"
+            ") ORDER BY c.updated_at LIMIT :limit FOR UPDATE OF c SKIP LOCKED) RETURNING id"
         ),
-        {"dialing_age": dialing_after_s, "live_age": live_after_s, "limit": limit},
+        {
+            "dialing": dialing_after_s,
+            "ringing": default_ringing_s,
+            "grace": ringing_grace_s,
+            "answered": answered_after_s,
+            "recheck": recheck_after_s,
+            "limit": limit,
+        },
     )
     return [row.id for row in rows]
 
 
 def reconcile_row(session: Session, call_id: str) -> Row[Any] | None:
-    """What reconciling a call with its provider needs."""
+    """What reconciling a call with its provider needs, with the provider SIDs of its earlier
+    attempts (``earlier_sids``), which are never this attempt's call."""
     return session.execute(
         text(
             "SELECT c.status, c.batch_id, c.workspace_id, c.claimed_at, c.claim_token, "
             f"c.phone_number, c.provider_call_sid, {_CALLER_POOL} AS caller_numbers, "
-            "p.credentials_ref "
+            "p.credentials_ref, ARRAY(SELECT e ->> 'provider_call_sid' "
+            "FROM jsonb_array_elements(c.attempt_history) AS e "
+            "WHERE e ->> 'provider_call_sid' IS NOT NULL) AS earlier_sids "
             "FROM calls c JOIN batches b ON b.id = c.batch_id "
             "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id WHERE c.id = :id"
         ),
         {"id": call_id},
     ).one_or_none()
+
+
+_SLOT_HOLDING = "('dialing', 'dispatched', 'initiated', 'in_progress')"
+
+
+def slot_holders(session: Session) -> list[Row[Any]]:
+    """Every call that holds a live-call slot (claimed or live): id, batch_id, workspace_id."""
+    return list(
+        session.execute(
+            text(f"SELECT id, batch_id, workspace_id FROM calls WHERE status IN {_SLOT_HOLDING}")
+        )
+    )
+
+
+def not_holding_slots(session: Session, call_ids: Sequence[str]) -> set[str]:
+    """Those of ``call_ids`` that are neither claimed nor live (or do not exist)."""
+    if not call_ids:
+        return set()
+    holding = session.execute(
+        text(f"SELECT id FROM calls WHERE id = ANY(:ids) AND status IN {_SLOT_HOLDING}"),
+        {"ids": list(call_ids)},
+    )
+    return set(call_ids) - {row.id for row in holding}
+
+
+def live_in_cancelled_batches(session: Session, call_ids: Sequence[str]) -> list[str]:
+    """Those of ``call_ids`` that are live at the provider in a batch that was cancelled."""
+    if not call_ids:
+        return []
+    rows = session.execute(
+        text(
+            "SELECT c.id FROM calls c JOIN batches b ON b.id = c.batch_id "
+            "WHERE c.id = ANY(:ids) AND b.status = 'cancelled' "
+            "AND c.status IN ('dispatched', 'initiated', 'in_progress')"
+        ),
+        {"ids": list(call_ids)},
+    )
+    return [row.id for row in rows]
 
 
 def release_claim(session: Session, call_id: str, claim_token: str, delay_s: float) -> bool:
@@ -556,19 +620,6 @@ def cancel_pending_calls(session: Session, batch_id: str, outcome: str) -> list[
         {"batch_id": batch_id, "outcome": outcome},
     )
     return [row.id for row in result]
-
-
-def fresh_claims(session: Session, batch_id: str, within_s: float) -> int:
-    """Calls of the batch claimed for dialing less than ``within_s`` ago."""
-    return int(
-        session.execute(
-            text(
-                "SELECT count(*) FROM calls WHERE batch_id = :batch_id AND status = 'dialing' "
-                "AND claimed_at > now() - make_interval(secs => :within)"
-            ),
-            {"batch_id": batch_id, "within": within_s},
-        ).scalar_one()
-    )
 
 
 def live_call_ids(session: Session, batch_id: str) -> list[str]:

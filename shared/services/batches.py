@@ -48,7 +48,7 @@ from shared.schemas import (
     SubmitBatchRequest,
 )
 from shared.services import webhooks
-from shared.services.calls import Transaction, slot_limits
+from shared.services.calls import DIAL_FENCE_S, Transaction, slot_limits
 from shared.services.status_inbox import redrive_status_inbox
 from shared.settings import get_settings
 from shared.templates import placeholders, placeholders_in
@@ -804,13 +804,21 @@ class TickReport:
     calls_reconciling: int
 
 
+# After the broker restarted empty, calls published longer ago than this are published again
+# at once (their messages were lost with it); later ones were published to the new broker.
+RESET_REDRIVE_AFTER_S = 2.0
+
 # How long after a batch was cancelled or failed the tick still looks for calls left pending.
 ORPHAN_WINDOW_S = 3600.0
 
 
-def tick(session: Session) -> TickReport:
+def tick(session: Session, broker_reset: bool = False) -> TickReport:
     """Start due batches, re-drive calls whose messages were lost, reconcile stale calls, and
-    publish webhook deliveries that are due (retries, and messages that were lost).
+    publish webhook deliveries and status reports that are due (retries, and messages that
+    were lost).
+
+    With ``broker_reset`` (the broker restarted empty since the last tick), every message
+    published before is presumed lost and its work re-driven at once.
 
     Every step claims rows with SKIP LOCKED or a guarded UPDATE, so two concurrent ticks (two
     beats) split the work instead of doubling it.
@@ -821,11 +829,14 @@ def tick(session: Session) -> TickReport:
         _started(session, batch_id, status)
     # Only when the dial queue is empty can a published-but-pending call be presumed lost;
     # otherwise its message may simply be waiting its turn.
-    queue_idle = messaging.queue_length(messaging.QUEUE_DIAL) == 0
+    if broker_reset:
+        stale_enqueued_after_s: float | None = RESET_REDRIVE_AFTER_S
+    elif messaging.queue_length(messaging.QUEUE_DIAL) == 0:
+        stale_enqueued_after_s = settings.redrive_after_s
+    else:
+        stale_enqueued_after_s = None
     candidates = calls_repo.redrive_candidates(
-        session,
-        stale_enqueued_after_s=settings.redrive_after_s if queue_idle else None,
-        limit=settings.tick_batch_limit,
+        session, stale_enqueued_after_s=stale_enqueued_after_s, limit=settings.tick_batch_limit
     )
     redriven = _within_free_slots(candidates)
     calls_repo.mark_enqueued(session, redriven)
@@ -833,16 +844,19 @@ def tick(session: Session) -> TickReport:
     stale = calls_repo.stale_live_calls(
         session,
         dialing_after_s=settings.dial_stale_after_s,
-        live_after_s=settings.call_stale_after_s,
+        ringing_grace_s=settings.callback_grace_s,
+        default_ringing_s=settings.default_ringing_timeout_s,
+        answered_after_s=settings.live_call_check_s,
+        recheck_after_s=settings.reconcile_interval_s,
         limit=settings.tick_batch_limit,
     )
     _publish_after_commit(session, messaging.TASK_RECONCILE, stale)
     _finalise_orphans(session, settings.tick_batch_limit)
-    deliveries = webhooks_repo.due_deliveries(
-        session, settings.redrive_after_s, settings.tick_batch_limit
-    )
+    lost_after_s = RESET_REDRIVE_AFTER_S if broker_reset else settings.redrive_after_s
+    deliveries = webhooks_repo.due_deliveries(session, lost_after_s, settings.tick_batch_limit)
     _publish_after_commit(session, messaging.TASK_DELIVER_WEBHOOK, deliveries)
-    redrive_status_inbox(session, settings.status_inbox_redrive_after_s)
+    inbox_after_s = RESET_REDRIVE_AFTER_S if broker_reset else settings.status_inbox_redrive_after_s
+    redrive_status_inbox(session, inbox_after_s)
     return TickReport(len(started), len(redriven), len(stale))
 
 
@@ -915,21 +929,18 @@ def retry_batch(session: Session, workspace_id: str, batch_id: str) -> int:
     return count
 
 
-def settle_claims(batch_id: str, transaction: Transaction) -> None:
-    """After a cancel or pause: wait for calls already claimed to leave `dialing`, then end the
-    cancelled batch's live calls through the provider.
+def settle_claims(batch_id: str, transaction: Transaction, committed_at: float) -> None:
+    """After a cancel or pause committed (at ``committed_at``, ``time.monotonic()``): wait out
+    the dials' fence, then end the cancelled batch's live calls through the provider.
 
-    A claim can only be taken while the batch runs, so once the fresh claims have settled no
-    call of this batch can be placed any more. Claims older than the dial-stale threshold
-    belong to dead workers; reconciliation handles them.
+    A dial sends its request only within ``DIAL_SEND_WINDOW_S`` of a read that saw its batch
+    running (its claim, or a later read), and ``DIAL_FENCE_S`` is longer: once it has passed
+    since the commit, no request of this batch can go out any more, whatever the state of the
+    workers holding its claims (a dead worker's claim is reconciled later, and ends
+    cancelled). Calls placed right before the commit whose answers are recorded after the
+    lookup below are hung up by the transaction that records them.
     """
-    settings = get_settings()
-    deadline = time.monotonic() + settings.provider_timeout_s * 4 + 3
-    while time.monotonic() < deadline:
-        with transaction() as session:
-            if not calls_repo.fresh_claims(session, batch_id, settings.dial_stale_after_s):
-                break
-        time.sleep(0.05)
+    time.sleep(max(committed_at + DIAL_FENCE_S - time.monotonic(), 0.0))
     with transaction() as session:
         status = batches_repo.batch_status(session, batch_id)
         if status == "cancelled":

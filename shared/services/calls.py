@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,6 +43,15 @@ TRANSIENT_RETRY_DELAY_S = 15.0
 SLOT_RETRY_DELAY_S = 1.0
 # A dial paced a second or more away reads its batch's status this long before its slot:
 PACING_CHECK_LEAD_S = 0.5
+# The dial's fence against cancel and pause: a provider request goes out only within this
+# long of the last moment its batch was seen running (the claim, or a later read), else the
+# batch is read again first (when less than FENCE_REFRESH_S of the window is left) or the
+# request is not sent at all. A cancel or pause answers only DIAL_FENCE_S after it committed,
+# so no request can go out after the answer: one sent later would need a read of the batch
+# made after the commit, which sees it stopped.
+DIAL_SEND_WINDOW_S = 0.75
+FENCE_REFRESH_S = 0.25
+DIAL_FENCE_S = 1.0
 # A dial that wakes later than this after its pacing slot takes a new slot (at most
 # PACING_ATTEMPTS slots; then the call is handed back, due at once):
 PACING_LATE_S = 0.05
@@ -86,6 +95,33 @@ def slot_limits(
     if target_concurrency_limit:
         limits.append(SlotLimit(f"batch:{batch_id}", target_concurrency_limit))
     return limits
+
+
+@dataclass
+class _Fence:
+    """When a dial last saw its batch running (``time.monotonic()`` taken before the read)."""
+
+    batch_id: str
+    seen_running_at: float
+
+    @property
+    def send_before(self) -> float:
+        """The moment after which the dial's request may not be sent."""
+        return self.seen_running_at + DIAL_SEND_WINDOW_S
+
+    def check(self) -> str:
+        """Read the batch now: ``running`` (the fence moves on), or why not."""
+        started = time.monotonic()
+        status = batches_repo.running_status_now(self.batch_id) or "missing"
+        if status == "running":
+            self.seen_running_at = started
+        return status
+
+    def fresh(self) -> str:
+        """``running`` while the window has time left, else ``check()``."""
+        if time.monotonic() < self.send_before - FENCE_REFRESH_S:
+            return "running"
+        return self.check()
 
 
 @dataclass(frozen=True)
@@ -375,11 +411,20 @@ def _record_answers(
     with transaction() as session:
         if answers:
             apply_provider_reports(session, answers)
+            # Placed right before their batch was cancelled (within the dial's fence): the
+            # cancel may have looked for live calls before these were recorded.
+            hang_ups = calls_repo.live_in_cancelled_batches(session, [c for c, _ in answers])
+            if hang_ups:
+                after_commit(session, lambda: _hang_up_all(hang_ups))
         if unclaimed:
             now = time.monotonic()
             calls_repo.defer_unclaimed(
                 session, [(u.call_id, max(u.due_at - now, 0.0)) for u in unclaimed]
             )
+
+
+def _hang_up_all(call_ids: Sequence[str]) -> None:
+    messaging.publish_many(messaging.TASK_HANG_UP, [[call_id] for call_id in call_ids])
 
 
 def _rendered(inputs: Any) -> tuple[str, str, dict[str, Any] | None]:
@@ -420,7 +465,7 @@ def _place_call(
     # paced after the claim, should what was read have changed meanwhile).
     callers = [number for number in inputs.caller_numbers if number]
     to_pace = inputs.running and inputs.phone_number is not None and _outside_window(inputs) is None
-    acquired, first = _take_slots(call_id, inputs, callers if to_pace else None)
+    acquired, first = _take_slots(call_id, inputs, callers if to_pace else None, transaction)
     if acquired is slots.Acquired.NONE:
         if first is None:
             return _Unclaimed(call_id, "no_slot", time.monotonic() + SLOT_RETRY_DELAY_S)
@@ -430,6 +475,8 @@ def _place_call(
     token = uuid.uuid4().hex
     row = None
     undone: str | None = None
+    # The claim takes the call only while its batch runs: the dial's fence starts before it.
+    fence = _Fence(inputs.batch_id, time.monotonic())
     try:
         row = calls_repo.claim_for_dial(call_id, token, *_rendered(inputs))
         if row is not None:
@@ -441,7 +488,7 @@ def _place_call(
         return "not_claimed"
     if undone is not None:
         return undone
-    return _place_claimed_call(call_id, row, token, names, callers, first, transaction)
+    return _place_claimed_call(call_id, row, token, names, callers, first, fence, transaction)
 
 
 # Undoes a claim that is not to be dialed now, given the session and the claim's token.
@@ -481,16 +528,22 @@ def _place_claimed_call(
     names: list[str],
     callers: list[str],
     first: Reservation | None,
+    fence: _Fence,
     transaction: Transaction,
 ) -> str | ProviderUpdate:
     """Pace (from the reservation taken with the slot, if any) and place a claimed call holding
-    its slot: what happened, or the provider's answer."""
+    its slot: what happened, or the provider's answer. The request goes out only within the
+    dial's fence (``_Fence``): a batch cancelled or paused meanwhile stops it."""
     settings = get_settings()
     provider = provider_for(row.credentials_ref)
-    paced = _wait_for_pacing(call_id, row, token, callers, first, transaction)
+    paced = _wait_for_pacing(call_id, row, token, callers, first, fence, transaction)
     if isinstance(paced, str):
         slots.release(call_id, names)
         return paced
+    stopped = _stopped_before_dial(call_id, token, fence, transaction)
+    if stopped is not None:
+        slots.release(call_id, names)
+        return stopped
     config = row.telephony_call_config or {}
     request = DialRequest(
         call_id=call_id,
@@ -499,6 +552,8 @@ def _place_claimed_call(
         twiml_url=twilio_twiml_url(call_id, settings),
         status_callback_url=twilio_status_callback_url(call_id, settings),
         ringing_timeout_s=config.get("ringing_timeout_secs") or settings.default_ringing_timeout_s,
+        time_limit_s=settings.max_call_duration_s,
+        send_before=fence.send_before,
     )
     started = time.perf_counter()
     try:
@@ -520,6 +575,30 @@ def _place_claimed_call(
         provider_status=placed.provider_status,
         from_number=request.from_,
     )
+
+
+def _stopped_before_dial(
+    call_id: str, token: str, fence: _Fence, transaction: Transaction
+) -> str | None:
+    """None when the batch was seen running recently enough for the request to go out within
+    the fence; else the claim is undone as the batch's state says: ``cancelled``, or
+    ``paused`` (handed back, due at once, for when it resumes)."""
+    status = fence.fresh()
+    if status == "running":
+        return None
+    return _stop_claim(call_id, token, status, transaction)
+
+
+def _stop_claim(call_id: str, token: str, status: str, transaction: Transaction) -> str:
+    """Undo the claim of a call whose batch stopped running (``status``, as the fence read
+    it): ``cancelled`` ends it; otherwise (paused, failed) it is handed back, due at once, and
+    ends with a failed batch or waits for a paused one to resume."""
+    with transaction() as session:
+        if status == "cancelled":
+            skip_claimed_call(session, call_id, callstate.OUTCOME_BATCH_CANCELLED)
+            return "cancelled"
+        hand_back(session, call_id, token, 0)
+    return "paused"
 
 
 def _outside_window(row: Any) -> tuple[str, _Undo] | None:
@@ -549,22 +628,67 @@ def _outside_window(row: Any) -> tuple[str, _Undo] | None:
 
 
 def _take_slots(
-    call_id: str, row: Any, callers: list[str] | None
+    call_id: str, row: Any, callers: list[str] | None, transaction: Transaction
 ) -> tuple[slots.Acquired, Reservation | None]:
     """A live-call slot under the workspace cap and the batch's target_concurrency_limit; with
-    ``callers``, and in the same step, a pacing slot for one of them (``_pacing_limits``)."""
+    ``callers``, and in the same step, a pacing slot for one of them (``_pacing_limits``).
+    When Redis has lost the slots (it restarted empty), they are rebuilt from PostgreSQL
+    first; while another process rebuilds them, nothing is taken."""
     settings = get_settings()
     limits = slot_limits(row.batch_id, row.workspace_id, row.target_concurrency_limit)
     try:
-        if callers is None:
-            return slots.acquire(call_id, limits, settings.call_stale_after_s), None
-        pacing, pool = _pacing_limits(row.credentials_ref, callers)
-        return slots.acquire_and_reserve(
-            call_id, limits, settings.call_stale_after_s, pacing, settings.max_pacing_sleep_s, pool
-        )
+        for _ in range(2):
+            if callers is None:
+                acquired, reservation = slots.acquire(call_id, limits), None
+            else:
+                pacing, pool = _pacing_limits(row.credentials_ref, callers)
+                acquired, reservation = slots.acquire_and_reserve(
+                    call_id, limits, pacing, settings.max_pacing_sleep_s, pool
+                )
+            if acquired is not slots.Acquired.UNKNOWN:
+                return acquired, reservation
+            restore_slots(transaction)
     except RedisError as exc:
         log.warning("concurrency slots unavailable for %s: %s", call_id, exc)
-        return slots.Acquired.NONE, None
+    return slots.Acquired.NONE, None
+
+
+def restore_slots(transaction: Transaction) -> bool:
+    """Rebuild the live-call slots in Redis from the calls PostgreSQL has claimed or live, if
+    Redis lost them; True when this process rebuilt them."""
+
+    def read_live() -> list[tuple[str, list[str]]]:
+        with transaction() as session:
+            rows = calls_repo.slot_holders(session)
+        return [(row.id, slot_names(row.batch_id, row.workspace_id)) for row in rows]
+
+    def read_ended(call_ids: Sequence[str]) -> set[str]:
+        with transaction() as session:
+            return calls_repo.not_holding_slots(session, call_ids)
+
+    restored = slots.restore(read_live, read_ended)
+    if restored:
+        log.warning("live-call slots were lost with Redis's state; rebuilt from PostgreSQL")
+    return restored
+
+
+# A slot held this long by a call that is neither claimed nor live is a leak (a release that
+# failed): the audit gives it back. Taking a slot and claiming the call take milliseconds.
+SLOT_LEAK_AGE_S = 60.0
+
+
+def audit_slots(transaction: Transaction) -> int:
+    """Give back the slots held by calls that PostgreSQL says are neither claimed nor live
+    (pending or final) since longer than ``SLOT_LEAK_AGE_S``; how many calls had such slots."""
+    held = slots.held_longer_than(SLOT_LEAK_AGE_S)
+    if not held:
+        return 0
+    with transaction() as session:
+        leaked = calls_repo.not_holding_slots(session, list(held))
+    slots.release_many([(call_id, held[call_id]) for call_id in sorted(leaked)])
+    if leaked:
+        log.warning("gave back %d live-call slots of calls that had ended", len(leaked))
+    return len(leaked)
 
 
 def _pacing_limits(credentials_ref: str, callers: list[str]) -> tuple[list[Limit], list[Limit]]:
@@ -590,6 +714,7 @@ def _wait_for_pacing(
     token: str,
     callers: list[str],
     first: Reservation | None,
+    fence: _Fence,
     transaction: Transaction,
 ) -> int | str:
     """Take a pacing slot for one of the batch's caller numbers (the one free first) and for
@@ -623,18 +748,13 @@ def _wait_for_pacing(
         slot_at = reservation.made_at + reservation.wait_s
         if reservation.wait_s >= 1.0:
             # The batch may have been cancelled or paused during a long wait: read its status
-            # shortly before the slot, so that the read's own delay never makes the dial late.
-            # (Short waits skip the read: cancel and pause wait for claims in flight, then hang
-            # up what was placed.)
+            # shortly before the slot (the fence moves on to this read), so that the read's
+            # own delay never makes the dial late. Shorter waits are covered by the fence as
+            # it stands; right before the request it is read again if too little is left.
             time.sleep(max(slot_at - PACING_CHECK_LEAD_S - time.monotonic(), 0.0))
-            with transaction() as session:
-                status = batches_repo.running_status(session, row.batch_id)
-                if status == "cancelled":
-                    skip_claimed_call(session, call_id, callstate.OUTCOME_BATCH_CANCELLED)
-                    return "cancelled"
-                if status != "running":
-                    hand_back(session, call_id, token, 0)
-                    return "paused"
+            status = fence.check()
+            if status != "running":
+                return _stop_claim(call_id, token, status, transaction)
         remaining = slot_at - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
@@ -670,6 +790,10 @@ def _record_dial_error(
         fail_claimed_call(session, call_id, callstate.OUTCOME_PROVIDER_AUTH_FAILED, error)
         fail_batch(session, batch_id, f"provider rejected the credentials: {error.message}")
         return "auth_failed"
+    if error.fenced:
+        # Not sent: the batch is read again by the next claim (a cancelled batch ends it now).
+        hand_back(session, call_id, token, 0)
+        return "fenced"
     if error.ambiguous:
         # The call may exist: leave it claimed; the tick reconciles it with the provider before
         # anything dials this recipient again.
@@ -683,7 +807,12 @@ def _record_dial_error(
 
 
 def reconcile_call(call_id: str, transaction: Transaction) -> str:
-    """Ask the provider about a call whose answer or final callback never came."""
+    """Ask the provider about a call whose answer or final callback never came.
+
+    A claim is looked for among the provider's calls to the number since the claim, never
+    taking an earlier attempt's call for this one; a claim the provider has no call for is
+    handed back and dialed again. A call found still live keeps its slot (its lease renewed).
+    """
     with transaction() as session:
         row = calls_repo.reconcile_row(session, call_id)
     if row is None or row.status not in callstate.LIVE:
@@ -694,7 +823,9 @@ def reconcile_call(call_id: str, transaction: Transaction) -> str:
             found = None  # no number (a WhatsApp recipient): never dialed through the provider
         elif row.status == callstate.DIALING:
             callers = [number for number in row.caller_numbers if number]
-            found = provider.find_call(row.phone_number, callers, row.claimed_at)
+            found = provider.find_call(
+                row.phone_number, callers, row.claimed_at, exclude=set(row.earlier_sids)
+            )
         else:
             found = provider.fetch_call(row.provider_call_sid) if row.provider_call_sid else None
     except ProviderError as error:
@@ -709,13 +840,15 @@ def reconcile_call(call_id: str, transaction: Transaction) -> str:
             found = None  # a call to the same number made for another recipient
         if found is not None:
             apply_provider_update(session, call_id, found)
-            if found.status in callstate.LIVE and (
-                batches_repo.batch_status(session, row.batch_id) == "cancelled"
-            ):
+            if found.status not in callstate.LIVE:
+                return "updated"
+            names = slot_names(row.batch_id, row.workspace_id)
+            after_commit(session, lambda: slots.renew([(call_id, names)]))
+            if batches_repo.batch_status(session, row.batch_id) == "cancelled":
                 # Found live in a batch cancelled meanwhile: end it like the cancel's hang-ups.
                 after_commit(session, lambda: messaging.publish(messaging.TASK_HANG_UP, [call_id]))
                 return "hang_up"
-            return "updated"
+            return "live"
         if row.status == callstate.DIALING and hand_back(session, call_id, row.claim_token, 0):
             # The provider has no such call: the dial never happened, so dial again now. Its
             # claim's slot is given back first (the redial takes one of its own).
@@ -771,10 +904,17 @@ def hang_up_call(call_id: str, transaction: Transaction) -> str:
         return "nothing_to_do"
     provider = provider_for(row.credentials_ref or "default")
     try:
-        provider.end_call(row.provider_call_sid, answered=row.status == callstate.IN_PROGRESS)
-        return "ended"
+        ended = provider.end_call(
+            row.provider_call_sid, answered=row.status == callstate.IN_PROGRESS
+        )
     except ProviderError as error:
         log.info("hang-up of %s not done (%s); fetching its status", call_id, error.message)
+    else:
+        # The provider's answer carries the call's end: applied now, not left to its callback.
+        if ended is not None:
+            with transaction() as session:
+                apply_provider_update(session, call_id, ended)
+        return "ended"
     try:
         update = provider.fetch_call(row.provider_call_sid)
     except ProviderError as error:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -20,6 +20,11 @@ class DialRequest:
     twiml_url: str
     status_callback_url: str
     ringing_timeout_s: int
+    # The provider ends an answered call at this length.
+    time_limit_s: int
+    # time.monotonic() by which the request must be on its way, else it is not sent at all
+    # (ProviderError with ``fenced``): the dial's fence against a cancel or pause.
+    send_before: float | None = None
 
 
 @dataclass(frozen=True)
@@ -37,13 +42,16 @@ class TelephonyProvider(Protocol):
         """Place the call; raise ProviderError when it was not (or may not have been) placed."""
         ...
 
-    def find_call(self, to: str, callers: Sequence[str], since: datetime) -> ProviderUpdate | None:
+    def find_call(
+        self, to: str, callers: Sequence[str], since: datetime, exclude: Collection[str] = ()
+    ) -> ProviderUpdate | None:
         """The newest call to ``to`` from one of ``callers`` created at or after ``since``, if
-        any, with the caller number it was placed from."""
+        any, with the caller number it was placed from; never one whose SID is in ``exclude``
+        (an earlier attempt's calls)."""
         ...
 
-    def end_call(self, sid: str, answered: bool) -> None:
-        """Hang up a live call."""
+    def end_call(self, sid: str, answered: bool) -> ProviderUpdate | None:
+        """Hang up a live call; its status as the provider then reports it."""
         ...
 
     def fetch_call(self, sid: str) -> ProviderUpdate | None:

@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -94,6 +94,8 @@ def callback_is_authentic(
 
 
 def _provider_error(exc: Exception) -> ProviderError:
+    if isinstance(exc, FencePassed):
+        return ProviderError(str(exc), retryable=True, fenced=True)
     if isinstance(exc, TwilioRestException):
         status = exc.status
         code = exc.code
@@ -146,6 +148,8 @@ class PooledHttpClient(HttpClient):
         self._origin = f"{parts.scheme}://{parts.netloc}"
         direct = not proxy and parts.scheme in ("http", "https") and bool(parts.hostname)
         self._origin_pool = self.pool.connection_from_url(self._origin) if direct else None
+        # The calling thread's dial fence (``send_before``), set around a dial's requests.
+        self.fence = threading.local()
 
     def request(
         self,
@@ -174,7 +178,7 @@ class PooledHttpClient(HttpClient):
         sending: dict[str, Any] = {
             "body": body,
             "headers": sent,
-            "timeout": timeout or self.timeout,
+            "timeout": self._timeout(timeout or self.timeout),
             "retries": False,
         }
         pool = self._origin_pool
@@ -186,6 +190,22 @@ class PooledHttpClient(HttpClient):
         else:
             reply = self.pool.request(method.upper(), uri, redirect=allow_redirects, **sending)
         return Response(reply.status, reply.data.decode("utf-8", "replace"), reply.headers)
+
+    def _timeout(self, timeout: float) -> float | urllib3.Timeout:
+        """The request's timeout; under a dial's fence, the connection must be made before the
+        fence passes (so that the request is sent by then), and a fence already passed sends
+        nothing."""
+        send_before: float | None = getattr(self.fence, "send_before", None)
+        if send_before is None:
+            return timeout
+        remaining = send_before - time.monotonic()
+        if remaining <= 0:
+            raise FencePassed("the dial's fence passed before its request was sent")
+        return urllib3.Timeout(connect=min(remaining, timeout), read=timeout)
+
+
+class FencePassed(Exception):
+    """A dial's request was not sent: its fence passed first."""
 
 
 def _form_pairs(fields: Mapping[str, object]) -> list[tuple[str, str]]:
@@ -229,32 +249,41 @@ class TwilioProvider:
             except Exception as exc:
                 error = _provider_error(exc)
                 metrics.PROVIDER_ERRORS.labels(code=metrics.provider_error_code(error)).inc()
-                if not error.retryable or pause is None:
+                if not error.retryable or error.fenced or pause is None:
                     raise error from exc
                 log.warning("provider request not processed (%s); retrying", error.message)
                 time.sleep(pause)
         raise AssertionError("unreachable")
 
     def place_call(self, request: DialRequest) -> PlacedCall:
-        """Place the call with our TwiML and status-callback URLs."""
-        call = self._call(
-            lambda: self._client().calls.create(
-                to=request.to,
-                from_=request.from_,
-                url=request.twiml_url,
-                method="POST",
-                status_callback=request.status_callback_url,
-                status_callback_method="POST",
-                status_callback_event=self.settings.twilio_status_events.split(),
-                timeout=request.ringing_timeout_s,
-                machine_detection=self.settings.twilio_machine_detection or values.unset,
+        """Place the call with our TwiML and status-callback URLs; a request that would go out
+        after ``request.send_before`` (or a resend that would) is not sent."""
+        self._http.fence.send_before = request.send_before
+        try:
+            call = self._call(
+                lambda: self._client().calls.create(
+                    to=request.to,
+                    from_=request.from_,
+                    url=request.twiml_url,
+                    method="POST",
+                    status_callback=request.status_callback_url,
+                    status_callback_method="POST",
+                    status_callback_event=self.settings.twilio_status_events.split(),
+                    timeout=request.ringing_timeout_s,
+                    time_limit=request.time_limit_s,
+                    machine_detection=self.settings.twilio_machine_detection or values.unset,
+                )
             )
-        )
+        finally:
+            self._http.fence.send_before = None
         return PlacedCall(sid=str(call.sid), provider_status=str(call.status))
 
-    def find_call(self, to: str, callers: Sequence[str], since: datetime) -> ProviderUpdate | None:
+    def find_call(
+        self, to: str, callers: Sequence[str], since: datetime, exclude: Collection[str] = ()
+    ) -> ProviderUpdate | None:
         """The newest call to ``to`` from one of ``callers`` since ``since`` (allowing clock
-        skew). One caller is filtered at Twilio; a pool is filtered here."""
+        skew), other than those in ``exclude`` (an earlier attempt's calls, which the minute of
+        skew may take in). One caller is filtered at Twilio; a pool is filtered here."""
         only = callers[0] if len(callers) == 1 else None
         calls = self._call(
             lambda: self._client().calls.list(
@@ -262,7 +291,11 @@ class TwilioProvider:
             )
         )
         # The SDK keeps a call's "from" as `_from` (`from` is a keyword).
-        ours = [call for call in calls if getattr(call, "_from", None) in callers]
+        ours = [
+            call
+            for call in calls
+            if getattr(call, "_from", None) in callers and str(call.sid) not in exclude
+        ]
         if not ours:
             return None
         newest = ours[0]
@@ -274,16 +307,20 @@ class TwilioProvider:
             from_number=getattr(newest, "_from", None),
         )
 
-    def end_call(self, sid: str, answered: bool) -> None:
-        """Hang up: cancel a call still ringing, complete one that was answered."""
+    def end_call(self, sid: str, answered: bool) -> ProviderUpdate | None:
+        """Hang up: cancel a call still ringing, complete one that was answered; the call's
+        status as the provider answered it (the end, when it took effect at once)."""
         first, second = ("completed", "canceled") if answered else ("canceled", "completed")
         try:
-            self._call(lambda: self._client().calls(sid).update(status=first))
+            call = self._call(lambda: self._client().calls(sid).update(status=first))
         except ProviderError as error:
             if error.status != 400:
                 raise
             # It moved on meanwhile (answered, or ended): try the other way once.
-            self._call(lambda: self._client().calls(sid).update(status=second))
+            call = self._call(lambda: self._client().calls(sid).update(status=second))
+        return from_twilio(
+            str(call.sid), str(call.status), answered_by=call.answered_by, duration=call.duration
+        )
 
     def fetch_call(self, sid: str) -> ProviderUpdate | None:
         """The call's current status at Twilio."""

@@ -13,7 +13,6 @@ from shared.ratelimit import Limit
 from shared.settings import get_settings
 from shared.slots import Acquired, SlotLimit
 
-LEASE_S = 60.0
 MAX_WAIT_S = 2.0
 
 
@@ -24,6 +23,9 @@ def prefix(service_urls, monkeypatch) -> Iterator[str]:
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("SWITCHBOARD_REDIS_KEY_PREFIX", prefix)
     get_settings.cache_clear()
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"{prefix}slots-whole", "1")  # the copy of the slots is whole, as after restore
+    client.close()
     yield prefix
     client = redis.Redis.from_url(redis_url)
     for key in client.scan_iter(match=f"{prefix}*"):
@@ -37,7 +39,6 @@ def _take(call_id: str, cap: int, per_second: float, numbers: int = 1):
     return slots.acquire_and_reserve(
         call_id,
         [SlotLimit("workspace:w", cap)],
-        LEASE_S,
         [Limit("account:a", 1000.0, 1)],
         MAX_WAIT_S,
         pool,
@@ -80,3 +81,35 @@ def test_a_pool_spreads_reservations_over_its_numbers(prefix):
     # Each number's first slot is now; only the account's own pace (1 ms here) spaces them.
     assert all(w.reserved and w.wait_s < 0.01 for w in waits)
     assert sorted(w.choice for w in waits) == [0, 1, 2]
+
+
+def test_no_slot_is_taken_until_lost_slots_are_restored(prefix, service_urls):
+    _, redis_url = service_urls
+    client = redis.Redis.from_url(redis_url)
+    assert _take("c1", cap=2, per_second=1000.0)[0] is Acquired.TAKEN
+    # Redis restarted empty: the marker is gone with the slots.
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    assert _take("c2", cap=2, per_second=1000.0) == (Acquired.UNKNOWN, None)
+    assert slots.acquire("c2", [SlotLimit("workspace:w", 2)]) is Acquired.UNKNOWN
+
+    def read_live():
+        return [("c1", ["workspace:w"]), ("c9", ["workspace:w"])]
+
+    # c9 ended while the live calls were being read: the second look gives its slot back.
+    assert slots.restore(read_live, lambda ids: {"c9"})
+    assert not slots.restore(read_live, lambda ids: set())  # whole now: nothing to do
+    assert slots.taken(["workspace:w"]) == {"workspace:w": 1}
+    assert _take("c2", cap=2, per_second=1000.0)[0] is Acquired.TAKEN
+    assert _take("c3", cap=2, per_second=1000.0)[0] is Acquired.NONE
+    client.close()
+
+
+def test_renewal_keeps_only_slots_still_held(prefix):
+    assert _take("c1", cap=5, per_second=1000.0)[0] is Acquired.TAKEN
+    slots.release("c2", ["workspace:w"])
+    slots.renew([("c1", ["workspace:w"]), ("c2", ["workspace:w"])])
+    # c2 had given its slot back (its call ended): a renewal does not bring it back.
+    assert slots.taken(["workspace:w"]) == {"workspace:w": 1}
+    assert slots.held_longer_than(0.0) == {"c1": ["workspace:w"]}
+    assert slots.held_longer_than(60.0) == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -46,7 +47,7 @@ def provider_at(base_url: str, timeout: float = 5.0) -> TwilioProvider:
     return TwilioProvider(account, Settings(provider_timeout_s=timeout))
 
 
-def dial(to: str) -> DialRequest:
+def dial(to: str, send_before: float | None = None) -> DialRequest:
     return DialRequest(
         call_id="c1",
         to=to,
@@ -54,6 +55,8 @@ def dial(to: str) -> DialRequest:
         twiml_url="http://127.0.0.1:9/twiml",
         status_callback_url="http://127.0.0.1:9/status",
         ringing_timeout_s=25,
+        time_limit_s=1800,
+        send_before=send_before,
     )
 
 
@@ -63,6 +66,7 @@ def test_place_call_sends_every_field_and_reads_the_answer(carrier: SandboxCarri
     [call] = carrier.calls()
     assert placed.sid == call["sid"] and placed.provider_status == "queued"
     assert (call["to"], call["from"], call["timeout"]) == ("+12125550001", CALLER, 25)
+    assert call["time_limit"] == 1800
     assert call["status_callback"] == "http://127.0.0.1:9/status"
     # A list is one form field repeated, as Twilio expects it.
     assert call["events"] == ["answered", "completed"]
@@ -148,3 +152,27 @@ def test_request_signatures_are_the_sdks():
     assert request_signature(SANDBOX_AUTH_TOKEN, url, {}) == RequestValidator(
         SANDBOX_AUTH_TOKEN
     ).compute_signature(url, {})
+
+
+def test_a_dial_past_its_fence_is_never_sent(carrier: SandboxCarrier):
+    provider = provider_at(carrier.base_url)
+    with pytest.raises(ProviderError) as raised:
+        provider.place_call(dial("+12125550002", send_before=time.monotonic() - 0.01))
+    assert raised.value.fenced and raised.value.retryable and not raised.value.ambiguous
+    assert carrier.calls() == []
+    # Within its fence it goes out, and the fence does not outlive the dial.
+    provider.place_call(dial("+12125550002", send_before=time.monotonic() + 5))
+    provider.place_call(dial("+12125550003"))
+    assert [c["to"] for c in carrier.calls()] == ["+12125550002", "+12125550003"]
+
+
+def test_a_lookup_never_takes_an_earlier_attempts_call(carrier: SandboxCarrier):
+    provider = provider_at(carrier.base_url)
+    since = datetime.now(UTC)
+    earlier = provider.place_call(dial("+12125550004"))
+    # The lookup goes a minute back for clock skew, so attempt 1's call is within reach.
+    assert provider.find_call("+12125550004", [CALLER], since).sid == earlier.sid
+    assert provider.find_call("+12125550004", [CALLER], since, exclude={earlier.sid}) is None
+    current = provider.place_call(dial("+12125550004"))
+    found = provider.find_call("+12125550004", [CALLER], since, exclude={earlier.sid})
+    assert found is not None and found.sid == current.sid
