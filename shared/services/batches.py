@@ -856,7 +856,7 @@ def tick(session: Session, broker_reset: bool = False) -> TickReport:
     deliveries = webhooks_repo.due_deliveries(session, lost_after_s, settings.tick_batch_limit)
     _publish_after_commit(session, messaging.TASK_DELIVER_WEBHOOK, deliveries)
     inbox_after_s = RESET_REDRIVE_AFTER_S if broker_reset else settings.status_inbox_redrive_after_s
-    redrive_status_inbox(session, inbox_after_s)
+    redrive_status_inbox(session, inbox_after_s, lost=broker_reset)
     return TickReport(len(started), len(redriven), len(stale))
 
 

@@ -49,16 +49,17 @@ def apply_reports(
     return applied
 
 
-def redrive_status_inbox(session: Session, older_than_s: float) -> int:
+def redrive_status_inbox(session: Session, older_than_s: float, lost: bool = False) -> int:
     """Publish again, after commit, the inbox reports last published more than
     ``older_than_s`` ago (at most the tick's batch limit); how many.
 
-    Only while the status queue is empty: until then a report's message may simply be waiting
-    its turn. Each row is stamped when it is published, so neither a concurrent tick (rows are
-    claimed with SKIP LOCKED) nor the next ones publish it again within ``older_than_s``.
+    Only while the status queue is empty, unless the messages are known ``lost`` (the broker
+    restarted empty): until then a report's message may simply be waiting its turn. Each row
+    is stamped when it is published, so neither a concurrent tick (rows are claimed with SKIP
+    LOCKED) nor the next ones publish it again within ``older_than_s``.
     """
     settings = get_settings()
-    if messaging.queue_length(messaging.QUEUE_STATUS) > 0:
+    if not lost and messaging.queue_length(messaging.QUEUE_STATUS) > 0:
         return 0
     claimed = status_inbox_repo.claim_unapplied(session, older_than_s, settings.tick_batch_limit)
     if not claimed:
