@@ -186,3 +186,12 @@ def serve_worker_metrics(settings: Settings | None = None) -> int | None:
         settings.worker_metrics_port,
     )
     return settings.worker_metrics_port
+
+
+WEBHOOK_DELIVERIES_DEFERRED = Counter(
+    "switchboard_webhook_deliveries_deferred",
+    "Webhook deliveries put back for later without an attempt, by reason: breaker_open, "
+    "breaker_probing (another delivery probes the endpoint), endpoint_busy, workspace_busy "
+    "(its limit of deliveries in flight is reached).",
+    ["reason"],
+)

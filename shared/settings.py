@@ -114,6 +114,17 @@ class Settings(BaseSettings):
     # Webhooks to loopback, private, link-local or reserved addresses are refused unless this
     # is set (the dev stack and the tests, whose receivers run on loopback, set it).
     webhook_allow_private_destinations: bool = False
+    # How long a delivery may take to resolve its receiver's name and connect (webhook_timeout_s
+    # bounds each read after that).
+    webhook_connect_timeout_s: float = 3.0
+    # Deliveries in flight at once, across every webhooks worker: per endpoint, and per
+    # workspace (so one workspace's backlog or slow receivers never hold every thread).
+    webhook_max_in_flight_per_endpoint: int = 2
+    webhook_max_in_flight_per_workspace: int = 4
+    # An endpoint that gives no answer (no name, no connection, nothing within the timeouts)
+    # this many times in a row is left alone for a cool-down (30 s, doubling to 10 min while
+    # it keeps failing); its deliveries wait for it without an attempt.
+    webhook_breaker_failures: int = 5
 
     # Applies to every batch, in each recipient's local time; a batch may narrow it, and widen
     # it only with override_default_window.

@@ -38,7 +38,7 @@ _INSERT_DELIVERIES = (
     "jsonb_build_object('id', ev.event_id, 'type', CAST(:type AS text), "
     "'created_at_unix', extract(epoch FROM now())::bigint, 'data', ev.data), now() "
     "FROM ev JOIN webhook_endpoints e ON e.workspace_id = ev.workspace_id AND e.enabled "
-    "AND CAST(:type AS text) = ANY(e.event_types) RETURNING id"
+    "AND CAST(:type AS text) = ANY(e.event_types) RETURNING id, workspace_id"
 )
 
 # Run by every transaction that ends calls.
@@ -73,22 +73,23 @@ _BATCH_COMPLETED = (
 )
 
 
-def add_call_ended(session: Session, call_ids: Sequence[str]) -> list[str]:
-    """A ``call.ended`` delivery per subscribed endpoint for each of these (final) calls."""
+def add_call_ended(session: Session, call_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """A ``call.ended`` delivery per subscribed endpoint for each of these (final) calls:
+    (delivery id, workspace id) of each."""
     if not call_ids:
         return []
     rows = session.execute(
         _CALL_ENDED.statement(session), {"ids": list(call_ids), "type": EVENT_CALL_ENDED}
     ).all()
-    return [row.id for row in rows]
+    return [(row.id, row.workspace_id) for row in rows]
 
 
-def add_batch_completed(session: Session, batch_id: str) -> list[str]:
-    """A ``batch.completed`` delivery per subscribed endpoint."""
+def add_batch_completed(session: Session, batch_id: str) -> list[tuple[str, str]]:
+    """A ``batch.completed`` delivery per subscribed endpoint: (delivery id, workspace id)."""
     rows = session.execute(
         text(_BATCH_COMPLETED), {"batch_id": batch_id, "type": EVENT_BATCH_COMPLETED}
     ).all()
-    return [row.id for row in rows]
+    return [(row.id, row.workspace_id) for row in rows]
 
 
 def insert_endpoint(session: Session, values: dict[str, Any]) -> None:
@@ -135,6 +136,40 @@ def list_deliveries(
     if status:
         stmt = stmt.where(WebhookDelivery.status == status)
     return list(session.scalars(stmt.order_by(WebhookDelivery.id.desc()).limit(limit)))
+
+
+def delivery_target(session: Session, delivery_id: str) -> Row[Any] | None:
+    """Where a delivery goes (its endpoint and workspace), and whether it is ``due`` (pending,
+    its time has come, its endpoint enabled); None for an unknown id."""
+    return session.execute(
+        text(
+            "SELECT d.id, d.endpoint_id, d.workspace_id, (d.status = 'pending' "
+            "AND d.next_attempt_at <= now() AND e.enabled) AS due FROM webhook_deliveries d "
+            "JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = :id"
+        ),
+        {"id": delivery_id},
+    ).one_or_none()
+
+
+def defer_delivery(
+    session: Session, delivery_id: str, delay_s: float, window_s: float, reason: str
+) -> None:
+    """Due again after ``delay_s`` without an attempt spent (its endpoint or workspace could
+    not take it now); failed, with ``reason`` unless an attempt left a better one, when that
+    is past the retry window."""
+    session.execute(
+        text(
+            "UPDATE webhook_deliveries SET enqueued_at = NULL, "
+            "next_attempt_at = now() + make_interval(secs => :delay), "
+            "status = CASE WHEN now() + make_interval(secs => :delay) "
+            "> created_at + make_interval(secs => :window) THEN 'failed' ELSE 'pending' END, "
+            "last_error = CASE WHEN now() + make_interval(secs => :delay) "
+            "> created_at + make_interval(secs => :window) "
+            "THEN coalesce(last_error, :reason) ELSE last_error END "
+            "WHERE id = :id AND status = 'pending' AND next_attempt_at <= now()"
+        ),
+        {"id": delivery_id, "delay": delay_s, "window": window_s, "reason": reason},
+    )
 
 
 def claim_delivery(session: Session, delivery_id: str, lease_s: float) -> Row[Any] | None:
@@ -189,16 +224,49 @@ def mark_attempt_failed(
     )
 
 
-def due_deliveries(session: Session, redrive_after_s: float, limit: int) -> list[str]:
-    """Pending deliveries that are due and not published lately, stamped as published now."""
+# Per tick, at most this many deliveries of one workspace are published: a workspace whose
+# deliveries keep coming back (its receivers are slow or its in-flight limit is reached) adds a
+# bounded number of messages ahead of everyone else's. Fewer are re-driven (published before,
+# their message presumed lost): most of those are waiting for a slot to be handed on, and a
+# re-drive only confirms that they wait.
+DUE_PER_WORKSPACE = 100
+REDRIVE_PER_WORKSPACE = 25
+
+
+def due_deliveries(
+    session: Session,
+    redrive_after_s: float,
+    limit: int,
+    per_workspace: int = DUE_PER_WORKSPACE,
+    redrive_per_workspace: int = REDRIVE_PER_WORKSPACE,
+) -> list[str]:
+    """Pending deliveries that are due and not published lately, stamped as published now.
+
+    Taken in turns across workspaces (every workspace's earliest, then every workspace's
+    second, ...), at most ``per_workspace`` of each that were not published since they became
+    due and ``redrive_per_workspace`` that were, so that one workspace's backlog never pushes
+    another's deliveries out of the tick or behind it in the queue.
+    """
     rows = session.execute(
         text(
-            "UPDATE webhook_deliveries SET enqueued_at = now() WHERE id IN ("
-            "SELECT id FROM webhook_deliveries WHERE status = 'pending' "
-            "AND next_attempt_at <= now() AND (enqueued_at IS NULL "
-            "OR enqueued_at < now() - make_interval(secs => :redrive)) "
-            "ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING id"
+            "WITH ranked AS (SELECT id, next_attempt_at, enqueued_at IS NULL AS fresh, "
+            "row_number() OVER (PARTITION BY workspace_id, enqueued_at IS NULL "
+            "ORDER BY next_attempt_at) AS turn FROM webhook_deliveries "
+            "WHERE status = 'pending' AND next_attempt_at <= now() "
+            "AND (enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => :redrive))"
+            "), chosen AS (SELECT d.id, r.turn, r.next_attempt_at FROM webhook_deliveries d "
+            "JOIN (SELECT id, turn, next_attempt_at FROM ranked WHERE turn <= CASE WHEN fresh "
+            "THEN :per_workspace ELSE :redrive_per_workspace END "
+            "ORDER BY turn, next_attempt_at LIMIT :limit) r ON r.id = d.id "
+            "FOR UPDATE OF d SKIP LOCKED) "
+            "UPDATE webhook_deliveries d SET enqueued_at = now() FROM chosen c "
+            "WHERE d.id = c.id RETURNING d.id, c.turn, c.next_attempt_at"
         ),
-        {"redrive": redrive_after_s, "limit": limit},
-    )
-    return [row.id for row in rows]
+        {
+            "redrive": redrive_after_s,
+            "limit": limit,
+            "per_workspace": per_workspace,
+            "redrive_per_workspace": redrive_per_workspace,
+        },
+    ).all()
+    return [row.id for row in sorted(rows, key=lambda row: (row.turn, row.next_attempt_at))]

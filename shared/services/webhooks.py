@@ -20,13 +20,17 @@ import hmac
 import ipaddress
 import json
 import logging
+import queue
 import secrets
 import socket
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AbstractContextManager
+from enum import StrEnum
 from typing import Any
 
 import requests
@@ -34,12 +38,13 @@ from requests.adapters import HTTPAdapter
 from sqlalchemy.orm import Session
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from shared import messaging
+from shared import messaging, webhook_admission
 from shared.db import after_commit
 from shared.errors import NotFound, ValidationFailed
 from shared.ids import new_id
+from shared.metrics import WEBHOOK_DELIVERIES_DEFERRED
 from shared.models import WebhookDelivery, WebhookEndpoint
 from shared.repositories import webhooks as webhooks_repo
 from shared.schemas import (
@@ -50,6 +55,7 @@ from shared.schemas import (
 )
 from shared.settings import get_settings
 from shared.timestamps import unix, unix_or_none
+from shared.webhook_admission import Target, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +85,25 @@ def verify_signature(
     return hmac.compare_digest(sign(secret, sent, body), signature)
 
 
-def _publish(session: Session, delivery_ids: Sequence[str]) -> None:
+def _publish_woken(delivery_ids: Sequence[str]) -> None:
+    """Publish the deliveries a freed slot was handed on to."""
     if delivery_ids:
-        ids = list(delivery_ids)
+        messaging.publish_many(messaging.TASK_DELIVER_WEBHOOK, ([i] for i in delivery_ids))
+
+
+def _publish(session: Session, deliveries: Sequence[tuple[str, str]]) -> None:
+    """After the commit, each workspace's new deliveries join its waiting set: as many as it
+    has free slots are published at once, the others as its deliveries in flight end. A
+    workspace with thousands of deliveries (many endpoints, slow receivers) thus never fills
+    the queue ahead of another's."""
+    if deliveries:
+        by_workspace: dict[str, list[str]] = {}
+        for delivery_id, workspace_id in deliveries:
+            by_workspace.setdefault(workspace_id, []).append(delivery_id)
 
         def publish() -> None:
-            messaging.publish_many(messaging.TASK_DELIVER_WEBHOOK, ([i] for i in ids))
+            for workspace_id, ids in by_workspace.items():
+                _publish_woken(webhook_admission.enqueue(workspace_id, ids))
 
         after_commit(session, publish)
 
@@ -180,6 +199,70 @@ def _non_public(host: str, address: str) -> str | None:
     return None
 
 
+class _Resolver:
+    """Host names resolved on a few threads of their own, each wait bounded.
+
+    ``getaddrinfo`` cannot be interrupted, and a name server that never answers would hold a
+    delivery's thread for as long as the system resolver retries (tens of seconds). Here the
+    delivery waits at most its timeout; a name already being resolved is waited on, not asked
+    again, and an answer (or a failure) is kept for ``KEEP_S``, so a name server that hangs
+    holds at most one of these threads per name while every delivery to it fails fast.
+    """
+
+    THREADS = 8
+    KEEP_S = 10.0
+    MAX_NAMES = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answers: dict[tuple[str, int], tuple[float, Future[list[Any]]]] = {}
+        self._jobs: queue.SimpleQueue[tuple[str, int, Future[list[Any]]]] = queue.SimpleQueue()
+        self._threads = 0
+
+    def addresses(self, host: str, port: int, timeout_s: float) -> list[Any]:
+        """``getaddrinfo(host, port)`` for TCP; ``socket.gaierror`` when the name does not
+        resolve, or resolving takes longer than ``timeout_s``."""
+        future = self._lookup(host, port)
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout:
+            raise socket.gaierror(
+                socket.EAI_AGAIN, f"name resolution timed out after {timeout_s:g} s"
+            ) from None
+
+    def _lookup(self, host: str, port: int) -> Future[list[Any]]:
+        now = time.monotonic()
+        with self._lock:
+            key = (host, port)
+            kept = self._answers.get(key)
+            if kept is not None and (not kept[1].done() or now - kept[0] < self.KEEP_S):
+                return kept[1]
+            if len(self._answers) >= self.MAX_NAMES:
+                self._answers = {k: v for k, v in self._answers.items() if not v[1].done()}
+            future: Future[list[Any]] = Future()
+            self._answers[key] = (now, future)
+            if self._threads < self.THREADS:
+                self._threads += 1
+                threading.Thread(target=self._work, name="webhook-resolver", daemon=True).start()
+        self._jobs.put((host, port, future))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            host, port, future = self._jobs.get()
+            try:
+                future.set_result(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            except OSError as exc:
+                future.set_exception(exc)
+            with self._lock:
+                # Kept from when the answer came, not from when it was asked.
+                if self._answers.get((host, port), (0.0, None))[1] is future:
+                    self._answers[(host, port)] = (time.monotonic(), future)
+
+
+_resolver = _Resolver()
+
+
 def _forbidden_destination(url: str) -> str | None:
     """Why ``url`` may not be sent to (an address inside our network), or None.
 
@@ -190,12 +273,14 @@ def _forbidden_destination(url: str) -> str | None:
     """
     if get_settings().webhook_allow_private_destinations:
         return None
-    host = urllib.parse.urlsplit(url).hostname or ""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+        infos = _resolver.addresses(host, port, get_settings().webhook_connect_timeout_s)
     except OSError:
         return None  # unresolvable now: the attempt fails and is retried like any other
-    for address in addresses:
+    for address in {str(info[4][0]) for info in infos}:
         reason = _non_public(host, address)
         if reason is not None:
             return reason
@@ -213,14 +298,40 @@ def _checked_peer(connection: HTTPConnection, sock: socket.socket) -> socket.soc
     return sock
 
 
+def _connect(connection: HTTPConnection, connect: Callable[[], socket.socket]) -> socket.socket:
+    """``connect`` (the connection's own ``_new_conn``) to each address the bounded resolver
+    found for the connection's host in turn, the first that answers; its peer checked."""
+    name = connection._dns_host
+    timeout = connection.timeout
+    if not isinstance(timeout, int | float):
+        timeout = get_settings().webhook_connect_timeout_s
+    try:
+        infos = _resolver.addresses(name, connection.port or 0, float(timeout))
+    except socket.gaierror as exc:
+        raise NameResolutionError(connection.host, connection, exc) from exc
+    failure: Exception | None = None
+    for address in dict.fromkeys(str(info[4][0]) for info in infos):
+        connection._dns_host = address  # connect to this address; the name stays for TLS
+        try:
+            sock = connect()
+        except (NewConnectionError, OSError) as exc:
+            failure = exc
+            continue
+        finally:
+            connection._dns_host = name
+        return _checked_peer(connection, sock)
+    assert failure is not None
+    raise failure
+
+
 class _PublicOnlyHTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
-        return _checked_peer(self, super()._new_conn())
+        return _connect(self, super()._new_conn)
 
 
 class _PublicOnlyHTTPSConnection(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
-        return _checked_peer(self, super()._new_conn())
+        return _connect(self, super()._new_conn)
 
 
 class _PublicOnlyHTTPPool(HTTPConnectionPool):
@@ -232,7 +343,8 @@ class _PublicOnlyHTTPSPool(HTTPSConnectionPool):
 
 
 class _PublicOnlyAdapter(HTTPAdapter):
-    """Checks the address every new connection reached, not only the one a name resolved to."""
+    """Resolves names with a bounded wait, and checks the address every new connection
+    reached, not only the one a name resolved to."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -266,8 +378,12 @@ def retry_delay_s(attempts: int) -> float:
     )
 
 
-def _send(row: Any, timeout_s: float) -> tuple[int | None, str | None]:
-    """POST the signed event once: the status code, and what went wrong (None on a 2xx)."""
+def _send(
+    row: Any, timeout_s: float, connect_timeout_s: float | None = None
+) -> tuple[int | None, str | None]:
+    """POST the signed event once: the status code, and what went wrong (None on a 2xx).
+    Resolving and connecting take at most ``connect_timeout_s`` each, every read
+    ``timeout_s``."""
     body = json.dumps(row.payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {
@@ -283,7 +399,7 @@ def _send(row: Any, timeout_s: float) -> tuple[int | None, str | None]:
             row.url,
             data=body,
             headers=headers,
-            timeout=timeout_s,
+            timeout=(connect_timeout_s or timeout_s, timeout_s),
             allow_redirects=False,
             stream=True,
         )
@@ -295,29 +411,115 @@ def _send(row: Any, timeout_s: float) -> tuple[int | None, str | None]:
     return response.status_code, f"HTTP {response.status_code} {response.reason or ''}".strip()
 
 
-def deliver(delivery_id: str, transaction: Transaction) -> str:
+class DeliveryResult(StrEnum):
+    """What one ``webhooks.deliver`` message did."""
+
+    NOT_DUE = "not_due"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    FAILED_ATTEMPT = "failed_attempt"
+
+
+_DEFERRAL_REASONS = {
+    Verdict.BREAKER_OPEN: "breaker_open",
+    Verdict.PROBING: "breaker_probing",
+    Verdict.ENDPOINT_BUSY: "endpoint_busy",
+    Verdict.WORKSPACE_BUSY: "workspace_busy",
+}
+
+
+def _admit_or_defer(
+    delivery_id: str, transaction: Transaction, lease_s: float
+) -> tuple[Any, Target] | DeliveryResult:
+    """Claim a due delivery for one attempt if its endpoint and workspace can take it now
+    (their leases are then held until ``webhook_admission.release``). Otherwise no attempt is
+    spent: while its endpoint's breaker is open it is due again when the breaker closes, and
+    while a limit is reached it waits (still due) for a slot to be handed on. The claimed row
+    and its target, or what happened."""
+    admitted: Target | None = None
+    try:
+        with transaction() as session:
+            found = webhooks_repo.delivery_target(session, delivery_id)
+            if found is None:
+                return DeliveryResult.NOT_DUE
+            target = Target(delivery_id, found.endpoint_id, found.workspace_id)
+            if not found.due:
+                # Sent or rescheduled meanwhile: if this message was a slot handed on, it goes
+                # to the next that waits.
+                _publish_woken(webhook_admission.hand_on(target))
+                return DeliveryResult.NOT_DUE
+            admission = webhook_admission.admit(target, lease_s)
+            _publish_woken(admission.woken)
+            if admission.verdict is Verdict.ALREADY_HELD:
+                return DeliveryResult.NOT_DUE  # another message of it is being sent
+            if not admission.admitted:
+                reason = _DEFERRAL_REASONS[admission.verdict]
+                WEBHOOK_DELIVERIES_DEFERRED.labels(reason).inc()
+                if admission.retry_at is not None:
+                    webhooks_repo.defer_delivery(
+                        session,
+                        delivery_id,
+                        max(admission.retry_at - time.time(), 0.0),
+                        get_settings().webhook_retry_window_s,
+                        "not sent: the endpoint did not answer lately (circuit open)",
+                    )
+                return DeliveryResult.DEFERRED
+            admitted = target
+            row = webhooks_repo.claim_delivery(session, delivery_id, lease_s=lease_s)
+    except BaseException:
+        if admitted is not None:
+            _publish_woken(webhook_admission.release(admitted, None).woken)
+        raise
+    if row is None:  # another message of the same delivery claimed it first
+        _publish_woken(webhook_admission.release(target, None).woken)
+        return DeliveryResult.NOT_DUE
+    return row, target
+
+
+def deliver(delivery_id: str, transaction: Transaction) -> DeliveryResult:
     """Send one due delivery; delivered on any 2xx, otherwise due again after a backoff (or
-    failed at once when its destination is refused)."""
+    failed at once when its destination is refused). One whose endpoint's breaker is open, or
+    whose endpoint or workspace has its limit of deliveries in flight, is due again later
+    without an attempt spent or a thread held."""
     settings = get_settings()
-    with transaction() as session:
-        row = webhooks_repo.claim_delivery(
-            session, delivery_id, lease_s=settings.webhook_timeout_s * 2 + 5
+    claimed = _admit_or_defer(delivery_id, transaction, settings.webhook_timeout_s * 2 + 5)
+    if isinstance(claimed, DeliveryResult):
+        return claimed
+    row, target = claimed
+    status_code: int | None = None
+    error: str | None = "not sent"
+    refused: str | None = None
+    try:
+        refused = _forbidden_destination(row.url)
+        status_code, error = (
+            (None, refused)
+            if refused
+            else _send(row, settings.webhook_timeout_s, settings.webhook_connect_timeout_s)
         )
-    if row is None:
-        return "not_due"
-    refused = _forbidden_destination(row.url)
-    status_code, error = (None, refused) if refused else _send(row, settings.webhook_timeout_s)
-    with transaction() as session:
-        if error is None and status_code is not None:
-            webhooks_repo.mark_delivered(session, delivery_id, status_code)
-            return "delivered"
-        webhooks_repo.mark_attempt_failed(
-            session,
-            delivery_id,
-            status_code,
-            error or "no response",
-            retry_delay_s(row.attempts),
-            0.0 if refused else settings.webhook_retry_window_s,
+        with transaction() as session:
+            if error is None and status_code is not None:
+                webhooks_repo.mark_delivered(session, delivery_id, status_code)
+            else:
+                webhooks_repo.mark_attempt_failed(
+                    session,
+                    delivery_id,
+                    status_code,
+                    error or "no response",
+                    retry_delay_s(row.attempts),
+                    0.0 if refused else settings.webhook_retry_window_s,
+                )
+    finally:
+        # Any answer closes the endpoint's breaker; none (no name, no connection, no answer
+        # in time) counts towards opening it.
+        released = webhook_admission.release(target, None if refused else status_code is not None)
+        _publish_woken(released.woken)
+    if released.opened_until is not None:
+        log.warning(
+            "webhook endpoint %s does not answer: no deliveries to it for %.0f s",
+            row.endpoint_id,
+            released.opened_until - time.time(),
         )
+    if error is None:
+        return DeliveryResult.DELIVERED
     log.info("webhook %s attempt %d failed: %s", delivery_id, row.attempts, error)
-    return "failed_attempt"
+    return DeliveryResult.FAILED_ATTEMPT
