@@ -47,10 +47,12 @@ DEV_AGENT: dict[str, Any] = {
     },
 }
 
-# The queues one dev worker consumes; production scales workers per queue instead.
-WORKER_QUEUES = "batch-control,status,webhooks,dial"
+# The queues the dev worker consumes; production scales workers per queue instead. Webhook
+# deliveries run in a worker of their own, so a slow receiver never takes a dial's thread.
+WORKER_QUEUES = "batch-control,status,dial"
+WEBHOOKS_WORKER_QUEUES = "webhooks"
 # The processes that share the Prometheus multiprocess directory (see shared/metrics.py).
-METRICS_PROCESSES = ("api", "worker")
+METRICS_PROCESSES = ("api", "worker", "webhooks")
 STARTUP_TIMEOUT_S = 60.0
 
 
@@ -784,6 +786,10 @@ def stack_commands(
             *celery, "worker", "-Q", WORKER_QUEUES, "-P", "threads", "-c", "16", "-E",
             "--loglevel", "INFO", "-n", "worker1@%h",
         ],
+        "webhooks": [
+            *celery, "worker", "-Q", WEBHOOKS_WORKER_QUEUES, "-P", "threads", "-c", "16", "-E",
+            "--loglevel", "INFO", "-n", "webhooks1@%h",
+        ],
         "beat": [
             *celery, "beat", "--loglevel", "INFO",
             "-s", str(state_dir / "celerybeat-schedule"),
@@ -864,6 +870,7 @@ def launch_stack(
             supervisor.wait_http(f"http://{LOCALHOST}:{ports.api}/readyz")
             # Celery logs "<hostname> ready." once the consumer is connected and consuming.
             supervisor.wait_for_output("worker", r"worker1@\S+ ready\.")
+            supervisor.wait_for_output("webhooks", r"webhooks1@\S+ ready\.")
             supervisor.wait_http(f"http://{LOCALHOST}:{ports.flower}/healthcheck")
             workspace = bootstrap_dev_workspace(f"http://{LOCALHOST}:{ports.api}")
             supervisor.check()

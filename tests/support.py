@@ -23,7 +23,10 @@ from sqlalchemy.engine import make_url
 from sandbox import SandboxCarrier, SandboxConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_QUEUES = "batch-control,status,webhooks,dial"
+# The queues of the main workers; webhook deliveries run in a worker of their own
+# (``Stack.start_webhooks_worker``), as every deployment runs them.
+ALL_QUEUES = "batch-control,status,dial"
+WEBHOOKS_QUEUE = "webhooks"
 
 
 def free_port() -> int:
@@ -226,6 +229,12 @@ class Stack:
         )
         return process
 
+    def start_webhooks_worker(
+        self, name: str = "webhooks", concurrency: int = 8
+    ) -> subprocess.Popen[bytes]:
+        """The worker that sends webhook deliveries, and nothing else."""
+        return self.start_worker(name=name, queues=WEBHOOKS_QUEUE, concurrency=concurrency)
+
     def start_beat(self) -> None:
         """Celery beat with the tick schedule (every second here)."""
         self._spawn(
@@ -316,8 +325,11 @@ def running_stack(
     workers: int = 1,
     beat: bool = True,
     concurrency: int = 8,
+    webhooks_worker: bool = True,
 ) -> Iterator[Stack]:
-    """A fresh database from the migrated template, a key prefix, a carrier, API and workers."""
+    """A fresh database from the migrated template, a key prefix, a carrier, API and workers:
+    ``workers`` on every queue but webhooks, and (unless ``webhooks_worker`` is false) one
+    webhooks worker. A test may start others as it likes (``Stack.start_worker``)."""
     name = f"sbtest_{uuid.uuid4().hex[:10]}"
     database_url = create_database(server_url, name, template)
     carrier = SandboxCarrier(SandboxConfig.from_dict(sandbox or {})).start()
@@ -334,6 +346,8 @@ def running_stack(
         stack.start_api()
         for index in range(workers):
             stack.start_worker(name=f"worker{index}", concurrency=concurrency)
+        if webhooks_worker:
+            stack.start_webhooks_worker()
         if beat:
             stack.start_beat()
         yield stack

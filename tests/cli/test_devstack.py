@@ -178,8 +178,11 @@ def test_compose_file_has_health_checks_and_valid_dependencies() -> None:
     assert "api.main:app" in _command_text(services["api"])
     for name in ("worker", "beat", "flower"):
         assert "worker.app" in _command_text(services[name]), name
-    assert "-Q batch-control,status,webhooks,dial" in _command_text(services["worker"])
+    assert "-Q batch-control,status,dial" in _command_text(services["worker"])
     assert "-E" in _command_text(services["worker"]).split()
+    # Webhook deliveries run in a worker of their own, never beside dials.
+    assert "-Q webhooks " in _command_text(services["webhooks"])
+    assert "inspect ping" in check("webhooks")
     for name in ("api", "worker", "beat"):
         depends = services[name]["depends_on"]
         assert {"postgres", "redis"} <= set(depends) or "api" in depends, name
@@ -195,9 +198,13 @@ def test_procfile_and_dockerfile() -> None:
         if line.strip() and not line.startswith("#"):
             name, command = line.split(":", 1)
             entries[name.strip()] = command.strip()
-    assert {"web", "worker", "beat", "flower", "sandbox"} <= set(entries)
+    assert {"web", "worker", "webhooks", "beat", "flower", "sandbox"} <= set(entries)
     assert "api.main:app" in entries["web"]
-    for name in ("worker", "beat", "flower"):
+    # Webhook deliveries run in a worker of their own, never beside dials.
+    for name, queues in (("worker", "batch-control,status,dial"), ("webhooks", "webhooks")):
+        argv = shlex.split(entries[name])
+        assert argv[argv.index("-Q") + 1] == queues, name
+    for name in ("worker", "webhooks", "beat", "flower"):
         assert shlex.split(entries[name])[:3] == ["celery", "-A", "worker.app"], name
     assert "-m sandbox" in entries["sandbox"]
 
