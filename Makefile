@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make install  create $(VENV), install switchboard with its dev tools, and Chromium"
 	@echo "make demo     run a sample batch through a private local stack"
-	@echo "make run      run API, worker, beat, Flower and the sandbox carrier"
+	@echo "make run      run API, workers (dial, webhooks), beat, Flower and the sandbox carrier"
 	@echo "make test     ruff, ruff format --check, mypy and pytest (what CI runs)"
 	@echo "make lint     ruff and mypy only"
 	@echo "make bench    run bench/dispatch.py"

@@ -406,6 +406,9 @@ def run(args: argparse.Namespace) -> None:
                 workers=workers,
                 beat=True,
                 concurrency=concurrency,
+                # No webhook endpoints here: the webhooks worker would only idle beside the
+                # workers measured.
+                webhooks_worker=False,
             )
 
         if only & {"a", "f"}:

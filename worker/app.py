@@ -1,4 +1,5 @@
-"""The Celery application: ``celery -A worker.app worker -Q batch-control,status,webhooks,dial``."""
+"""The Celery application: ``celery -A worker.app worker -Q batch-control,status,dial`` (and a
+worker of its own for ``-Q webhooks``)."""
 
 from __future__ import annotations
 
