@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="run API, workers (dial and webhooks), beat, Flower and the sandbox carrier in the foreground",
+        help="run API, workers (dial, webhooks), beat, Flower and the sandbox in the foreground",
         description="Uses DATABASE_URL / REDIS_URL when set, else embedded PostgreSQL and Redis.",
     )
     run.add_argument("--api-port", type=int, default=_env_int("SWITCHBOARD_API_PORT", 8000))
