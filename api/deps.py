@@ -26,8 +26,11 @@ def _workspace_id(
     session: SessionDep,
     x_api_key: Annotated[str | None, Header(description="API key")] = None,
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
+    xi_api_key: Annotated[
+        str | None, Header(description="API key, as the ElevenLabs SDK sends it")
+    ] = None,
 ) -> str:
-    key = x_api_key
+    key = x_api_key or xi_api_key
     if not key and authorization and authorization.lower().startswith("bearer "):
         key = authorization[7:].strip()
     return authenticate(session, key)
