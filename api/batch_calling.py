@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, WorkspaceDep
@@ -99,6 +100,39 @@ def export_batch(batch_id: str, session: SessionDep, workspace_id: WorkspaceDep)
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{batch_id}.csv"'},
     )
+
+
+@router.get(
+    "/{batch_id}/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+    summary="Export a batch call's recipients and results as CSV, streamed",
+)
+def stream_export_batch(
+    batch_id: str,
+    session: SessionDep,
+    workspace_id: WorkspaceDep,
+    limit: Annotated[
+        int | None, Query(ge=1, le=batch_csv.MAX_CSV_ROWS, description="Only the first N rows")
+    ] = None,
+) -> StreamingResponse:
+    """The columns of ``export.csv``; ``limit`` previews the first recipients."""
+    batch_csv.require_batch(session, workspace_id, batch_id)
+    return StreamingResponse(
+        batch_csv.stream_batch_csv(batch_id, transaction, limit),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{batch_id}.csv"'},
+    )
+
+
+@router.delete(
+    "/{batch_id}", status_code=204, response_class=Response, summary="Delete a batch call"
+)
+def delete_batch(batch_id: str, workspace_id: WorkspaceDep) -> Response:
+    """Delete the batch and its recipient records for good; a running batch is cancelled
+    first (no call is placed once this returns, live calls are hung up)."""
+    service.delete_batch(workspace_id, batch_id, transaction)
+    return Response(status_code=204)
 
 
 def _control(

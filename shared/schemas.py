@@ -97,6 +97,12 @@ class TelephonyCallConfig(_Open):
     ringing_timeout_secs: int | None = Field(default=None, ge=5, le=600)
 
 
+class TelephonyCallConfigResponse(_Open):
+    """The batch's telephony settings as calls use them: its own, or the defaults."""
+
+    ringing_timeout_secs: int
+
+
 RetryableOutcome = Literal["busy", "no_answer", "failed", "voicemail"]
 
 
@@ -197,7 +203,7 @@ class BatchResponse(BaseModel):
     total_calls_finished: int = 0
     retry_count: int = 0
     timezone: str | None = None
-    telephony_call_config: TelephonyCallConfig | None = None
+    telephony_call_config: TelephonyCallConfigResponse
     target_concurrency_limit: int | None = None
     retry_policy: RetryPolicy | None = None
     calling_window: CallingWindowSpec | None = None

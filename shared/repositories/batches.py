@@ -349,3 +349,39 @@ def count_by_status(session: Session) -> dict[str, int]:
     """How many batches there are per status: one GROUP BY."""
     rows = session.execute(select(Batch.status, func.count()).group_by(Batch.status)).all()
     return {str(status): int(count) for status, count in rows}
+
+
+def delete_batch(session: Session, workspace_id: str, batch_id: str) -> int:
+    """Delete the batch, its calls and the rows that point at them (webhook deliveries about
+    the batch or its calls, status reports of its calls, an idempotency key naming it): how
+    many calls went. The dial log is per number and stays."""
+    params = {"workspace_id": workspace_id, "batch_id": batch_id}
+    session.execute(
+        text(
+            "DELETE FROM webhook_deliveries WHERE workspace_id = :workspace_id "
+            "AND payload -> 'data' ->> 'batch_id' = :batch_id"
+        ),
+        params,
+    )
+    session.execute(
+        text(
+            "DELETE FROM status_inbox WHERE call_id IN "
+            "(SELECT id FROM calls WHERE batch_id = :batch_id)"
+        ),
+        params,
+    )
+    session.execute(
+        text(
+            "DELETE FROM idempotency_keys "
+            "WHERE workspace_id = :workspace_id AND batch_id = :batch_id"
+        ),
+        params,
+    )
+    calls = session.execute(
+        text("DELETE FROM calls WHERE workspace_id = :workspace_id AND batch_id = :batch_id"),
+        params,
+    )
+    session.execute(
+        text("DELETE FROM batches WHERE workspace_id = :workspace_id AND id = :batch_id"), params
+    )
+    return int(calls.rowcount)  # type: ignore[attr-defined]

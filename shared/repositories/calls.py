@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, func, select, text
+from sqlalchemy import Row, Select, Table, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -520,28 +520,41 @@ def orphaned_pending_calls(session: Session, within_s: float, limit: int) -> lis
 
 def recipient_rows(session: Session, batch_id: str) -> list[Any]:
     """Every call of the batch in submission order."""
-    return list(
-        session.execute(
-            select(
-                Call.id,
-                Call.recipient_id,
-                Call.phone_number,
-                Call.whatsapp_user_id,
-                Call.status,
-                Call.outcome,
-                Call.attempts,
-                Call.created_at,
-                Call.updated_at,
-                Call.provider_call_sid,
-                Call.caller_number,
-                Call.client_data,
-                Call.attempt_history,
-                Call.duration_s,
-                Call.request_metadata,
-            )
-            .where(Call.batch_id == batch_id)
-            .order_by(Call.position)
-        ).all()
+    return list(session.execute(_recipients_query(batch_id)).all())
+
+
+def stream_recipient_rows(
+    session: Session, batch_id: str, limit: int | None = None, chunk: int = 1000
+) -> Iterator[Any]:
+    """The first ``limit`` (or every) calls of the batch in submission order, fetched
+    ``chunk`` rows at a time through a server-side cursor."""
+    query = _recipients_query(batch_id)
+    if limit is not None:
+        query = query.limit(limit)
+    yield from session.execute(query, execution_options={"yield_per": chunk})
+
+
+def _recipients_query(batch_id: str) -> Select[*tuple[Any, ...]]:
+    return (
+        select(
+            Call.id,
+            Call.recipient_id,
+            Call.phone_number,
+            Call.whatsapp_user_id,
+            Call.status,
+            Call.outcome,
+            Call.attempts,
+            Call.created_at,
+            Call.updated_at,
+            Call.provider_call_sid,
+            Call.caller_number,
+            Call.client_data,
+            Call.attempt_history,
+            Call.duration_s,
+            Call.request_metadata,
+        )
+        .where(Call.batch_id == batch_id)
+        .order_by(Call.position)
     )
 
 

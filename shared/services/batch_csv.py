@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo
 from shared.schemas import SubmitBatchRequest
 from shared.services import batches
+from shared.services.calls import Transaction
 
 MAX_CSV_ROWS = 10_000
 MAX_CSV_BYTES = 20 * 1024 * 1024
@@ -279,12 +280,33 @@ def _inert(text: str) -> str:
 
 def export_batch_csv(session: Session, workspace_id: str, batch_id: str) -> str:
     """Every recipient of the batch in submission order as CSV text, or 404."""
+    require_batch(session, workspace_id, batch_id)
+    return "".join(batch_csv_chunks(session, batch_id))
+
+
+def require_batch(session: Session, workspace_id: str, batch_id: str) -> None:
+    """404 unless the workspace has this batch: checked before a streamed export starts."""
     if batches_repo.get_batch_row(session, workspace_id, batch_id) is None:
         raise NotFound(["path", "batch_id"], f"batch '{batch_id}' not found")
+
+
+def stream_batch_csv(
+    batch_id: str, transaction: Transaction, limit: int | None = None
+) -> Iterator[str]:
+    """The export as CSV text in chunks, read in a transaction of its own (a streamed
+    response outlives the request's)."""
+    with transaction() as session:
+        yield from batch_csv_chunks(session, batch_id, limit)
+
+
+def batch_csv_chunks(
+    session: Session, batch_id: str, limit: int | None = None, rows_per_chunk: int = 500
+) -> Iterator[str]:
+    """The header, then the first ``limit`` (or every) recipients, as CSV text in chunks."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(EXPORT_COLUMNS)
-    for r in calls_repo.recipient_rows(session, batch_id):
+    for n, r in enumerate(calls_repo.stream_recipient_rows(session, batch_id, limit), start=1):
         metadata = (
             json.dumps(r.request_metadata, separators=(",", ":"), sort_keys=True)
             if r.request_metadata
@@ -303,4 +325,8 @@ def export_batch_csv(session: Session, workspace_id: str, batch_id: str) -> str:
                 metadata,
             ]
         )
-    return out.getvalue()
+        if n % rows_per_chunk == 0:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue()

@@ -46,9 +46,16 @@ from shared.schemas import (
     OutboundCallRecipient,
     RecipientResponse,
     SubmitBatchRequest,
+    TelephonyCallConfigResponse,
 )
 from shared.services import webhooks
-from shared.services.calls import DIAL_FENCE_S, Transaction, slot_limits
+from shared.services.calls import (
+    DIAL_FENCE_S,
+    Transaction,
+    hang_up_call,
+    ringing_timeout_s,
+    slot_limits,
+)
 from shared.services.status_inbox import redrive_status_inbox
 from shared.settings import get_settings
 from shared.templates import placeholders, placeholders_in
@@ -610,7 +617,12 @@ def _batch_response(row: Row[Any], cls: type[BatchResponse] = BatchResponse, **e
         total_calls_finished=row.total_calls_finished,
         retry_count=row.retry_count,
         timezone=row.timezone,
-        telephony_call_config=row.telephony_call_config,
+        telephony_call_config=TelephonyCallConfigResponse.model_validate(
+            {
+                **(row.telephony_call_config or {}),
+                "ringing_timeout_secs": ringing_timeout_s(row.telephony_call_config),
+            }
+        ),
         target_concurrency_limit=row.target_concurrency_limit,
         retry_policy=row.retry_policy,
         calling_window=row.calling_window,
@@ -927,6 +939,29 @@ def retry_batch(session: Session, workspace_id: str, batch_id: str) -> int:
     batches_repo.move_counters(session, batch_id, CounterDeltas(finished=-count, final=-count))
     _publish_dials_after_commit(session, call_ids)
     return count
+
+
+def delete_batch(workspace_id: str, batch_id: str, transaction: Transaction) -> None:
+    """Delete the batch and its recipients for good, or 404. A pending or running batch is
+    cancelled first and its claims settled, so no call is placed once this returns; calls
+    still live are hung up before their rows go."""
+    with transaction() as session:
+        batch = _locked_batch(session, workspace_id, batch_id)
+        running = batch.status in ("pending", "in_progress")
+        if running:
+            cancel_batch(session, workspace_id, batch_id)
+    if running:
+        settle_claims(batch_id, transaction, committed_at=time.monotonic())
+    with transaction() as session:
+        live = calls_repo.live_call_ids(session, batch_id)
+    # Ended here rather than by the queued hang-ups: those find no row once it is deleted.
+    for call_id in live:
+        hang_up_call(call_id, transaction)
+    with transaction() as session:
+        batch = _locked_batch(session, workspace_id, batch_id)
+        if batch.status in ("pending", "in_progress"):
+            raise Conflict(["path", "batch_id"], "the batch was started again meanwhile")
+        batches_repo.delete_batch(session, workspace_id, batch_id)
 
 
 def settle_claims(batch_id: str, transaction: Transaction, committed_at: float) -> None:

@@ -544,14 +544,13 @@ def _place_claimed_call(
     if stopped is not None:
         slots.release(call_id, names)
         return stopped
-    config = row.telephony_call_config or {}
     request = DialRequest(
         call_id=call_id,
         to=row.phone_number,
         from_=callers[paced],
         twiml_url=twilio_twiml_url(call_id, settings),
         status_callback_url=twilio_status_callback_url(call_id, settings),
-        ringing_timeout_s=config.get("ringing_timeout_secs") or settings.default_ringing_timeout_s,
+        ringing_timeout_s=ringing_timeout_s(row.telephony_call_config),
         time_limit_s=settings.max_call_duration_s,
         send_before=fence.send_before,
     )
@@ -890,6 +889,13 @@ def twiml_for_call(call_id: str) -> str:
         f'<Parameter name="agent_config_url" value={quoteattr(config_url)}/>'
         "</Stream></Connect></Response>"
     )
+
+
+def ringing_timeout_s(telephony_call_config: dict[str, Any] | None) -> int:
+    """How long a call of a batch with this ``telephony_call_config`` rings: its own, or the
+    default."""
+    config = telephony_call_config or {}
+    return int(config.get("ringing_timeout_secs") or get_settings().default_ringing_timeout_s)
 
 
 def hang_up_call(call_id: str, transaction: Transaction) -> str:
