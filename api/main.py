@@ -31,13 +31,15 @@ from shared import heap
 from shared.db import get_engine
 from shared.errors import SwitchboardError
 from shared.services.batch_csv import MAX_CSV_BYTES
-from shared.settings import get_settings
+from shared.settings import get_settings, refuse_unsafe_start
 
 log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
 async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    # Before serving anything: a default signing secret would let anyone forge agent-config URLs.
+    refuse_unsafe_start(get_settings())
     heap.settle()  # everything imported and built by now lives as long as the process
     yield
 

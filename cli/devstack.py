@@ -746,6 +746,8 @@ def child_environment(
         DATABASE_URL=services.database_url,
         REDIS_URL=services.redis_url,
         SWITCHBOARD_SANDBOX_URL=f"http://{LOCALHOST}:{ports.sandbox}",
+        # The dev stack is development, whatever the shell says: its dev secrets are accepted.
+        SWITCHBOARD_ENV="dev",
         PYTHONUNBUFFERED="1",
     )
     # The sandbox calls back to the API; keep any public URL the developer set (a tunnel).

@@ -87,6 +87,23 @@ class Conflict(SwitchboardError):
         super().__init__(items=_single(loc, msg, "conflict"), status_code=409)
 
 
+class UnsafeSettings(SwitchboardError):
+    """A process was asked to start in production with settings only fit for development."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(
+            items=[ErrorItem(["settings"], problem, "unsafe_setting") for problem in problems],
+            status_code=500,
+        )
+
+    def __str__(self) -> str:
+        problems = "; ".join(item.msg for item in self.items)
+        return (
+            f"refusing to start with SWITCHBOARD_ENV=production: {problems}. Set them (README, "
+            "Going live), or set SWITCHBOARD_ENV=dev on a development machine."
+        )
+
+
 class ProviderError(Exception):
     """A telephony provider refused or failed a request."""
 

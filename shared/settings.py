@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import UnsafeSettings
 
 SANDBOX_ACCOUNT_SID = "AC00000000000000000000000000000000"
 SANDBOX_AUTH_TOKEN = "sandbox-auth-token"
@@ -15,6 +18,12 @@ class Settings(BaseSettings):
     """Every tunable of the API, the workers and beat; defaults suit the embedded dev stack."""
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+
+    # "production" (the default): the API, the workers, beat and Flower refuse to start while a
+    # secret is a development default or empty, or while calls would go to the sandbox carrier
+    # (unsafe_for_production). "dev": the embedded stack's defaults are accepted; `make run`,
+    # `make demo` and the tests set it.
+    env: Literal["production", "dev"] = "production"
 
     database_url: str = Field(
         default="postgresql+psycopg2://postgres@127.0.0.1:5432/switchboard",
@@ -167,6 +176,41 @@ class Settings(BaseSettings):
     # (0: none). One port per worker process, so this suits the threads pool.
     worker_metrics_port: int = 0
     worker_metrics_host: str = "127.0.0.1"
+
+    def unsafe_for_production(self, *, flower: bool = False) -> list[str]:
+        """What makes these settings unfit for production, one problem per setting, each
+        naming its environment variable; with ``flower``, Flower's credentials too."""
+        secrets = ["signing_secret", *(["flower_user", "flower_password"] if flower else [])]
+        problems = []
+        for name in secrets:
+            value = str(getattr(self, name)).strip()
+            if not value:
+                problems.append(f"{_variable(name)} is empty")
+            elif value == Settings.model_fields[name].default:
+                problems.append(f"{_variable(name)} is the development default")
+        # Production dials Twilio; without an account the sandbox carrier would take the calls.
+        if not self.twilio_account_sid.strip():
+            problems.append(
+                f"{_variable('twilio_account_sid')} is empty (calls would go to the sandbox "
+                "carrier)"
+            )
+        elif not self.twilio_auth_token.strip():
+            problems.append(f"{_variable('twilio_auth_token')} is empty")
+        return problems
+
+
+def _variable(setting: str) -> str:
+    return f"SWITCHBOARD_{setting.upper()}"
+
+
+def refuse_unsafe_start(settings: Settings, *, flower: bool = False) -> None:
+    """Raise ``UnsafeSettings`` when a process is asked to start in production with settings
+    only fit for development (``Settings.unsafe_for_production``); in dev, accept anything."""
+    if settings.env == "dev":
+        return
+    problems = settings.unsafe_for_production(flower=flower)
+    if problems:
+        raise UnsafeSettings(problems)
 
 
 @lru_cache(maxsize=1)

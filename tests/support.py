@@ -122,6 +122,8 @@ class Stack:
             DATABASE_URL=self.database_url,
             REDIS_URL=self.redis_url,
             SWITCHBOARD_REDIS_KEY_PREFIX=self.redis_prefix,
+            # Development mode: the stack runs on the dev secrets and the sandbox carrier.
+            SWITCHBOARD_ENV="dev",
             SWITCHBOARD_PUBLIC_BASE_URL=self.api_url,
             SWITCHBOARD_SANDBOX_URL=self.carrier.base_url,
             SWITCHBOARD_TWILIO_ACCOUNT_SID="",

@@ -4,15 +4,33 @@ worker of its own for ``-Q webhooks``)."""
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
+import click
 from celery.signals import worker_init, worker_process_init, worker_ready
 
 from shared import heap
 from shared.db import reset_engine
+from shared.errors import UnsafeSettings
 from shared.messaging import make_celery
 from shared.metrics import serve_worker_metrics
-from shared.settings import get_settings
+from shared.settings import get_settings, refuse_unsafe_start
+
+
+def _celery_command() -> str | None:
+    # `celery -A worker.app <command>` imports this module while its command line is parsed,
+    # once the command (worker, beat, flower, ...) is known.
+    context = click.get_current_context(silent=True)
+    return context.invoked_subcommand if context is not None else None
+
+
+# Every process started with this app (workers, beat, Flower) checks its settings before it
+# does anything else; a refusal exits with status 1 and says which settings to set.
+try:
+    refuse_unsafe_start(get_settings(), flower=_celery_command() == "flower")
+except UnsafeSettings as unsafe:
+    sys.exit(f"switchboard: {unsafe}")
 
 app = make_celery()
 app.conf.imports = ("worker.tasks",)

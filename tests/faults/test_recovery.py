@@ -65,6 +65,7 @@ def product_default(name: str) -> str:
 # test: kept as the harness sets them.
 HARNESS_SETTINGS_KEPT = frozenset(
     {
+        "env",
         "redis_key_prefix",
         "public_base_url",
         "sandbox_url",
