@@ -104,6 +104,33 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(_args: argparse.Namespace) -> int:
+    """Check a going-live configuration and print every problem; 1 when there is one."""
+    from cli.devstack import check_redis
+    from shared.errors import ProviderError
+    from shared.settings import get_settings
+    from shared.telephony.twilio import TwilioProvider, account_for
+
+    settings = get_settings()
+    problems = settings.going_live_problems()
+    for check, url in ((check_database, settings.database_url), (check_redis, settings.redis_url)):
+        try:
+            check(url)
+        except ServiceUnavailable as exc:
+            problems.append(str(exc))
+    if settings.twilio_account_sid.strip() and settings.twilio_auth_token.strip():
+        try:
+            TwilioProvider(account_for(settings), settings).check_account()
+        except ProviderError as exc:
+            problems.append(f"Twilio did not accept the account's credentials: {exc.message}")
+    for problem in problems:
+        print(f"problem: {problem}")
+    if problems:
+        return 1
+    print("ready to go live: settings, database, broker and Twilio account check out")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # run
 
@@ -294,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="upgrade the database at DATABASE_URL to head")
     migrate.set_defaults(handler=cmd_migrate)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the settings, database, broker and Twilio account for going live",
+    )
+    doctor.set_defaults(handler=cmd_doctor)
 
     run = commands.add_parser(
         "run",

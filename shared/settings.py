@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -198,9 +200,42 @@ class Settings(BaseSettings):
             problems.append(f"{_variable('twilio_auth_token')} is empty")
         return problems
 
+    def going_live_problems(self) -> list[str]:
+        """What these settings lack for going live (``switchboard doctor``): production mode,
+        the startup rule with Flower's credentials, an address Twilio can reach the API at,
+        and the voice runtime's address."""
+        problems = []
+        if self.env != "production":
+            problems.append(
+                f"{_variable('env')} is {self.env} (development secrets would be accepted)"
+            )
+        problems += self.unsafe_for_production(flower=True)
+        public_host = urlsplit(self.public_base_url).hostname
+        if not public_host:
+            problems.append(f"{_variable('public_base_url')} is not a URL")
+        elif _is_loopback(public_host):
+            problems.append(
+                f"{_variable('public_base_url')} is a loopback address: Twilio cannot reach it"
+            )
+        voice_runtime = self.voice_runtime_url.strip()
+        if voice_runtime == Settings.model_fields["voice_runtime_url"].default:
+            problems.append(f"{_variable('voice_runtime_url')} is the development default")
+        elif not urlsplit(voice_runtime).hostname:
+            problems.append(f"{_variable('voice_runtime_url')} is not a URL")
+        return problems
+
 
 def _variable(setting: str) -> str:
     return f"SWITCHBOARD_{setting.upper()}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def refuse_unsafe_start(settings: Settings, *, flower: bool = False) -> None:

@@ -329,6 +329,12 @@ class TwilioProvider:
             str(call.sid), str(call.status), answered_by=call.answered_by, duration=call.duration
         )
 
+    def check_account(self) -> None:
+        """Read the account itself (one cheap request): raise ``ProviderError`` when Twilio
+        refuses the credentials or cannot be reached."""
+        sid = self.account.account_sid
+        self._call(lambda: self._client().api.v2010.accounts(sid).fetch())
+
 
 _providers: dict[str, TwilioProvider] = {}
 _providers_lock = threading.Lock()

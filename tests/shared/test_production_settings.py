@@ -225,3 +225,42 @@ def test_the_api_and_a_worker_start_on_production_settings(
         if " ready." in line:
             break
     assert any(" ready." in line for line in lines), "".join(lines[-40:])
+
+
+# --- going live (switchboard doctor) ---------------------------------------------------------
+
+GOING_LIVE = {
+    **LIVE,
+    "env": "production",
+    "public_base_url": "https://switchboard.example.com",
+    "voice_runtime_url": "wss://voice.example.com/media",
+}
+
+
+def test_a_going_live_configuration_has_no_problems() -> None:
+    assert Settings(**GOING_LIVE).going_live_problems() == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"env": "dev"}, "SWITCHBOARD_ENV is dev (development secrets would be accepted)"),
+        ({"flower_password": ""}, "SWITCHBOARD_FLOWER_PASSWORD is empty"),
+        (
+            {"public_base_url": "http://127.0.0.1:8000"},
+            "SWITCHBOARD_PUBLIC_BASE_URL is a loopback address: Twilio cannot reach it",
+        ),
+        (
+            {"public_base_url": "http://localhost:8000"},
+            "SWITCHBOARD_PUBLIC_BASE_URL is a loopback address: Twilio cannot reach it",
+        ),
+        ({"public_base_url": ""}, "SWITCHBOARD_PUBLIC_BASE_URL is not a URL"),
+        (
+            {"voice_runtime_url": Settings.model_fields["voice_runtime_url"].default},
+            "SWITCHBOARD_VOICE_RUNTIME_URL is the development default",
+        ),
+        ({"voice_runtime_url": ""}, "SWITCHBOARD_VOICE_RUNTIME_URL is not a URL"),
+    ],
+)
+def test_each_going_live_problem_is_named(overrides: dict[str, str], problem: str) -> None:
+    assert Settings(**{**GOING_LIVE, **overrides}).going_live_problems() == [problem]

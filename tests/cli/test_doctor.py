@@ -1,0 +1,96 @@
+"""``switchboard doctor``: every problem of a going-live configuration, and exit status 1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from cli.main import main
+from shared.settings import get_settings
+from shared.telephony.twilio import TwilioProvider
+from tests.support import ROOT, free_port
+
+GOING_LIVE_ENV = {
+    "SWITCHBOARD_ENV": "production",
+    "SWITCHBOARD_SIGNING_SECRET": "a-long-random-signing-secret",
+    "SWITCHBOARD_FLOWER_USER": "ops",
+    "SWITCHBOARD_FLOWER_PASSWORD": "a-flower-password",
+    "SWITCHBOARD_TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+    "SWITCHBOARD_TWILIO_AUTH_TOKEN": "a-twilio-auth-token",
+    "SWITCHBOARD_PUBLIC_BASE_URL": "https://switchboard.example.com",
+    "SWITCHBOARD_VOICE_RUNTIME_URL": "wss://voice.example.com/media",
+}
+
+
+def test_doctor_names_every_problem_of_the_product_defaults() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    # Nothing listens there: the database and the broker are reported too.
+    env["DATABASE_URL"] = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/none"
+    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    doctor = subprocess.run(
+        [sys.executable, "-m", "cli.main", "doctor"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert doctor.returncode == 1, doctor.stderr
+    for named in (
+        "SWITCHBOARD_SIGNING_SECRET is the development default",
+        "SWITCHBOARD_FLOWER_USER is the development default",
+        "SWITCHBOARD_FLOWER_PASSWORD is the development default",
+        "SWITCHBOARD_TWILIO_ACCOUNT_SID is empty",
+        "SWITCHBOARD_PUBLIC_BASE_URL is a loopback address",
+        "SWITCHBOARD_VOICE_RUNTIME_URL is the development default",
+        "the database at",
+        "Redis at",
+    ):
+        assert f"problem: {named}" in doctor.stdout, doctor.stdout
+
+
+@pytest.fixture
+def going_live(
+    monkeypatch: pytest.MonkeyPatch, service_urls: tuple[str, str]
+) -> Iterator[list[str]]:
+    """A going-live environment on the test's services; Twilio's account read is recorded
+    instead of sent (nothing leaves the machine)."""
+    database_url, redis_url = service_urls
+    for name, value in {
+        **GOING_LIVE_ENV,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    checked: list[str] = []
+    monkeypatch.setattr(
+        TwilioProvider, "check_account", lambda self: checked.append(self.account.account_sid)
+    )
+    get_settings.cache_clear()
+    yield checked
+    get_settings.cache_clear()
+
+
+def test_doctor_passes_a_going_live_configuration(
+    going_live: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["doctor"]) == 0
+    assert "ready to go live" in capsys.readouterr().out
+    assert going_live == [GOING_LIVE_ENV["SWITCHBOARD_TWILIO_ACCOUNT_SID"]]
+
+
+def test_doctor_fails_on_one_problem(
+    going_live: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+    get_settings.cache_clear()
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        "problem: SWITCHBOARD_PUBLIC_BASE_URL is a loopback address: Twilio cannot reach it"
+    ]
