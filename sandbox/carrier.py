@@ -42,6 +42,7 @@ from shared.telephony.twilio import request_signature
 
 API_PREFIX = "/2010-04-01/Accounts/"
 CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Calls(?:/([^/.]+))?\.json$")
+ACCOUNT_PATH = re.compile(r"^/2010-04-01/Accounts/([^/.]+)\.json$")
 FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 CALLBACK_COUNTS = ("callbacks_sent", "callbacks_failed", "callbacks_resent", "callbacks_lost")
@@ -238,6 +239,10 @@ class SandboxCarrier:
         try:
             if path.startswith("/sandbox/"):
                 return self._control(method, path, form)
+            account = ACCOUNT_PATH.match(path)
+            if account is not None and method == "GET":
+                self._authenticate(account[1], authorization)
+                return 200, self._account(account[1])
             match = CALLS_PATH.match(path)
             if match is None:
                 raise _Reply(
@@ -280,6 +285,18 @@ class SandboxCarrier:
                 presented = base64.b64decode(authorization[6:]).decode().split(":", 1)
         if token is None or presented != [account_sid, token]:
             raise _Reply(401, twilio_error(401, 20003, "Authenticate"))
+
+    @staticmethod
+    def _account(account_sid: str) -> dict[str, Any]:
+        """The account resource, as Twilio's REST API answers a read of it."""
+        return {
+            "sid": account_sid,
+            "owner_account_sid": account_sid,
+            "friendly_name": "Sandbox carrier",
+            "status": "active",
+            "type": "Full",
+            "uri": f"{API_PREFIX}{account_sid}.json",
+        }
 
     def _draw(self, rule: Rule, to: str, attempt: int) -> random.Random:
         return random.Random(f"{self.config.seed}:{to}:{attempt}")

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # Twilio credentials; when the account SID is empty the sandbox carrier is used.
     twilio_account_sid: str = ""
     twilio_auth_token: str = ""
+    # Where Twilio's REST API is reached with those credentials: empty for Twilio itself, or a
+    # Twilio edge's or an egress proxy's base URL (https://api.dublin.ie1.twilio.com, ...).
+    twilio_api_base_url: str = ""
     sandbox_url: str = "http://127.0.0.1:8055"
     # The call-progress events Twilio posts to the status callback, space-separated. Each one
     # costs a request, a worker's transition and a row version per call. The default asks for

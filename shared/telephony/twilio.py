@@ -64,7 +64,11 @@ def account_for(settings: Settings, credentials_ref: str = "default") -> TwilioA
     """
     del credentials_ref  # every number uses the default account until a secret store exists
     if settings.twilio_account_sid:
-        return TwilioAccount(settings.twilio_account_sid, settings.twilio_auth_token)
+        return TwilioAccount(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token,
+            settings.twilio_api_base_url or None,
+        )
     return TwilioAccount(SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, settings.sandbox_url)
 
 

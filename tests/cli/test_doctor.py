@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from cli.main import main
+from sandbox import SandboxCarrier, SandboxConfig
 from shared.settings import get_settings
-from shared.telephony.twilio import TwilioProvider
 from tests.support import ROOT, free_port
 
 GOING_LIVE_ENV = {
@@ -57,35 +57,48 @@ def test_doctor_names_every_problem_of_the_product_defaults() -> None:
 @pytest.fixture
 def going_live(
     monkeypatch: pytest.MonkeyPatch, service_urls: tuple[str, str]
-) -> Iterator[list[str]]:
-    """A going-live environment on the test's services; Twilio's account read is recorded
-    instead of sent (nothing leaves the machine)."""
+) -> Iterator[SandboxCarrier]:
+    """A going-live environment on the test's services, whose Twilio REST API is the sandbox
+    carrier on loopback (``SWITCHBOARD_TWILIO_API_BASE_URL``), with an account of its own:
+    the doctor's account read goes through the SDK to it, and nothing leaves the machine."""
     database_url, redis_url = service_urls
-    for name, value in {
-        **GOING_LIVE_ENV,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-    }.items():
-        monkeypatch.setenv(name, value)
-    checked: list[str] = []
-    monkeypatch.setattr(
-        TwilioProvider, "check_account", lambda self: checked.append(self.account.account_sid)
-    )
-    get_settings.cache_clear()
-    yield checked
-    get_settings.cache_clear()
+    accounts = {
+        GOING_LIVE_ENV["SWITCHBOARD_TWILIO_ACCOUNT_SID"]: GOING_LIVE_ENV[
+            "SWITCHBOARD_TWILIO_AUTH_TOKEN"
+        ]
+    }
+    with SandboxCarrier(SandboxConfig(accounts=accounts)).start() as carrier:
+        for name, value in {
+            **GOING_LIVE_ENV,
+            "SWITCHBOARD_TWILIO_API_BASE_URL": carrier.base_url,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+        }.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        yield carrier
+        get_settings.cache_clear()
 
 
 def test_doctor_passes_a_going_live_configuration(
-    going_live: list[str], capsys: pytest.CaptureFixture[str]
+    going_live: SandboxCarrier, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["doctor"]) == 0
     assert "ready to go live" in capsys.readouterr().out
-    assert going_live == [GOING_LIVE_ENV["SWITCHBOARD_TWILIO_ACCOUNT_SID"]]
+
+
+def test_doctor_reports_credentials_the_provider_refuses(
+    going_live: SandboxCarrier, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_TWILIO_AUTH_TOKEN", "a-revoked-token")
+    get_settings.cache_clear()
+    assert main(["doctor"]) == 1
+    [problem] = capsys.readouterr().out.splitlines()
+    assert problem.startswith("problem: Twilio did not accept the account's credentials")
 
 
 def test_doctor_fails_on_one_problem(
-    going_live: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    going_live: SandboxCarrier, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SWITCHBOARD_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
     get_settings.cache_clear()
