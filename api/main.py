@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import (
@@ -119,6 +120,18 @@ application.add_middleware(_GuardUploads)
 @application.exception_handler(SwitchboardError)
 async def _domain_error(_: Request, exc: SwitchboardError) -> JSONResponse:
     return JSONResponse({"detail": exc.detail()}, status_code=exc.status_code)
+
+
+# The framework's own errors (an unknown route, a method the route does not take) in the
+# seeds' shape too: what a client gets is always {"detail": [{"loc", "msg", "type"}]}.
+_HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed"}
+
+
+@application.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    kind = _HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
+    detail = [{"loc": ["path"], "msg": str(exc.detail), "type": kind}]
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 @application.exception_handler(RequestValidationError)

@@ -158,6 +158,10 @@ class CallingWindowSpec(BaseModel):
 
 
 MAX_CALLER_POOL = 50
+# 9999-12-31T23:59:59Z, the last second a stored timestamp can hold.
+MAX_UNIX_TIME = 253_402_300_799
+# The largest integer a stored (32-bit) integer column holds.
+MAX_STORED_INT = 2**31 - 1
 
 
 class SubmitBatchRequest(BaseModel):
@@ -166,7 +170,8 @@ class SubmitBatchRequest(BaseModel):
     call_name: str = Field(min_length=1, max_length=500)
     agent_id: str
     recipients: list[OutboundCallRecipient] = Field(min_length=1, max_length=10_000)
-    scheduled_time_unix: int | None = None
+    # Unix seconds from 1970 up to the last second of year 9999 (what a timestamp can hold).
+    scheduled_time_unix: int | None = Field(default=None, ge=0, le=MAX_UNIX_TIME)
     agent_phone_number_id: str | None = None
     agent_phone_number_ids: list[str] | None = Field(
         default=None,
@@ -178,7 +183,7 @@ class SubmitBatchRequest(BaseModel):
     whatsapp_params: BatchCallWhatsAppParams | None = None
     timezone: str | None = None
     telephony_call_config: TelephonyCallConfig | None = None
-    target_concurrency_limit: int | None = Field(default=None, ge=1)
+    target_concurrency_limit: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
     retry_policy: RetryPolicy | None = None
     calling_window: CallingWindowSpec | None = None
 
@@ -282,12 +287,22 @@ class AgentCreate(BaseModel):
 
 
 class AgentUpdate(BaseModel):
+    """The fields to change; a field left out is unchanged, and none may be set to null."""
+
     name: str | None = Field(default=None, min_length=1, max_length=200)
     prompt: str | None = Field(default=None, max_length=100_000)
     first_message: str | None = Field(default=None, max_length=10_000)
     language: str | None = Field(default=None, max_length=20)
     llm: str | None = Field(default=None, max_length=100)
     voice: VoiceSettings | None = None
+
+    @field_validator("name", "prompt", "first_message", "language", "llm", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Called only for a value given: an explicit null cannot be stored.
+        if value is None:
+            raise ValueError("may not be null; leave the field out to keep it")
+        return value
 
 
 class AgentResponse(BaseModel):
