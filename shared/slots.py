@@ -245,14 +245,7 @@ def restore(
         return False
     try:
         live = read_live()
-        expiry = time.time() + lease_s()
-        with client.pipeline(transaction=False) as pipe:
-            for call_id, names in live:
-                for name in names:
-                    pipe.zadd(_key(name), {call_id: expiry})
-                    pipe.expire(_key(name), int(lease_s()) + 60)
-            pipe.set(_marker(), str(time.time()))
-            pipe.execute()
+        _lease(client, live, only_held=False, then_mark_whole=True)
         ended = read_ended([call_id for call_id, _ in live])
         release_many([(call_id, names) for call_id, names in live if call_id in ended])
         return True
@@ -262,16 +255,26 @@ def restore(
 
 def renew(held: Sequence[tuple[str, Sequence[str]]]) -> None:
     """Extend the leases of calls known to be live (added again if they were lost)."""
-    if not held:
-        return
-    client = _client(get_settings().redis_url)
+    if held:
+        # Only a slot still held: one given back meanwhile (the call ended) stays so.
+        _lease(_client(get_settings().redis_url), held, only_held=True)
+
+
+def _lease(
+    client: redis.Redis,
+    held: Sequence[tuple[str, Sequence[str]]],
+    only_held: bool,
+    then_mark_whole: bool = False,
+) -> None:
+    """Give each call a full lease on its slots, in one round trip."""
     expiry = time.time() + lease_s()
     with client.pipeline(transaction=False) as pipe:
         for call_id, names in held:
             for name in names:
-                # Only a slot still held: one given back meanwhile (the call ended) stays so.
-                pipe.zadd(_key(name), {call_id: expiry}, xx=True)
+                pipe.zadd(_key(name), {call_id: expiry}, xx=only_held)
                 pipe.expire(_key(name), int(lease_s()) + 60)
+        if then_mark_whole:
+            pipe.set(_marker(), str(time.time()))
         pipe.execute()
 
 

@@ -29,6 +29,18 @@ ALL_QUEUES = "batch-control,status,dial"
 WEBHOOKS_QUEUE = "webhooks"
 
 
+# The recounts that docs/ARCHITECTURE.md "Counters (exact definitions)" gives for a batch's
+# counters: recipients, dispatched, finished, retries, and final recipients.
+RECOUNT = """
+SELECT count(*),
+       count(*) FILTER (WHERE first_dispatched_at IS NOT NULL),
+       count(*) FILTER (WHERE status IN ('completed', 'failed', 'voicemail')),
+       coalesce(sum(greatest(attempts - 1, 0)), 0),
+       count(*) FILTER (WHERE status IN ('completed', 'failed', 'voicemail', 'cancelled'))
+FROM calls WHERE batch_id = %s
+"""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on right now."""
     with socket.socket() as sock:

@@ -12,7 +12,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared import messaging, slots
+from shared import messaging
 from shared.db import transaction
 from shared.services import batches as batches_service
 from shared.services import calls as calls_service
@@ -51,22 +51,11 @@ def start_batch(batch_id: str) -> bool:
         return batches_service.start_batch(session, batch_id)
 
 
-# How often the live-call slots in Redis are checked against PostgreSQL for leaks.
-SLOT_AUDIT_INTERVAL_S = 30.0
-
-
 # Never retried: the next tick, a few seconds later, does the same work.
 @app.task(name=messaging.TASK_TICK)
 def tick() -> dict[str, int]:
     """Beat's heartbeat: start due batches, re-drive lost messages, reconcile stale calls."""
-    broker_reset = messaging.broker_restarted()
-    calls_service.restore_slots(transaction)
-    if slots.audit_due(SLOT_AUDIT_INTERVAL_S):
-        calls_service.audit_slots(transaction)
-    with transaction() as session:
-        report = batches_service.tick(session, broker_reset)
-    if broker_reset:
-        log.warning("the broker restarted empty: every message published before is re-driven")
+    report = batches_service.run_tick(transaction)
     if report.batches_started or report.calls_redriven or report.calls_reconciling:
         log.info("tick: %s", report)
     return report.__dict__

@@ -298,18 +298,6 @@ def batch_status(session: Session, batch_id: str) -> str | None:
     return session.execute(select(Batch.status).where(Batch.id == batch_id)).scalar_one_or_none()
 
 
-def running_status(session: Session, batch_id: str) -> str | None:
-    """``running`` while calls of the batch may be placed, else its status (or ``paused``)."""
-    row = session.execute(
-        select(Batch.status, Batch.paused_at).where(Batch.id == batch_id)
-    ).one_or_none()
-    if row is None:
-        return None
-    if row.status == "in_progress" and row.paused_at is None:
-        return "running"
-    return "paused" if row.paused_at is not None else str(row.status)
-
-
 _RUNNING_STATUS = PreparedStatement(
     "switchboard_batch_running_status",
     "SELECT status, paused_at IS NOT NULL AS paused FROM batches WHERE id = :id",
@@ -318,8 +306,9 @@ _RUNNING_STATUS = PreparedStatement(
 
 
 def running_status_now(batch_id: str) -> str | None:
-    """``running_status``, read in a transaction of its own (one round trip, autocommit): what
-    a dial checks right before its provider request."""
+    """``running`` while calls of the batch may be placed, else its status (or ``paused``),
+    read in a transaction of its own (one round trip, autocommit): what a dial checks right
+    before its provider request."""
     rows = _RUNNING_STATUS.run_alone({"id": batch_id})
     if not rows:
         return None

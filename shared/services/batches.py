@@ -52,7 +52,9 @@ from shared.services import webhooks
 from shared.services.calls import (
     DIAL_FENCE_S,
     Transaction,
+    audit_slots,
     hang_up_call,
+    restore_slots,
     ringing_timeout_s,
     slot_limits,
 )
@@ -822,6 +824,25 @@ RESET_REDRIVE_AFTER_S = 2.0
 
 # How long after a batch was cancelled or failed the tick still looks for calls left pending.
 ORPHAN_WINDOW_S = 3600.0
+
+
+# How often the live-call slots in Redis are checked against PostgreSQL for leaks.
+SLOT_AUDIT_INTERVAL_S = 30.0
+
+
+def run_tick(transaction: Transaction) -> TickReport:
+    """One tick, with what comes before its transaction: whether the broker restarted empty
+    since the last one, the live-call slots rebuilt from PostgreSQL if Redis lost them, and,
+    every ``SLOT_AUDIT_INTERVAL_S``, their audit."""
+    broker_reset = messaging.broker_restarted()
+    restore_slots(transaction)
+    if slots.audit_due(SLOT_AUDIT_INTERVAL_S):
+        audit_slots(transaction)
+    with transaction() as session:
+        report = tick(session, broker_reset)
+    if broker_reset:
+        log.warning("the broker restarted empty: every message published before is re-driven")
+    return report
 
 
 def tick(session: Session, broker_reset: bool = False) -> TickReport:

@@ -322,22 +322,25 @@ class TwilioProvider:
                 raise
             # It moved on meanwhile (answered, or ended): try the other way once.
             call = self._call(lambda: self._client().calls(sid).update(status=second))
-        return from_twilio(
-            str(call.sid), str(call.status), answered_by=call.answered_by, duration=call.duration
-        )
+        return _reported(call)
 
     def fetch_call(self, sid: str) -> ProviderUpdate | None:
         """The call's current status at Twilio."""
         call = self._call(lambda: self._client().calls(sid).fetch())
-        return from_twilio(
-            str(call.sid), str(call.status), answered_by=call.answered_by, duration=call.duration
-        )
+        return _reported(call)
 
     def check_account(self) -> None:
         """Read the account itself (one cheap request): raise ``ProviderError`` when Twilio
         refuses the credentials or cannot be reached."""
         sid = self.account.account_sid
         self._call(lambda: self._client().api.v2010.accounts(sid).fetch())
+
+
+def _reported(call: Any) -> ProviderUpdate | None:
+    """A call resource as the SDK returns it (a read, or an update), in our terms."""
+    return from_twilio(
+        str(call.sid), str(call.status), answered_by=call.answered_by, duration=call.duration
+    )
 
 
 _providers: dict[str, TwilioProvider] = {}

@@ -29,7 +29,14 @@ from shared.settings import Settings
 from tests.conftest import new_api_key
 from tests.factories import create_agent, recipients, register_number, submit
 from tests.faults.servers import OwnPostgres, OwnRedis
-from tests.support import Stack, create_database, drop_database, running_stack, wait_for
+from tests.support import (
+    RECOUNT,
+    Stack,
+    create_database,
+    drop_database,
+    running_stack,
+    wait_for,
+)
 
 FINAL = ("completed", "failed", "voicemail", "cancelled")
 COUNTERS = (
@@ -38,16 +45,6 @@ COUNTERS = (
     "total_calls_finished",
     "retry_count",
 )
-
-# The recounts that docs/ARCHITECTURE.md "Counters (exact definitions)" gives for each counter.
-RECOUNT = """
-SELECT count(*),
-       count(*) FILTER (WHERE first_dispatched_at IS NOT NULL),
-       count(*) FILTER (WHERE status IN ('completed', 'failed', 'voicemail')),
-       coalesce(sum(greatest(attempts - 1, 0)), 0),
-       count(*) FILTER (WHERE status IN ('completed', 'failed', 'voicemail', 'cancelled'))
-FROM calls WHERE batch_id = %s
-"""
 
 RECIPIENT_ROWS = """
 SELECT position, phone_number, status, outcome, attempts, provider_call_sid, attempt_history,

@@ -16,7 +16,7 @@ from shared import messaging
 from shared.settings import SANDBOX_AUTH_TOKEN
 from tests.conftest import new_api_key
 from tests.factories import create_agent, recipients, register_number, submit
-from tests.support import Stack, wait_for
+from tests.support import RECOUNT, Stack, wait_for
 
 MIXED_OUTCOMES = {
     "seed": 11,
@@ -37,15 +37,6 @@ MIXED_OUTCOMES = {
     "duplicate_callbacks_probability": 0.3,
     "shuffle_callbacks": True,
 }
-
-RECOUNT = """
-SELECT count(*),
-       count(*) FILTER (WHERE first_dispatched_at IS NOT NULL),
-       count(*) FILTER (WHERE status IN ('completed', 'failed', 'voicemail')),
-       coalesce(sum(greatest(attempts - 1, 0)), 0),
-       count(*) FILTER (WHERE status IN ('completed', 'failed', 'voicemail', 'cancelled'))
-FROM calls WHERE batch_id = %s
-"""
 
 
 def batch_state(client: httpx.Client, batch_id: str) -> dict[str, Any]:
