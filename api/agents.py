@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import SessionDep, WorkspaceDep
+from api.responses import CONFLICT
 from shared.models import Agent, PhoneNumber
 from shared.schemas import (
     AgentCreate,
@@ -88,7 +89,11 @@ def update_agent(
 
 
 @router.post(
-    "/phone-numbers", status_code=201, response_model=PhoneNumberResponse, tags=["phone-numbers"]
+    "/phone-numbers",
+    status_code=201,
+    response_model=PhoneNumberResponse,
+    responses=CONFLICT,
+    tags=["phone-numbers"],
 )
 def register_phone_number(
     body: PhoneNumberCreate, session: SessionDep, workspace_id: WorkspaceDep

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, WorkspaceDep
+from api.responses import CONFLICT
 from shared.db import transaction
 from shared.schemas import BatchDetailResponse, BatchListResponse, BatchResponse, SubmitBatchRequest
 from shared.services import batch_csv
@@ -19,7 +20,12 @@ from shared.services import batches as service
 router = APIRouter(tags=["batch-calling"])
 
 
-@router.post("/submit", response_model=BatchResponse, summary="Submit A Batch Call Request")
+@router.post(
+    "/submit",
+    response_model=BatchResponse,
+    responses=CONFLICT,
+    summary="Submit A Batch Call Request",
+)
 def submit_batch(
     body: SubmitBatchRequest,
     session: SessionDep,
@@ -32,7 +38,10 @@ def submit_batch(
 
 
 @router.post(
-    "/submit-csv", response_model=BatchResponse, summary="Submit A Batch Call From A CSV File"
+    "/submit-csv",
+    response_model=BatchResponse,
+    responses=CONFLICT,
+    summary="Submit A Batch Call From A CSV File",
 )
 def submit_batch_csv(
     file: Annotated[
@@ -126,7 +135,11 @@ def stream_export_batch(
 
 
 @router.delete(
-    "/{batch_id}", status_code=204, response_class=Response, summary="Delete a batch call"
+    "/{batch_id}",
+    status_code=204,
+    response_class=Response,
+    responses=CONFLICT,
+    summary="Delete a batch call",
 )
 def delete_batch(batch_id: str, workspace_id: WorkspaceDep) -> Response:
     """Delete the batch and its recipient records for good; a running batch is cancelled
@@ -147,25 +160,45 @@ def _control(
         return service.get_batch(session, workspace_id, batch_id)
 
 
-@router.post("/{batch_id}/cancel", response_model=BatchResponse, summary="Cancel a batch call")
+@router.post(
+    "/{batch_id}/cancel",
+    response_model=BatchResponse,
+    responses=CONFLICT,
+    summary="Cancel a batch call",
+)
 def cancel_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
     """Cancel: no call is placed once this returns; calls in progress are hung up."""
     return _control(batch_id, workspace_id, service.cancel_batch, settle=True)
 
 
-@router.post("/{batch_id}/pause", response_model=BatchResponse, summary="Pause a batch call")
+@router.post(
+    "/{batch_id}/pause",
+    response_model=BatchResponse,
+    responses=CONFLICT,
+    summary="Pause a batch call",
+)
 def pause_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
     """Pause: no new call is placed once this returns; calls in progress go on."""
     return _control(batch_id, workspace_id, service.pause_batch, settle=True)
 
 
-@router.post("/{batch_id}/resume", response_model=BatchResponse, summary="Resume a batch call")
+@router.post(
+    "/{batch_id}/resume",
+    response_model=BatchResponse,
+    responses=CONFLICT,
+    summary="Resume a batch call",
+)
 def resume_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
     """Resume a paused batch where it stopped."""
     return _control(batch_id, workspace_id, service.resume_batch, settle=False)
 
 
-@router.post("/{batch_id}/retry", response_model=BatchResponse, summary="Retry a batch call")
+@router.post(
+    "/{batch_id}/retry",
+    response_model=BatchResponse,
+    responses=CONFLICT,
+    summary="Retry a batch call",
+)
 def retry_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
     """Dial again the recipients whose final outcome was failed, busy or no-answer."""
     return _control(batch_id, workspace_id, service.retry_batch, settle=False)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 
 from api.deps import SessionDep, WorkspaceDep
+from api.responses import CONFLICT
 from shared.schemas import CallBulkRequest, CallBulkResponse
 from shared.services import batches as service
 
@@ -17,6 +18,7 @@ router = APIRouter(tags=["call-bulk"])
     "/phone-calls/action/call-bulk",
     status_code=201,
     response_model=CallBulkResponse,
+    responses=CONFLICT,
     summary="Call many contacts",
 )
 def call_bulk(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from shared.db import transaction
@@ -22,18 +23,30 @@ def _db_session() -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(_db_session, scope="function")]
 
 
-def _workspace_id(
+# The three ways to send the API key, as security schemes: the OpenAPI document lists them and
+# applies them to every route that takes a key (and its docs page gets an Authorize button).
+# None of them refuses by itself; ``authenticate`` answers the 401.
+_X_API_KEY = APIKeyHeader(name="x-api-key", scheme_name="x-api-key", auto_error=False)
+_XI_API_KEY = APIKeyHeader(
+    name="xi-api-key",
+    scheme_name="xi-api-key",
+    description="The header the ElevenLabs SDK sends",
+    auto_error=False,
+)
+_BEARER = HTTPBearer(
+    scheme_name="bearer", description="Authorization: Bearer <API key>", auto_error=False
+)
+
+
+def authenticated_workspace_id(
     session: SessionDep,
-    x_api_key: Annotated[str | None, Header(description="API key")] = None,
-    authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
-    xi_api_key: Annotated[
-        str | None, Header(description="API key, as the ElevenLabs SDK sends it")
-    ] = None,
+    x_api_key: Annotated[str | None, Security(_X_API_KEY)],
+    xi_api_key: Annotated[str | None, Security(_XI_API_KEY)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
 ) -> str:
-    key = x_api_key or xi_api_key
-    if not key and authorization and authorization.lower().startswith("bearer "):
-        key = authorization[7:].strip()
+    """The workspace of the API key the request sends, in any of the three ways."""
+    key = x_api_key or xi_api_key or (bearer.credentials.strip() if bearer else None)
     return authenticate(session, key)
 
 
-WorkspaceDep = Annotated[str, Depends(_workspace_id)]
+WorkspaceDep = Annotated[str, Depends(authenticated_workspace_id)]

@@ -12,9 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import (
     agents,
@@ -28,10 +26,11 @@ from api import (
     telephony,
     webhooks,
 )
+from api.responses import declare_error_responses, error_responses
+from api.transport import TransportGuard
 from shared import heap
 from shared.db import get_engine
 from shared.errors import SwitchboardError
-from shared.services.batch_csv import MAX_CSV_BYTES
 from shared.settings import get_settings, refuse_unsafe_start
 
 log = logging.getLogger(__name__)
@@ -55,6 +54,21 @@ application = FastAPI(
     telemetry={"tracing": False, "metrics": False, "logs": False},
 )
 
+# Each route declares the errors it can answer; done before inclusion, which builds from it.
+for router in (
+    telephony.router,
+    batch_calling.router,
+    agents.router,
+    dnc.router,
+    webhooks.router,
+    dashboard.router,
+    call_bulk.router,
+    contacts.router,
+    settings_templates.router,
+    metrics.router,
+):
+    declare_error_responses(router)
+
 # The provider's callbacks are most requests (several per call): their routes are matched first.
 application.include_router(telephony.router)
 for prefix in ("/v1/voiceai", "/v1/convai"):
@@ -68,53 +82,9 @@ for router in (call_bulk.router, contacts.router, settings_templates.router):
 application.include_router(metrics.router)
 
 
-# A multipart upload is read in full before the route's dependencies (the API key among them)
-# run; these checks come first, so nobody without a key, and no file over the limit, gets
-# that far.
-UPLOAD_PATH_SUFFIX = "/submit-csv"
-UPLOAD_MAX_BYTES = MAX_CSV_BYTES + 64 * 1024  # the file, the form fields and the boundaries
-
-
-def _upload_refusal(headers: Headers) -> JSONResponse | None:
-    def refuse(status: int, loc: list[str], msg: str, kind: str) -> JSONResponse:
-        return JSONResponse({"detail": [{"loc": loc, "msg": msg, "type": kind}]}, status)
-
-    if not (headers.get("x-api-key") or headers.get("authorization")):
-        return refuse(401, ["header", "x-api-key"], "an API key is required", "unauthorized")
-    length = headers.get("content-length")
-    if length is None or not length.isdigit():
-        return refuse(411, ["header", "Content-Length"], "Content-Length is required", "missing")
-    if int(length) > UPLOAD_MAX_BYTES:
-        return refuse(
-            413,
-            ["body", "file"],
-            f"the upload is larger than {MAX_CSV_BYTES // (1024 * 1024)} MB",
-            "too_large",
-        )
-    return None
-
-
-class _GuardUploads:
-    """Plain ASGI middleware (every other request passes straight through it, which matters
-    for the provider's callbacks, several per call)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"].endswith(UPLOAD_PATH_SUFFIX)
-        ):
-            refusal = _upload_refusal(Headers(scope=scope))
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-application.add_middleware(_GuardUploads)
+# Body limits and the API key's presence, on the headers before anything is parsed, and the
+# last answer for an unhandled error (api/transport.py).
+application.add_middleware(TransportGuard)
 
 
 @application.exception_handler(SwitchboardError)
@@ -129,6 +99,11 @@ _HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed"}
 
 @application.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400:
+        # The framework's only 400: a body it could not decode (not UTF-8 JSON, a broken
+        # multipart form). Routes and services never raise HTTPException.
+        undecodable = [{"loc": ["body"], "msg": str(exc.detail), "type": "body_invalid"}]
+        return JSONResponse({"detail": undecodable}, status_code=422)
     kind = _HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
     detail = [{"loc": ["path"], "msg": str(exc.detail), "type": kind}]
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
@@ -148,13 +123,20 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-@application.get("/healthz", tags=["health"])
+@application.get("/healthz", tags=["health"], responses=error_responses(500))
 def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@application.get("/readyz", tags=["health"])
+@application.get(
+    "/readyz",
+    tags=["health"],
+    responses={
+        **error_responses(500),
+        503: {"description": "The database or the broker does not answer"},
+    },
+)
 def readyz() -> JSONResponse:
     """Readiness: the database and the broker both answer."""
     checks: dict[str, str] = {}

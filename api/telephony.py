@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import SessionDep
+from api.responses import FORBIDDEN, error_responses
 from api.status_batcher import batcher
 from shared.callstate import REDUNDANT_TWILIO_STATUSES
 from shared.errors import ErrorItem, Forbidden, SwitchboardError
@@ -165,7 +166,9 @@ async def _answer(
     await response(scope, receive, send)
 
 
-@router.post("/v1/telephony/twilio/twiml/{call_id}")
+@router.post(
+    "/v1/telephony/twilio/twiml/{call_id}", responses={**FORBIDDEN, **error_responses(413, 422)}
+)
 async def twilio_twiml(call_id: str, request: Request) -> Response:
     """The TwiML the answered call runs: connect its audio to the voice-agent runtime."""
     await _verified_twilio_form(request)
@@ -175,6 +178,7 @@ async def twilio_twiml(call_id: str, request: Request) -> Response:
 @router.get(
     "/v1/voiceai/calls/{call_id}/agent-config",
     response_model=AgentConfigResponse,
+    responses=FORBIDDEN,
 )
 def agent_config(
     call_id: str, expires: int, signature: str, session: SessionDep
