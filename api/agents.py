@@ -19,6 +19,7 @@ from shared.schemas import (
 )
 from shared.services import agents as service
 from shared.timestamps import unix
+from shared.voicemail import VoicemailBehavior
 
 router = APIRouter()
 
@@ -33,6 +34,8 @@ def agent_response(agent: Agent) -> AgentResponse:
         language=agent.language,
         llm=agent.llm,
         voice=agent.voice,
+        voicemail_behavior=VoicemailBehavior(agent.voicemail_behavior),
+        voicemail_message=agent.voicemail_message,
         ai_settings_template_id=agent.template_id,
         created_at_unix=unix(agent.created_at),
         updated_at_unix=unix(agent.updated_at),

@@ -20,6 +20,7 @@ from shared.schemas import AgentConfigResponse
 from shared.services import calls as calls_service
 from shared.telephony.twilio import callback_is_authentic
 from shared.urls import (
+    TWILIO_AMD_PATH,
     TWILIO_STATUS_PATH,
     agent_config_signature_valid,
     public_url,
@@ -90,6 +91,25 @@ async def twilio_status_callback(request: Request) -> Response:
 router.add_route(
     TWILIO_STATUS_PATH, twilio_status_callback, methods=["POST"], include_in_schema=False
 )
+
+
+async def twilio_amd_callback(request: Request) -> Response:
+    """Twilio's answering machine detection verdict on a call (AsyncAmd): verified like a
+    status callback, then stored and handed to the status queue the same way; a worker records
+    it and, for a machine, does what the call's voicemail behaviour says."""
+    form = await _verified_twilio_form(request)
+    report = {
+        "event": calls_service.MACHINE_VERDICT_EVENT,
+        "sid": form.get("CallSid", ""),
+        "answered_by": form.get("AnsweredBy", ""),
+        "detection_ms": form.get("MachineDetectionDuration") or None,
+    }
+    await batcher().submit((request.path_params["call_id"], report))
+    return Response(status_code=204)
+
+
+# Internal: not in the schema.
+router.add_route(TWILIO_AMD_PATH, twilio_amd_callback, methods=["POST"], include_in_schema=False)
 
 STATUS_PATH = re.compile(
     "^" + re.escape(TWILIO_STATUS_PATH).replace(re.escape("{call_id}"), "(?P<call_id>[^/]+)") + "$"

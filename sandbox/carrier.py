@@ -47,6 +47,7 @@ FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 CALLBACK_COUNTS = ("callbacks_sent", "callbacks_failed", "callbacks_resent", "callbacks_lost")
 AGENT_CONFIG_PARAMETER = re.compile(r'<Parameter\s+name="agent_config_url"\s+value="([^"]*)"')
+SAY = re.compile(r"<Say[^>]*>(.*?)</Say>", re.DOTALL)
 
 
 _Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -363,6 +364,16 @@ class SandboxCarrier:
             "status_callback": first.get("StatusCallback"),
             "events": form.get("StatusCallbackEvent", []) or ["completed"],
             "machine_detection": first.get("MachineDetection"),
+            # Asynchronous detection: the call runs its TwiML at once, and the verdict is
+            # posted to its own callback once detection ends.
+            "async_amd": first.get("AsyncAmd", "").lower() == "true",
+            "amd_callback": first.get("AsyncAmdStatusCallback"),
+            "amd_seconds": rule.amd_seconds
+            if rule.amd_seconds is not None
+            else self.config.default_amd_seconds,
+            # TwiML applied to the live call by an update, and the text of each <Say> spoken.
+            "twiml_updates": [],
+            "said": [],
             "timeout": int(first.get("Timeout") or 60),
             "time_limit": int(first.get("TimeLimit") or 14400),
             "sequence": 0,
@@ -408,7 +419,14 @@ class SandboxCarrier:
     def _update(self, account_sid: str, sid: str, form: dict[str, list[str]]) -> Any:
         call = self._find(account_sid, sid)
         wanted = (form.get("Status") or [""])[0]
-        if wanted == "canceled" and call["status"] in ("queued", "initiated", "ringing"):
+        twiml = (form.get("Twiml") or [""])[0]
+        if twiml:
+            if call["status"] != "in-progress":
+                raise _Reply(
+                    400, twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
+                )
+            self._run_twiml(sid, twiml)
+        elif wanted == "canceled" and call["status"] in ("queued", "initiated", "ringing"):
             self._finish(sid, "canceled", None)
         elif wanted == "completed" and call["status"] == "in-progress":
             talked = time.time() - (call["start_time"] or time.time())
@@ -416,6 +434,30 @@ class SandboxCarrier:
         elif wanted:
             raise _Reply(400, twilio_error(400, 21220, "Call is not in-progress. Cannot redirect."))
         return self._resource(call)
+
+    def _run_twiml(self, sid: str, twiml: str) -> None:
+        """Run TwiML on a live call as Twilio would for its verbs here: each ``<Say>`` takes
+        ``say_seconds``, and ``<Hangup/>`` (or the end of the document) ends the call."""
+        said = [html.unescape(text) for text in SAY.findall(twiml)]
+        with self._lock:
+            call = self._calls[sid]
+            call["twiml_updates"].append(twiml)
+            call["said"].extend(said)
+            self._lifecycles += 1
+            speaking = self.config.say_seconds * len(said)
+
+        async def run() -> None:
+            try:
+                if speaking:
+                    await asyncio.sleep(speaking)
+                if self._running:
+                    talked = time.time() - (call["start_time"] or time.time())
+                    self._finish(sid, "completed", talked)
+            finally:
+                with self._lock:
+                    self._lifecycles -= 1
+
+        self._start_task(run)
 
     def _list(self, account_sid: str, path: str, query: dict[str, list[str]]) -> dict[str, Any]:
         def arg(name: str) -> str | None:
@@ -534,13 +576,25 @@ class SandboxCarrier:
         if call is not None and event in call["events"]:
             self._callback(call)
 
+    def _verdict(self, call: dict[str, Any]) -> str | None:
+        """What answering machine detection says of the call; None when it was not asked for
+        (a voicemail is then just a completed call, as on Twilio). Waiting for the end of the
+        greeting (DetectMessageEnd) reports how it ended; otherwise a machine is reported as
+        soon as it starts (asynchronous detection) or after the greeting (synchronous)."""
+        if not call["machine_detection"]:
+            return None
+        if call["outcome"] != "voicemail":
+            return "human"
+        if call["async_amd"] and call["machine_detection"] != "DetectMessageEnd":
+            return "machine_start"
+        return "machine_end_beep"
+
     def _answer(self, sid: str) -> None:
         with self._lock:
-            voicemail = self._calls[sid]["outcome"] == "voicemail"
-            detection = self._calls[sid]["machine_detection"]
-        # AnsweredBy comes only when the request asked for answering machine detection; without
-        # it a voicemail is just a completed call, as on Twilio.
-        answered_by = ("machine_end_beep" if voicemail else "human") if detection else None
+            verdict = self._verdict(self._calls[sid])
+            detect_later = verdict is not None and self._calls[sid]["async_amd"]
+        # Synchronous detection runs before the call is connected: the answer carries it.
+        answered_by = None if detect_later else verdict
         call = self._set(sid, "in-progress", start_time=time.time(), answered_by=answered_by)
         if call is None:
             return
@@ -548,13 +602,47 @@ class SandboxCarrier:
             self._callback(call)
         if self.config.fetch_twiml and call["url"]:
             self._track(lambda: self._fetch_twiml(sid))
+        if detect_later and verdict is not None:
+            with self._lock:
+                self._lifecycles += 1
+            self._start_task(lambda: self._detect(sid, verdict, call["amd_seconds"]))
+
+    async def _detect(self, sid: str, verdict: str, seconds: float) -> None:
+        """Asynchronous detection: the verdict, after ``seconds``, on the call and to its AMD
+        callback (signed like the status callbacks), if the call is still up by then."""
+        try:
+            await asyncio.sleep(seconds)
+            with self._lock:
+                call = self._calls[sid]
+                if call["status"] != "in-progress" or not self._running:
+                    return
+                call["answered_by"] = verdict
+                url = call["amd_callback"]
+                token = self.config.accounts.get(call["account_sid"], "")
+                params = {
+                    "AccountSid": call["account_sid"],
+                    "CallSid": sid,
+                    "AnsweredBy": verdict,
+                    "MachineDetectionDuration": str(int(seconds * 1000)),
+                }
+            if url and not self.config.rule_for(call["to"]).drop_callbacks:
+                self._post_in_order(call, lambda: self._post_callback(call, url, params, token))
+        finally:
+            with self._lock:
+                self._lifecycles -= 1
 
     def _finish(self, sid: str, status: str, talked: float | None) -> None:
         duration = math.ceil(talked) if talked is not None else 0
-        call = self._set(sid, status, end_time=time.time(), duration=duration)
-        if call is not None:
+        fields: dict[str, Any] = {"end_time": time.time(), "duration": duration}
+        with self._lock:
+            call = self._calls[sid]
+            if call["start_time"] is not None and call["answered_by"] is None:
+                # Detection still running at the end gives its verdict with the call's end.
+                fields["answered_by"] = self._verdict(call)
+        ended = self._set(sid, status, **fields)
+        if ended is not None:
             # Twilio always sends the final status to a status callback.
-            self._callback(call)
+            self._callback(ended)
 
     # -- callbacks ----------------------------------------------------------------------------
 
@@ -674,7 +762,7 @@ class SandboxCarrier:
             )
             if failure is None:
                 with self._lock:
-                    call["callbacks_sent"].append(params["CallStatus"])
+                    call["callbacks_sent"].append(_label(params))
                     self._stats["callbacks_sent"] += 1
                 return
             resend += 1
@@ -683,7 +771,7 @@ class SandboxCarrier:
                 self._stats["callbacks_failed"] += 1
                 self._stats[f"callbacks_failed_{failure}"] += 1
                 if pause is None:
-                    call["callbacks_lost"].append(params["CallStatus"])
+                    call["callbacks_lost"].append(_label(params))
                     self._stats["callbacks_lost"] += 1
                 else:
                     self._stats["callbacks_resent"] += 1
@@ -906,6 +994,11 @@ class SandboxCarrier:
                 if fresh:
                     raise
         raise AssertionError("unreachable")
+
+
+def _label(params: dict[str, str]) -> str:
+    """How a sent or lost callback is listed: its call status, or ``amd:`` and the verdict."""
+    return params.get("CallStatus") or f"amd:{params.get('AnsweredBy', '')}"
 
 
 def _parse_head(head: bytes) -> tuple[str, dict[str, str]]:

@@ -33,6 +33,9 @@ class Rule:
     error_message: str | None = None
     # The call plays out but no status callback is ever sent for it (a lost webhook).
     drop_callbacks: bool = False
+    # How long asynchronous answering machine detection takes, from the answer to its verdict
+    # (None: the config's default).
+    amd_seconds: float | None = None
 
     def matches(self, number: str) -> bool:
         """Whether this rule applies to a call to ``number``."""
@@ -70,6 +73,10 @@ class SandboxConfig:
     callback_timeout_s: float = 5.0
     default_ring_seconds: float = 0.05
     default_talk_seconds: float = 0.1
+    # Asynchronous answering machine detection's verdict comes this long after the answer.
+    default_amd_seconds: float = 0.02
+    # How long a <Say> of TwiML applied to a live call takes to speak, before what follows it.
+    say_seconds: float = 0.2
     # Which rule each number matched, as it is looked up several times per call.
     _matched: dict[str, Rule] = field(default_factory=dict, init=False, repr=False, compare=False)
 

@@ -3,8 +3,10 @@ counters each transition moves. Pure functions; the repositories apply what they
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from shared.voicemail import MESSAGE_LEFT, is_machine
 
 PENDING = "pending"
 DIALING = "dialing"  # claimed by a worker; the provider request is in flight
@@ -38,7 +40,8 @@ PUBLIC_STATUS = {DIALING: PENDING}
 
 # Outcomes: the finer reason a recipient ended as it did.
 OUTCOME_ANSWERED = "answered"
-OUTCOME_VOICEMAIL = "voicemail"
+OUTCOME_VOICEMAIL = "voicemail"  # a machine answered; no message was left
+OUTCOME_VOICEMAIL_MESSAGE_LEFT = "voicemail_message_left"  # the voicemail message was played
 OUTCOME_BUSY = "busy"
 OUTCOME_NO_ANSWER = "no_answer"
 OUTCOME_CALL_FAILED = "call_failed"
@@ -90,6 +93,8 @@ class ProviderUpdate:
     error_message: str | None = None
     # The caller number the call was placed from, when the report tells it.
     from_number: str | None = None
+    # The answering machine detection's verdict, when the report carries it.
+    answered_by: str | None = None
 
 
 def from_twilio(
@@ -107,7 +112,7 @@ def from_twilio(
     if mapped is None:
         return None
     status, outcome = mapped
-    if status == COMPLETED and answered_by and answered_by.startswith("machine"):
+    if status == COMPLETED and is_machine(answered_by):
         status, outcome = VOICEMAIL, OUTCOME_VOICEMAIL
     seconds = int(duration) if duration not in (None, "") else None
     return ProviderUpdate(
@@ -119,6 +124,7 @@ def from_twilio(
         error_code=error_code or None,
         error_message=error_message or None,
         from_number=from_number or None,
+        answered_by=answered_by or None,
     )
 
 
@@ -135,12 +141,13 @@ def from_twilio_report(report: dict[str, Any]) -> ProviderUpdate | None:
     )
 
 
-# The outcome names a retry policy uses, and the call outcomes each one covers.
+# The outcome names a retry policy uses, and the call outcomes each one covers: "voicemail"
+# is any call a machine answered, whether a message was left on it or not.
 RETRYABLE_OUTCOMES = {
-    "busy": OUTCOME_BUSY,
-    "no_answer": OUTCOME_NO_ANSWER,
-    "failed": OUTCOME_CALL_FAILED,
-    "voicemail": OUTCOME_VOICEMAIL,
+    "busy": (OUTCOME_BUSY,),
+    "no_answer": (OUTCOME_NO_ANSWER,),
+    "failed": (OUTCOME_CALL_FAILED,),
+    "voicemail": (OUTCOME_VOICEMAIL, OUTCOME_VOICEMAIL_MESSAGE_LEFT),
 }
 # Final outcomes a manual retry of a batch dials again.
 MANUALLY_RETRYABLE_OUTCOMES = frozenset({OUTCOME_BUSY, OUTCOME_NO_ANSWER, OUTCOME_CALL_FAILED})
@@ -161,7 +168,9 @@ class RetryPolicy:
             return cls()
         return cls(
             max_attempts=int(data.get("max_attempts", 1)),
-            retry_on=frozenset(RETRYABLE_OUTCOMES[name] for name in data.get("retry_on", [])),
+            retry_on=frozenset(
+                outcome for name in data.get("retry_on", []) for outcome in RETRYABLE_OUTCOMES[name]
+            ),
             delays_s=tuple(data.get("delays_s") or (300,)),
         )
 
@@ -180,6 +189,10 @@ class CallSnapshot:
     attempts: int
     previous_sids: frozenset[str] = frozenset()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # The answering machine detection's verdict on the current attempt, as recorded from its
+    # own callback, and what was done about a machine (``voicemail.ACTION_TAKEN``).
+    answered_by: str | None = None
+    voicemail_action: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +244,18 @@ def _attempt_deltas(call: CallSnapshot, to_status: str, *, accepted: bool) -> Co
         retries=1 if counts_attempt and call.attempts >= 1 else 0,
         final=1 if to_status in FINAL else 0,
     )
+
+
+def in_light_of(call: CallSnapshot, update: ProviderUpdate) -> ProviderUpdate:
+    """The report as the call's own record completes it: a call the detection found a machine
+    on ends ``voicemail`` even when its final report does not say so (the verdict came on its
+    own callback), and one on which the voicemail message was played ends with the outcome
+    that says so."""
+    if update.status == COMPLETED and is_machine(update.answered_by or call.answered_by):
+        update = replace(update, status=VOICEMAIL, outcome=OUTCOME_VOICEMAIL)
+    if update.status == VOICEMAIL and call.voicemail_action == MESSAGE_LEFT:
+        update = replace(update, outcome=OUTCOME_VOICEMAIL_MESSAGE_LEFT)
+    return update
 
 
 def plan_provider_update(call: CallSnapshot, update: ProviderUpdate) -> Transition | None:

@@ -35,6 +35,7 @@ TASK_APPLY_STATUSES = "calls.apply_statuses"
 TASK_APPLY_STATUS = "calls.apply_status"
 TASK_RECONCILE = "calls.reconcile"
 TASK_HANG_UP = "calls.hang_up"
+TASK_ANSWER_MACHINE = "calls.answer_machine"
 TASK_DELIVER_WEBHOOK = "webhooks.deliver"
 # Does nothing: the benchmark measures how fast workers drain plain messages with it.
 TASK_NOOP = "system.noop"
@@ -48,6 +49,7 @@ TASK_QUEUES = {
     TASK_APPLY_STATUS: QUEUE_STATUS,
     TASK_RECONCILE: QUEUE_STATUS,
     TASK_HANG_UP: QUEUE_STATUS,
+    TASK_ANSWER_MACHINE: QUEUE_STATUS,
     TASK_DELIVER_WEBHOOK: QUEUE_WEBHOOKS,
     TASK_NOOP: QUEUE_DIAL,
 }

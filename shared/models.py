@@ -74,6 +74,12 @@ class Agent(Base):
     template_id: Mapped[str] = mapped_column(
         Text, nullable=False, unique=True, server_default=text("gen_random_uuid()::text")
     )
+    # What a call does when a machine answers (shared.voicemail.VoicemailBehavior), and the
+    # message it leaves with leave_message (a template with the prompt's placeholders).
+    voicemail_behavior: Mapped[str] = mapped_column(
+        Text, nullable=False, server_default="connect_agent"
+    )
+    voicemail_message: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -120,6 +126,12 @@ class Batch(Base):
     # an accepted batch with placeholders nobody supplied.
     prompt_template: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     first_message_template: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    # The voicemail behaviour in effect (the submit's, else the agent's) and its message
+    # template, fixed at submit like the prompt.
+    voicemail_behavior: Mapped[str] = mapped_column(
+        Text, nullable=False, server_default="connect_agent"
+    )
+    voicemail_message_template: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     total_calls_scheduled: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     total_calls_dispatched: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     total_calls_finished: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
@@ -188,6 +200,10 @@ class Call(Base):
     rendered_prompt: Mapped[str | None] = mapped_column(Text)
     rendered_first_message: Mapped[str | None] = mapped_column(Text)
     rendered_override: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The current attempt's answering machine detection verdict (Twilio's AnsweredBy), and
+    # what was done about a machine: hung_up, message_left (NULL: nothing).
+    answered_by: Mapped[str | None] = mapped_column(Text)
+    voicemail_action: Mapped[str | None] = mapped_column(Text)
     # One entry per ended attempt: attempt, provider_call_sid, status, outcome, duration_s,
     # ended_at_unix.
     attempt_history: Mapped[list[dict[str, Any]]] = mapped_column(

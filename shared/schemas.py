@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from shared.voicemail import DEFAULT_BEHAVIOR, VoicemailBehavior
+
 BatchStatus = Literal["pending", "in_progress", "completed", "failed", "cancelled"]
 RecipientStatus = Literal[
     "pending",
@@ -158,6 +160,7 @@ class CallingWindowSpec(BaseModel):
 
 
 MAX_CALLER_POOL = 50
+MAX_VOICEMAIL_MESSAGE = 10_000
 # 9999-12-31T23:59:59Z, the last second a stored timestamp can hold.
 MAX_UNIX_TIME = 253_402_300_799
 # The largest integer a stored (32-bit) integer column holds.
@@ -186,6 +189,16 @@ class SubmitBatchRequest(BaseModel):
     target_concurrency_limit: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
     retry_policy: RetryPolicy | None = None
     calling_window: CallingWindowSpec | None = None
+    voicemail_behavior: VoicemailBehavior | None = Field(
+        default=None,
+        description="What a call does when a machine answers, instead of the agent's setting.",
+    )
+    voicemail_message: str | None = Field(
+        default=None,
+        max_length=MAX_VOICEMAIL_MESSAGE,
+        description="The message leave_message plays, instead of the agent's; the same "
+        "{{key}} / <<key>> tags as the prompt, filled from each recipient's dynamic variables.",
+    )
 
 
 class BatchResponse(BaseModel):
@@ -212,6 +225,8 @@ class BatchResponse(BaseModel):
     target_concurrency_limit: int | None = None
     retry_policy: RetryPolicy | None = None
     calling_window: CallingWindowSpec | None = None
+    voicemail_behavior: VoicemailBehavior = DEFAULT_BEHAVIOR
+    voicemail_message: str = ""
     paused: bool = False
 
 
@@ -284,6 +299,16 @@ class AgentCreate(BaseModel):
     language: str = Field(default="en", max_length=20)
     llm: str = Field(default="", max_length=100)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
+    voicemail_behavior: VoicemailBehavior = Field(
+        default=DEFAULT_BEHAVIOR,
+        description="When a machine answers: hang_up, leave_message (play voicemail_message "
+        "once the greeting ends, then hang up) or connect_agent (the agent talks to it).",
+    )
+    voicemail_message: str = Field(
+        default="",
+        max_length=MAX_VOICEMAIL_MESSAGE,
+        description="The message leave_message plays, with the prompt's {{key}} / <<key>> tags.",
+    )
 
 
 class AgentUpdate(BaseModel):
@@ -295,8 +320,19 @@ class AgentUpdate(BaseModel):
     language: str | None = Field(default=None, max_length=20)
     llm: str | None = Field(default=None, max_length=100)
     voice: VoiceSettings | None = None
+    voicemail_behavior: VoicemailBehavior | None = None
+    voicemail_message: str | None = Field(default=None, max_length=MAX_VOICEMAIL_MESSAGE)
 
-    @field_validator("name", "prompt", "first_message", "language", "llm", mode="before")
+    @field_validator(
+        "name",
+        "prompt",
+        "first_message",
+        "language",
+        "llm",
+        "voicemail_behavior",
+        "voicemail_message",
+        mode="before",
+    )
     @classmethod
     def _not_null(cls, value: object) -> object:
         # Called only for a value given: an explicit null cannot be stored.
@@ -313,6 +349,8 @@ class AgentResponse(BaseModel):
     language: str
     llm: str
     voice: dict[str, Any]
+    voicemail_behavior: VoicemailBehavior
+    voicemail_message: str
     ai_settings_template_id: str = Field(
         description="The id call-bulk's aiSettingsTemplateId names this agent by."
     )
@@ -380,6 +418,18 @@ class CallBulkRequest(BaseModel):
         le=1000,
         description="Dial messages are published to the workers in chunks of this many "
         "(default SWITCHBOARD_FAN_OUT_CHUNK_SIZE).",
+    )
+    voicemail_behavior: VoicemailBehavior | None = Field(
+        default=None,
+        alias="voicemailBehavior",
+        description="What a call does when a machine answers, instead of the template's.",
+    )
+    voicemail_message: str | None = Field(
+        default=None,
+        alias="voicemailMessage",
+        max_length=MAX_VOICEMAIL_MESSAGE,
+        description="The message leave_message plays, instead of the template's; its tags are "
+        "filled from each contact's promptTags.",
     )
 
 

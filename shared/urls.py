@@ -11,6 +11,7 @@ from shared.settings import Settings, get_settings
 
 TWILIO_STATUS_PATH = "/v1/telephony/twilio/status/{call_id}"
 TWILIO_TWIML_PATH = "/v1/telephony/twilio/twiml/{call_id}"
+TWILIO_AMD_PATH = "/v1/telephony/twilio/amd/{call_id}"
 AGENT_CONFIG_PATH = "/v1/voiceai/calls/{call_id}/agent-config"
 AGENT_CONFIG_TTL_S = 6 * 3600
 
@@ -24,6 +25,14 @@ def twilio_status_callback_url(call_id: str, settings: Settings | None = None) -
     Twilio resends a callback that failed) as its fragment."""
     settings = settings or get_settings()
     path = TWILIO_STATUS_PATH.format(call_id=call_id)
+    return _base(settings) + path + twilio_callback_fragment(settings)
+
+
+def twilio_amd_callback_url(call_id: str, settings: Settings | None = None) -> str:
+    """Where Twilio posts a call's answering machine detection verdict (AsyncAmd), with the
+    same connection overrides as the status callbacks."""
+    settings = settings or get_settings()
+    path = TWILIO_AMD_PATH.format(call_id=call_id)
     return _base(settings) + path + twilio_callback_fragment(settings)
 
 

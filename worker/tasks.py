@@ -82,10 +82,11 @@ def apply_statuses(
     status inbox rows, in one transaction; a failure retries them all (each is applied at most
     once). Messages published before the inbox carry no ids."""
     updates = calls_service.twilio_updates(reports)
-    if not updates and not inbox_ids:
+    verdicts = calls_service.machine_verdicts(reports)
+    if not updates and not verdicts and not inbox_ids:
         return 0
     with transaction() as session:
-        return status_inbox_service.apply_reports(session, updates, inbox_ids or [])
+        return status_inbox_service.apply_reports(session, updates, inbox_ids or [], verdicts)
 
 
 @app.task(name=messaging.TASK_APPLY_STATUS, **TRANSIENT_RETRY)
@@ -104,6 +105,12 @@ def reconcile(call_id: str) -> str:
 def hang_up(call_id: str) -> str:
     """End a live call of a cancelled batch through the provider."""
     return calls_service.hang_up_call(call_id, transaction)
+
+
+@app.task(name=messaging.TASK_ANSWER_MACHINE, **TRANSIENT_RETRY)
+def answer_machine(call_id: str) -> str:
+    """Do what the call's voicemail behaviour says to the machine that answered it."""
+    return calls_service.answer_machine(call_id, transaction)
 
 
 @app.task(name=messaging.TASK_DELIVER_WEBHOOK, **TRANSIENT_RETRY)

@@ -55,6 +55,8 @@ _BATCH_COLUMNS = (
     Batch.retry_policy,
     Batch.calling_window,
     Batch.paused_at,
+    Batch.voicemail_behavior,
+    Batch.voicemail_message_template,
 )
 
 

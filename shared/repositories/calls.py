@@ -90,7 +90,9 @@ _CLAIM = PreparedStatement(
     "AND d.phone_number = c.phone_number) AS do_not_call, "
     "ARRAY(SELECT l.dialed_at FROM dial_log l WHERE l.workspace_id = c.workspace_id "
     "AND l.phone_number = c.phone_number AND l.dialed_at > now() - interval '7 days' "
-    "ORDER BY l.dialed_at) AS week_of_dials",
+    "ORDER BY l.dialed_at) AS week_of_dials, "
+    # What the dial asks the provider's answering machine detection for.
+    "b.voicemail_behavior",
     (
         ("id", "text"),
         ("token", "text"),
@@ -143,6 +145,8 @@ def _locked(row: Any) -> LockedCall:
             e["provider_call_sid"] for e in row.attempt_history if e.get("provider_call_sid")
         ),
         retry=RetryPolicy.from_json(row.retry_policy),
+        answered_by=row.answered_by,
+        voicemail_action=row.voicemail_action,
     )
     return snapshot, row.batch_id, row.workspace_id
 
@@ -151,7 +155,8 @@ def _locked(row: Any) -> LockedCall:
 _LOCK_CALLS = PreparedStatement(
     "switchboard_lock_calls",
     "SELECT c.id, c.status, c.provider_call_sid, c.first_dispatched_at, c.attempts, "
-    "c.batch_id, c.workspace_id, c.attempt_history, b.retry_policy "
+    "c.batch_id, c.workspace_id, c.attempt_history, c.answered_by, c.voicemail_action, "
+    "b.retry_policy "
     "FROM calls c JOIN batches b ON b.id = c.batch_id WHERE c.id = ANY(:ids) "
     "ORDER BY c.id FOR UPDATE OF c",
     (("ids", "text[]"),),
@@ -199,6 +204,8 @@ _REQUEUE_SETS = {
     "duration_s": "NULL",
     "error_code": "NULL",
     "error_message": "NULL",
+    "answered_by": "NULL",
+    "voicemail_action": "NULL",
 }
 
 
@@ -695,3 +702,62 @@ def count_by_status_and_outcome(session: Session) -> list[tuple[str, str | None,
         select(calls.status, calls.outcome, func.count()).group_by(calls.status, calls.outcome)
     ).all()
     return [(str(status), outcome, int(count)) for status, outcome, count in rows]
+
+
+# The answering machine detection's verdicts: recorded on the calls whose current attempt they
+# are about (the provider call SID matches, or none is recorded yet and the SID is no earlier
+# attempt's) while they are live; the rows recorded, with what acting on them needs.
+_RECORD_ANSWERED_BY = text(
+    "UPDATE calls c SET answered_by = v.answered_by, updated_at = now() "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:sids AS text[]), CAST(:verdicts AS text[])) "
+    "AS v(id, sid, answered_by), batches b "
+    "WHERE c.id = v.id AND b.id = c.batch_id "
+    "AND c.status IN ('dialing', 'dispatched', 'initiated', 'in_progress') "
+    "AND (c.provider_call_sid = v.sid OR (c.provider_call_sid IS NULL "
+    "AND NOT c.attempt_history @> jsonb_build_array(jsonb_build_object("
+    "'provider_call_sid', v.sid)))) "
+    "RETURNING c.id, v.sid, c.answered_by, b.voicemail_behavior"
+)
+
+
+def record_answered_by(
+    session: Session, verdicts: Sequence[tuple[str, str, str]]
+) -> list[Row[Any]]:
+    """Record each (call id, provider call SID, verdict) on its call, if it is about the
+    call's live attempt; those recorded (id, sid, answered_by, the batch's
+    voicemail_behavior). The calls must be locked already when there are several."""
+    if not verdicts:
+        return []
+    ids, sids, answers = (list(column) for column in zip(*verdicts, strict=True))
+    return list(
+        session.execute(_RECORD_ANSWERED_BY, {"ids": ids, "sids": sids, "verdicts": answers})
+    )
+
+
+def machine_action_row(session: Session, call_id: str) -> Row[Any] | None:
+    """What acting on a machine verdict needs: the call's state, verdict and action taken so
+    far, its batch's voicemail behaviour and message template, its dynamic data, and the
+    provider credentials."""
+    return session.execute(
+        text(
+            "SELECT c.status, c.provider_call_sid, c.answered_by, c.voicemail_action, "
+            "c.client_data, b.voicemail_behavior, b.voicemail_message_template, "
+            "p.credentials_ref "
+            "FROM calls c JOIN batches b ON b.id = c.batch_id "
+            "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id WHERE c.id = :id"
+        ),
+        {"id": call_id},
+    ).one_or_none()
+
+
+def record_voicemail_action(session: Session, call_id: str, sid: str, action: str) -> bool:
+    """Record what was done about the machine on the call's attempt ``sid``; False when the
+    call has moved on to another attempt."""
+    result = session.execute(
+        text(
+            "UPDATE calls SET voicemail_action = :action, updated_at = now() "
+            "WHERE id = :id AND provider_call_sid = :sid"
+        ),
+        {"id": call_id, "sid": sid, "action": action},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

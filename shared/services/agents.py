@@ -4,17 +4,29 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.errors import Conflict, Loc, NotFound, ValidationFailed
 from shared.ids import new_id
 from shared.models import Agent, PhoneNumber
 from shared.phones import InvalidPhoneNumber, normalize_e164
 from shared.repositories import agents as agents_repo
 from shared.repositories import phone_numbers as numbers_repo
 from shared.schemas import AgentCreate, AgentUpdate, PhoneNumberCreate
+from shared.voicemail import lacks_message
+
+
+def check_voicemail_message(behavior: str, message: str, loc: Loc) -> None:
+    """422 at ``loc`` when leave_message is asked for with no message to leave."""
+    if lacks_message(behavior, message):
+        raise ValidationFailed.one(
+            loc, "voicemail_behavior leave_message needs a voicemail_message", "missing"
+        )
 
 
 def create_agent(session: Session, workspace_id: str, body: AgentCreate) -> Agent:
     """Store a new agent."""
+    check_voicemail_message(
+        body.voicemail_behavior, body.voicemail_message, ["body", "voicemail_message"]
+    )
     agent = Agent(
         id=new_id("agent"),
         workspace_id=workspace_id,
@@ -24,6 +36,8 @@ def create_agent(session: Session, workspace_id: str, body: AgentCreate) -> Agen
         language=body.language,
         llm=body.llm,
         voice=body.voice.model_dump(exclude_none=True),
+        voicemail_behavior=body.voicemail_behavior,
+        voicemail_message=body.voicemail_message,
     )
     return agents_repo.insert_agent(session, agent)
 
@@ -58,6 +72,11 @@ def update_agent(session: Session, workspace_id: str, agent_id: str, body: Agent
     changes = body.model_dump(exclude_unset=True)
     if "voice" in changes:
         changes["voice"] = body.voice.model_dump(exclude_none=True) if body.voice else {}
+    check_voicemail_message(
+        changes.get("voicemail_behavior", agent.voicemail_behavior),
+        changes.get("voicemail_message", agent.voicemail_message),
+        ["body", "voicemail_message"],
+    )
     return agents_repo.update_agent(session, agent, changes)
 
 

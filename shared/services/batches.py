@@ -49,6 +49,7 @@ from shared.schemas import (
     TelephonyCallConfigResponse,
 )
 from shared.services import webhooks
+from shared.services.agents import check_voicemail_message
 from shared.services.calls import (
     DIAL_FENCE_S,
     Transaction,
@@ -62,6 +63,7 @@ from shared.services.status_inbox import redrive_status_inbox
 from shared.settings import get_settings
 from shared.templates import placeholders, placeholders_in
 from shared.timestamps import unix
+from shared.voicemail import VoicemailBehavior
 from shared.windows import CallingWindow
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,30 @@ def _missing_tags(loc: Loc, needed: set[str], supplied: Iterable[str]) -> ErrorI
     )
 
 
+@dataclass(frozen=True)
+class _Voicemail:
+    """A batch's voicemail behaviour and message template, and the tags its message needs."""
+
+    behavior: str
+    message: str
+    tags: set[str]
+
+    def options(self) -> dict[str, Any]:
+        """The batch's columns that store it."""
+        return {"voicemail_behavior": self.behavior, "voicemail_message_template": self.message}
+
+
+def _voicemail(agent: Agent, behavior: str | None, message: str | None, loc: Loc) -> _Voicemail:
+    """The batch's voicemail behaviour: the request's, else the agent's (each field on its
+    own); leave_message needs a message (422 at ``loc``), whose tags every recipient must
+    supply."""
+    behavior = behavior or agent.voicemail_behavior
+    message = agent.voicemail_message if message is None else message
+    check_voicemail_message(behavior, message, loc)
+    needs = placeholders(message) if behavior == VoicemailBehavior.LEAVE_MESSAGE else set()
+    return _Voicemail(behavior, message, needs)
+
+
 # Positions in a call row (batches_repo.CALL_COPY_COLUMNS).
 PHONE, STATUS, OUTCOME, CONTACT = 5, 8, 9, 10
 
@@ -119,7 +145,11 @@ class _Recipients:
 
 
 def _validate_recipients(
-    body: SubmitBatchRequest, batch_id: str, workspace_id: str, agent: Agent
+    body: SubmitBatchRequest,
+    batch_id: str,
+    workspace_id: str,
+    agent: Agent,
+    voicemail_tags: set[str],
 ) -> _Recipients:
     """Normalise and check every recipient; raise one 422 naming each bad one by index."""
     errors: list[ErrorItem] = []
@@ -151,7 +181,7 @@ def _validate_recipients(
         data = recipient.conversation_initiation_client_data
         missing = _missing_tags(
             [*loc, "conversation_initiation_client_data", "dynamic_variables"],
-            _needed_tags(recipient, prompt_tags, first_message_tags),
+            _needed_tags(recipient, prompt_tags, first_message_tags) | voicemail_tags,
             data.dynamic_variables.keys() if data else (),
         )
         if missing:
@@ -362,8 +392,11 @@ def submit_batch(
                 ["body", "timezone"], f"unknown time zone '{body.timezone}'"
             ) from exc
     _check_calling_window(body)
+    voicemail = _voicemail(
+        agent, body.voicemail_behavior, body.voicemail_message, ["body", "voicemail_message"]
+    )
     batch_id = new_id("batch")
-    recipients = _validate_recipients(body, batch_id, workspace_id, agent)
+    recipients = _validate_recipients(body, batch_id, workspace_id, agent, voicemail.tags)
     pool = _caller_pool(
         session,
         workspace_id,
@@ -405,6 +438,7 @@ def submit_batch(
                 "calling_window": body.calling_window.model_dump(mode="json")
                 if body.calling_window
                 else None,
+                **voicemail.options(),
             },
         ),
     )
@@ -439,11 +473,15 @@ class _Contacts:
 
 
 def _validate_contacts(
-    body: CallBulkRequest, batch_id: str, workspace_id: str, agent: Agent
+    body: CallBulkRequest,
+    batch_id: str,
+    workspace_id: str,
+    agent: Agent,
+    voicemail_tags: set[str],
 ) -> _Contacts:
     """Normalise and check every contact; raise one 422 naming each bad one by index."""
     errors: list[ErrorItem] = []
-    needed = placeholders(agent.prompt) | placeholders(agent.first_message)
+    needed = placeholders(agent.prompt) | placeholders(agent.first_message) | voicemail_tags
     call_ids = new_ids("call", len(body.contacts))
     rows: list[list[Any]] = []
     book: dict[str, dict[str, Any]] = {}
@@ -513,8 +551,11 @@ def submit_call_bulk(
             ["body", "countryCode"], f"unknown region code '{body.country_code}'"
         )
     agent = _bulk_template(session, workspace_id, body)
+    voicemail = _voicemail(
+        agent, body.voicemail_behavior, body.voicemail_message, ["body", "voicemailMessage"]
+    )
     batch_id = new_id("batch")
-    contacts = _validate_contacts(body, batch_id, workspace_id, agent)
+    contacts = _validate_contacts(body, batch_id, workspace_id, agent, voicemail.tags)
     pool = _caller_pool(session, workspace_id, [], True, ["body"])
     earlier = _claim_key(session, workspace_id, idempotency_key, fingerprint, batch_id)
     if earlier is not None:
@@ -544,7 +585,7 @@ def submit_call_bulk(
             pool=pool,
             rows=contacts.rows,
             scheduled_at=now,
-            options={"fan_out_chunk_size": body.batch_size},
+            options={"fan_out_chunk_size": body.batch_size, **voicemail.options()},
         ),
     )
     return batch_id
@@ -628,6 +669,8 @@ def _batch_response(row: Row[Any], cls: type[BatchResponse] = BatchResponse, **e
         target_concurrency_limit=row.target_concurrency_limit,
         retry_policy=row.retry_policy,
         calling_window=row.calling_window,
+        voicemail_behavior=VoicemailBehavior(row.voicemail_behavior),
+        voicemail_message=row.voicemail_message_template,
         paused=row.paused_at is not None,
         **extra,
     )

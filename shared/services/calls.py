@@ -28,9 +28,15 @@ from shared.services import webhooks
 from shared.settings import get_settings
 from shared.slots import SlotLimit
 from shared.telephony.base import DialRequest
-from shared.telephony.twilio import provider_for
+from shared.telephony.twilio import connect_agent_detection, provider_for
 from shared.templates import render, render_tree
-from shared.urls import agent_config_url, twilio_status_callback_url, twilio_twiml_url
+from shared.urls import (
+    agent_config_url,
+    twilio_amd_callback_url,
+    twilio_status_callback_url,
+    twilio_twiml_url,
+)
+from shared.voicemail import ACTION_TAKEN, MachineAction, detection_for, plan_machine_action
 from shared.windows import CallingWindow, recipient_zones
 
 log = logging.getLogger(__name__)
@@ -193,6 +199,8 @@ def _update_values(update: ProviderUpdate) -> dict[str, Any]:
     }
     if update.from_number:
         values["caller_number"] = update.from_number
+    if update.answered_by:
+        values["answered_by"] = update.answered_by
     if update.status == callstate.IN_PROGRESS:
         values["answered_at"] = calls_repo.NOW
     if update.status in callstate.FINAL:
@@ -211,6 +219,7 @@ def _plan_provider_update(
 ) -> _Planned | None:
     """The transition a provider report makes, or None for a duplicate or stale report."""
     snapshot, batch_id, workspace_id = locked
+    update = callstate.in_light_of(snapshot, update)
     transition = callstate.plan_provider_update(snapshot, update)
     if transition is None:
         return None
@@ -235,11 +244,61 @@ def apply_provider_update(
     return planned is not None and _apply(session, planned, deferred)
 
 
+# A report the API queues for an answering machine detection callback (not a status one).
+MACHINE_VERDICT_EVENT = "amd"
+
+
+@dataclass(frozen=True)
+class MachineVerdict:
+    """The answering machine detection's verdict on a call's provider call ``sid``."""
+
+    call_id: str
+    sid: str
+    answered_by: str
+
+
+def machine_verdicts(reports: list[tuple[str, dict[str, Any]]]) -> list[MachineVerdict]:
+    """The answering machine detection verdicts among the reports the API queued."""
+    return [
+        MachineVerdict(call_id, report.get("sid") or "", report.get("answered_by") or "")
+        for call_id, report in reports
+        if report.get("event") == MACHINE_VERDICT_EVENT
+    ]
+
+
+def _record_machine_verdicts(session: Session, verdicts: Sequence[MachineVerdict]) -> int:
+    """Record the verdicts on their calls (locked already) and, after commit, have the
+    machines that answered calls whose voicemail behaviour acts on them dealt with; how many
+    were recorded."""
+    recorded = calls_repo.record_answered_by(
+        session, [(v.call_id, v.sid, v.answered_by) for v in verdicts]
+    )
+    to_answer = sorted(
+        {
+            row.id
+            for row in recorded
+            if plan_machine_action(row.voicemail_behavior, row.answered_by, live=True)
+            is not MachineAction.NOTHING
+        }
+    )
+    if to_answer:
+
+        def publish() -> None:
+            messaging.publish_many(
+                messaging.TASK_ANSWER_MACHINE, [[call_id] for call_id in to_answer]
+            )
+
+        after_commit(session, publish)
+    return len(recorded)
+
+
 def twilio_updates(reports: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, ProviderUpdate]]:
     """The status reports the API queued (call id, report), in our terms; reports of statuses
-    we do not know are logged and left out."""
+    we do not know are logged and left out, as are detection verdicts (``machine_verdicts``)."""
     updates = []
     for call_id, report in reports:
+        if report.get("event") == MACHINE_VERDICT_EVENT:
+            continue
         update = callstate.from_twilio_report(report)
         if update is None:
             log.info("ignoring provider status %r for %s", report["status"], call_id)
@@ -248,8 +307,14 @@ def twilio_updates(reports: list[tuple[str, dict[str, Any]]]) -> list[tuple[str,
     return updates
 
 
-def apply_provider_reports(session: Session, reports: list[tuple[str, ProviderUpdate]]) -> int:
-    """Apply many provider reports in one transaction; how many moved a call.
+def apply_provider_reports(
+    session: Session,
+    reports: list[tuple[str, ProviderUpdate]],
+    verdicts: Sequence[MachineVerdict] = (),
+) -> int:
+    """Apply many provider reports in one transaction, answering machine detection
+    ``verdicts`` first (a call's final report in the same message then ends it as a
+    voicemail); how many moved a call.
 
     Every call row is locked first, in one statement and in id order, and the batch rows last,
     once each with the counter moves added up, in id order: so these transactions take rows in
@@ -257,9 +322,17 @@ def apply_provider_reports(session: Session, reports: list[tuple[str, ProviderUp
     never deadlock with them. Reports of one call keep their arrival order (any order would be
     safe); the second report of a call reads the call again, as the first moved it.
     """
-    snapshots = calls_repo.lock_calls(session, sorted({call_id for call_id, _ in reports}))
+    judged = {verdict.call_id for verdict in verdicts}
+    snapshots = calls_repo.lock_calls(session, sorted({call_id for call_id, _ in reports} | judged))
+    if verdicts:
+        _record_machine_verdicts(session, verdicts)
     deferred = _Deferred()
     reported = Counter(call_id for call_id, _ in reports)
+    # A call a verdict was just recorded on is read again for its reports, as for a second one.
+    for call_id in judged:
+        snapshots.pop(call_id, None)
+        if call_id in reported:
+            reported[call_id] += 1
     # A call reported once here (nearly always: a carrier posts a call's next report after the
     # previous one was answered) moves in one statement with the others of its shape.
     planned = []
@@ -553,6 +626,8 @@ def _place_claimed_call(
         ringing_timeout_s=ringing_timeout_s(row.telephony_call_config),
         time_limit_s=settings.max_call_duration_s,
         send_before=fence.send_before,
+        machine_detection=detection_for(row.voicemail_behavior, connect_agent_detection(settings)),
+        machine_detection_callback_url=twilio_amd_callback_url(call_id, settings),
     )
     started = time.perf_counter()
     try:
@@ -889,6 +964,38 @@ def twiml_for_call(call_id: str) -> str:
         f'<Parameter name="agent_config_url" value={quoteattr(config_url)}/>'
         "</Stream></Connect></Response>"
     )
+
+
+def answer_machine(call_id: str, transaction: Transaction) -> str:
+    """Do to the live call a machine answered what its voicemail behaviour says: end it, or
+    play the voicemail message rendered with the recipient's variables and then end it; what
+    was done. Recorded on the call only once the provider took it, so that the call's final
+    report, which comes after, ends it with the outcome that says a message was left."""
+    with transaction() as session:
+        row = calls_repo.machine_action_row(session, call_id)
+    if row is None or not row.provider_call_sid:
+        return "nothing_to_do"
+    live = row.status in callstate.LIVE and row.voicemail_action is None
+    action = plan_machine_action(row.voicemail_behavior, row.answered_by, live)
+    if action is MachineAction.NOTHING:
+        return "nothing_to_do"
+    provider = provider_for(row.credentials_ref or "default")
+    try:
+        if action is MachineAction.HANG_UP:
+            provider.hang_up_on_machine(row.provider_call_sid)
+        else:
+            variables = (row.client_data or {}).get("dynamic_variables") or {}
+            message = render(row.voicemail_message_template, variables)
+            provider.leave_message(row.provider_call_sid, message)
+    except ProviderError as error:
+        # Most often the call ended first (the machine hung up); the agent stays on otherwise.
+        log.info("%s on the machine of %s not done: %s", action, call_id, error.message)
+        return "not_done"
+    with transaction() as session:
+        calls_repo.record_voicemail_action(
+            session, call_id, row.provider_call_sid, ACTION_TAKEN[action]
+        )
+    return str(action)
 
 
 def ringing_timeout_s(telephony_call_config: dict[str, Any] | None) -> int:

@@ -40,11 +40,18 @@ def publish_reports(reports: Sequence[InboxReport], inbox_ids: Sequence[int]) ->
 
 
 def apply_reports(
-    session: Session, updates: list[tuple[str, ProviderUpdate]], inbox_ids: Sequence[int]
+    session: Session,
+    updates: list[tuple[str, ProviderUpdate]],
+    inbox_ids: Sequence[int],
+    verdicts: Sequence[calls_service.MachineVerdict] = (),
 ) -> int:
-    """Apply provider reports and take them out of the inbox, in the session's transaction;
-    how many moved a call."""
-    applied = calls_service.apply_provider_reports(session, updates) if updates else 0
+    """Apply provider reports (status reports, and answering machine detection ``verdicts``)
+    and take them out of the inbox, in the session's transaction; how many moved a call."""
+    applied = (
+        calls_service.apply_provider_reports(session, updates, verdicts)
+        if updates or verdicts
+        else 0
+    )
     status_inbox_repo.delete_reports(session, inbox_ids)
     return applied
 

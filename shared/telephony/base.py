@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from shared.callstate import ProviderUpdate
+from shared.voicemail import MachineDetection
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class DialRequest:
     # time.monotonic() by which the request must be on its way, else it is not sent at all
     # (ProviderError with ``fenced``): the dial's fence against a cancel or pause.
     send_before: float | None = None
+    # Answering machine detection, always asynchronous: the call is connected at once, and the
+    # verdict is posted to ``machine_detection_callback_url``.
+    machine_detection: MachineDetection = MachineDetection.OFF
+    machine_detection_callback_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,4 +61,13 @@ class TelephonyProvider(Protocol):
 
     def fetch_call(self, sid: str) -> ProviderUpdate | None:
         """The provider's current view of the call ``sid``."""
+        ...
+
+    def hang_up_on_machine(self, sid: str) -> None:
+        """End the answered call ``sid``, which a machine answered, at once."""
+        ...
+
+    def leave_message(self, sid: str, message: str) -> None:
+        """Speak ``message`` on the answered call ``sid`` (a machine recording it), then end
+        the call."""
         ...

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+from xml.sax.saxutils import escape as xml_escape
 
 import certifi
 
@@ -24,7 +25,6 @@ import certifi
 # settles, not during its first dials, with every thread of the pool waiting on the import lock.
 import twilio.rest.api.v2010.account.call  # noqa: F401
 import urllib3
-from twilio.base import values
 from twilio.base.exceptions import TwilioRestException
 from twilio.http import HttpClient
 from twilio.http.response import Response
@@ -36,12 +36,35 @@ from shared.callstate import ProviderUpdate, from_twilio
 from shared.errors import ProviderError
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings, get_settings
 from shared.telephony.base import DialRequest, PlacedCall
+from shared.voicemail import MachineDetection
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 AUTH_ERROR_CODES = {20003, 20005}
+# Twilio's MachineDetection values for ours, and back (the setting for connect_agent calls).
+MACHINE_DETECTION = {
+    MachineDetection.ANSWERED_BY: "Enable",
+    MachineDetection.MESSAGE_END: "DetectMessageEnd",
+}
+_DETECTION_SETTING = {value: ours for ours, value in MACHINE_DETECTION.items()}
+
+
+def connect_agent_detection(settings: Settings | None = None) -> MachineDetection:
+    """The detection calls that keep their agent on the line whatever answers are placed with:
+    ``SWITCHBOARD_TWILIO_MACHINE_DETECTION`` (``Enable``, ``DetectMessageEnd``, or empty for
+    none, which saves Twilio's per-call charge but no longer tells a voicemail apart)."""
+    value = (settings or get_settings()).twilio_machine_detection.strip()
+    return _DETECTION_SETTING.get(value, MachineDetection.OFF)
+
+
+def _twiml_say_and_hang_up(message: str) -> str:
+    """TwiML that speaks ``message`` (when there is one) and ends the call."""
+    say = f"<Say>{xml_escape(message)}</Say>" if message.strip() else ""
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response>{say}<Hangup/></Response>'
+
+
 # Requests the provider did not process: safe to send again after a pause.
 RETRY_PAUSES_S = (0.2, 0.5, 1.0)
 TWILIO_API_BASE_URL = "https://api.twilio.com"
@@ -263,6 +286,17 @@ class TwilioProvider:
         """Place the call with our TwiML and status-callback URLs; a request that would go out
         after ``request.send_before`` (or a resend that would) is not sent."""
         self._http.fence.send_before = request.send_before
+        detection = MACHINE_DETECTION.get(request.machine_detection)
+        amd: dict[str, Any] = {}
+        if detection is not None:
+            # Asynchronous: the call runs its TwiML (the agent) as soon as it is answered, and
+            # the verdict comes later, on a callback of its own.
+            amd = {
+                "machine_detection": detection,
+                "async_amd": "true",
+                "async_amd_status_callback": request.machine_detection_callback_url,
+                "async_amd_status_callback_method": "POST",
+            }
         try:
             call = self._call(
                 lambda: self._client().calls.create(
@@ -275,7 +309,7 @@ class TwilioProvider:
                     status_callback_event=self.settings.twilio_status_events.split(),
                     timeout=request.ringing_timeout_s,
                     time_limit=request.time_limit_s,
-                    machine_detection=self.settings.twilio_machine_detection or values.unset,
+                    **amd,
                 )
             )
         finally:
@@ -328,6 +362,15 @@ class TwilioProvider:
         """The call's current status at Twilio."""
         call = self._call(lambda: self._client().calls(sid).fetch())
         return _reported(call)
+
+    def hang_up_on_machine(self, sid: str) -> None:
+        """End the call at once (its TwiML replaced by a hang-up)."""
+        self._call(lambda: self._client().calls(sid).update(twiml=_twiml_say_and_hang_up("")))
+
+    def leave_message(self, sid: str, message: str) -> None:
+        """Replace the call's TwiML: ``<Say>`` the message, then ``<Hangup/>``."""
+        twiml = _twiml_say_and_hang_up(message)
+        self._call(lambda: self._client().calls(sid).update(twiml=twiml))
 
     def check_account(self) -> None:
         """Read the account itself (one cheap request): raise ``ProviderError`` when Twilio
