@@ -3,7 +3,9 @@ status callbacks (``telephony.StatusCallbacks``)."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from api import (
     agents,
@@ -106,7 +109,31 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         return JSONResponse({"detail": undecodable}, status_code=422)
     kind = _HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
     detail = [{"loc": ["path"], "msg": str(exc.detail), "type": kind}]
-    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # The router's Allow names the methods of the first route matching the path only.
+        headers = {"Allow": ", ".join(_methods_at(request.url.path))}
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
+
+
+@functools.cache
+def _documented_methods() -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    methods: dict[str, set[str]] = {}
+    for path, operations in application.openapi()["paths"].items():
+        methods.setdefault(path, set()).update(method.upper() for method in operations)
+    return [
+        (compile_path(path)[0], frozenset(taken | ({"HEAD"} if "GET" in taken else set())))
+        for path, taken in methods.items()
+    ]
+
+
+def _methods_at(path: str) -> list[str]:
+    """Every method some route takes at ``path``, as the OpenAPI document lists them."""
+    methods: set[str] = set()
+    for pattern, taken in _documented_methods():
+        if pattern.match(path):
+            methods |= taken
+    return sorted(methods)
 
 
 @application.exception_handler(RequestValidationError)

@@ -221,3 +221,10 @@ def test_the_openapi_document_names_the_key_schemes_and_every_routes_errors(
                 assert "401" in operation["responses"], (method, path)
             if "{" in path:
                 assert "404" in operation["responses"] or "telephony" in path, (method, path)
+
+
+def test_a_wrong_method_names_every_method_the_path_takes(client: httpx.Client) -> None:
+    # Two routes share the path (GET lists, POST creates): Allow names both.
+    response = client.request("OPTIONS", "/ai/settings-templates")
+    assert_seed_error(response, 405, ["path"])
+    assert set(response.headers["allow"].split(", ")) >= {"GET", "POST"}

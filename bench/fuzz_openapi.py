@@ -1,0 +1,59 @@
+"""Schemathesis over the API's OpenAPI document, at depth: every check, at least 100 generated
+examples per operation and phase, with the key in x-api-key and in Authorization: Bearer.
+
+    python bench/fuzz_openapi.py [--examples 100]
+
+Starts the API alone on a fresh database (tests/openapi_fuzz.py runs schemathesis; the test in
+tests/api/test_openapi_fuzz.py runs the same with 5 examples). Prints schemathesis's summaries
+and the failures; docs/BENCHMARKS.md has the last result.
+
+Uses DATABASE_URL / REDIS_URL when set, else embedded servers started here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.dispatch import _services  # noqa: E402
+from tests.conftest import new_api_key  # noqa: E402
+from tests.openapi_fuzz import fuzz_openapi  # noqa: E402
+from tests.support import create_database, drop_database, running_stack  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=int, default=100)
+    args = parser.parse_args()
+    from shared.db import migrate
+
+    with ExitStack() as resources:
+        state = Path(resources.enter_context(tempfile.TemporaryDirectory()))
+        server_url, redis_url, _ = _services(resources, state)
+        template = f"sbbench_template_{uuid.uuid4().hex[:8]}"
+        migrate(create_database(server_url, template))
+        resources.callback(drop_database, server_url, template)
+        stack = resources.enter_context(
+            running_stack(
+                server_url, template, redis_url, state / "stack", beat=False, webhooks_worker=False
+            )
+        )
+        started = time.perf_counter()
+        result = fuzz_openapi(stack.api_url, new_api_key(stack), args.examples)
+        print(result.output)
+        print(
+            f"{args.examples} examples per operation and phase, both ways of sending the key, "
+            f"in {time.perf_counter() - started:.0f} s: failures {len(result.failures)}"
+        )
+
+
+if __name__ == "__main__":
+    main()
