@@ -128,6 +128,13 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     if problems:
         return 1
     print("ready to go live: settings, database, broker and Twilio account check out")
+    # Twilio queues calls above the account's calls per second rather than refusing them, so
+    # a pace above what the account bought only delays calls at Twilio (past calling hours).
+    print(
+        f"pacing: at most {settings.calls_per_second_per_account:g} calls per second for the "
+        "Twilio account (SWITCHBOARD_CALLS_PER_SECOND_PER_ACCOUNT; Twilio's default is 1: set "
+        "it to the calls per second the account has bought)"
+    )
     return 0
 
 

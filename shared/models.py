@@ -145,6 +145,11 @@ class Batch(Base):
     calling_window: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # Set while the batch is paused: nothing is claimed for dialing until it is cleared.
     paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Why, while paused_at is set: "manual" (the pause endpoint) or "provider_unreachable".
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    # The first of the batch's current run of dials the provider did not process; cleared by
+    # a dial it accepts and by resume (shared/provider_outage.py).
+    first_unreachable_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # call-bulk's batchSize: dial messages are published in pipelined chunks of this many
     # (SWITCHBOARD_FAN_OUT_CHUNK_SIZE when null).
     fan_out_chunk_size: Mapped[int | None] = mapped_column(Integer)

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import UnsafeSettings
@@ -144,14 +144,26 @@ class Settings(BaseSettings):
     # it only with override_default_window.
     default_calling_window: str = "08:00-21:00"
 
-    # Pacing, enforced across all workers through Redis: calls per second per caller number
-    # and per provider account, with bursts of up to the given size.
-    calls_per_second_per_number: float = 1.0
-    calls_per_second_per_account: float = 50.0
+    # Pacing, enforced across all workers through Redis, with bursts of up to the given size.
+    # Per provider account: Twilio's default is 1 call per second per account (calls above it
+    # are queued at Twilio, not refused); an account that bought more calls per second in
+    # Twilio's console sets this to what it bought. Per caller number: none unless set (unset
+    # or 0); a carrier or a number's own limit may ask for one.
+    calls_per_second_per_account: float = Field(default=1.0, gt=0)
+    calls_per_second_per_number: float | None = Field(default=None, ge=0)
     pacing_burst: int = 1
     # A dial whose pacing slot is further away than this goes back to pending, due then, instead
     # of holding a worker thread.
     max_pacing_sleep_s: float = 5.0
+
+    # A dial the provider did not process (unreachable, a 5xx, a 429) goes back to pending and
+    # is tried again after a delay that grows with the batch's run of such dials: the time
+    # since its first one, at least retry_base_s and at most retry_max_s. Once a batch has had
+    # no dial accepted for pause_after_s since that first one, it is paused, paused_reason
+    # "provider_unreachable", until resumed.
+    provider_unreachable_retry_base_s: float = Field(default=15.0, gt=0)
+    provider_unreachable_retry_max_s: float = Field(default=120.0, gt=0)
+    provider_unreachable_pause_after_s: float = Field(default=300.0, gt=0)
 
     # Live calls at once per workspace (batches may set a lower target_concurrency_limit).
     max_live_calls_per_workspace: int = 200
@@ -181,6 +193,17 @@ class Settings(BaseSettings):
     # (0: none). One port per worker process, so this suits the threads pool.
     worker_metrics_port: int = 0
     worker_metrics_host: str = "127.0.0.1"
+
+    @field_validator("calls_per_second_per_number", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # SWITCHBOARD_CALLS_PER_SECOND_PER_NUMBER= (empty) unsets the per-number limit.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def per_number_pacing(self) -> float | None:
+        """Calls per second per caller number, or None when numbers are not paced."""
+        return self.calls_per_second_per_number or None
 
     def unsafe_for_production(self, *, flower: bool = False) -> list[str]:
         """What makes these settings unfit for production, one problem per setting, each

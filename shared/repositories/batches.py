@@ -55,6 +55,7 @@ _BATCH_COLUMNS = (
     Batch.retry_policy,
     Batch.calling_window,
     Batch.paused_at,
+    Batch.paused_reason,
     Batch.voicemail_behavior,
     Batch.voicemail_message_template,
 )
@@ -118,6 +119,7 @@ def dashboard_batch_rows(session: Session, workspace_id: str, limit: int) -> lis
                 Batch.name,
                 Batch.status,
                 Batch.paused_at,
+                Batch.paused_reason,
                 Batch.created_at,
                 Batch.total_calls_scheduled,
                 Batch.total_calls_dispatched,
@@ -284,14 +286,53 @@ def set_batch_status(session: Session, batch_id: str, status: str) -> None:
     )
 
 
-def set_paused(session: Session, batch_id: str, paused: bool) -> None:
-    """Pause or resume the (locked) batch."""
+def set_paused(session: Session, batch_id: str, reason: str | None) -> None:
+    """Pause the (locked) batch for ``reason``, or resume it (None): resuming also ends its
+    run of dials the provider did not process, so the next failure starts a new one."""
     session.execute(
         text(
             "UPDATE batches SET paused_at = CASE WHEN :paused THEN now() END, "
+            "paused_reason = :reason, first_unreachable_at = NULL, "
             "last_updated_at = now() WHERE id = :id"
         ),
-        {"id": batch_id, "paused": paused},
+        {"id": batch_id, "paused": reason is not None, "reason": reason},
+    )
+
+
+def note_unreachable(session: Session, batch_id: str) -> float | None:
+    """A dial of the batch the provider did not process: the batch's run of them starts now
+    unless one is under way; how many seconds ago it started (None for no such batch)."""
+    return session.execute(
+        text(
+            "UPDATE batches SET first_unreachable_at = coalesce(first_unreachable_at, now()) "
+            "WHERE id = :id "
+            "RETURNING extract(epoch FROM now() - first_unreachable_at)::float8"
+        ),
+        {"id": batch_id},
+    ).scalar_one_or_none()
+
+
+def pause_running(session: Session, batch_id: str, reason: str) -> bool:
+    """Pause the batch for ``reason`` if it is running and not paused yet; whether it was."""
+    row = session.execute(
+        text(
+            "UPDATE batches SET paused_at = now(), paused_reason = :reason, "
+            "last_updated_at = now() "
+            "WHERE id = :id AND status = 'in_progress' AND paused_at IS NULL RETURNING id"
+        ),
+        {"id": batch_id, "reason": reason},
+    ).one_or_none()
+    return row is not None
+
+
+def clear_unreachable(session: Session, batch_id: str) -> None:
+    """The provider accepted a dial of the batch: its run of unprocessed dials is over."""
+    session.execute(
+        text(
+            "UPDATE batches SET first_unreachable_at = NULL "
+            "WHERE id = :id AND first_unreachable_at IS NOT NULL"
+        ),
+        {"id": batch_id},
     )
 
 

@@ -84,6 +84,9 @@ _CLAIM = PreparedStatement(
     "AND b.id = c.batch_id AND b.status = 'in_progress' AND b.paused_at IS NULL "
     "RETURNING c.id, c.batch_id, c.workspace_id, c.phone_number, "
     "b.telephony_call_config, b.calling_window, b.timezone, p.credentials_ref, "
+    # Whether the batch's provider has left dials unprocessed since its last accepted one: an
+    # accepted dial then ends that run (shared/provider_outage.py).
+    "b.first_unreachable_at IS NOT NULL AS provider_unreachable, "
     # Checked right before dialing, in the claim itself: the do-not-call list (the number may
     # have been listed since submit) and this week's dials of the number.
     "EXISTS (SELECT 1 FROM dnc_numbers d WHERE d.workspace_id = c.workspace_id "

@@ -18,7 +18,8 @@ from shared.models import WebhookDelivery, WebhookEndpoint
 
 EVENT_CALL_ENDED = "call.ended"
 EVENT_BATCH_COMPLETED = "batch.completed"
-EVENT_TYPES = (EVENT_CALL_ENDED, EVENT_BATCH_COMPLETED)
+EVENT_BATCH_PAUSED = "batch.paused"
+EVENT_TYPES = (EVENT_CALL_ENDED, EVENT_BATCH_COMPLETED, EVENT_BATCH_PAUSED)
 
 
 def _sql_id(prefix: str) -> str:
@@ -73,6 +74,21 @@ _BATCH_COMPLETED = (
 )
 
 
+_BATCH_PAUSED = (
+    "WITH ev AS MATERIALIZED (SELECT "
+    f"{_sql_id('evt')} AS event_id, b.workspace_id, jsonb_build_object("
+    "'batch_id', b.id, 'name', b.name, 'agent_id', b.agent_id, 'status', b.status, "
+    "'paused', true, 'paused_reason', b.paused_reason, "
+    "'total_calls_scheduled', b.total_calls_scheduled, "
+    "'total_calls_dispatched', b.total_calls_dispatched, "
+    "'total_calls_finished', b.total_calls_finished, 'retry_count', b.retry_count, "
+    "'paused_at_unix', extract(epoch FROM b.paused_at)::bigint) AS data "
+    "FROM batches b WHERE b.id = :batch_id AND b.paused_at IS NOT NULL "
+    "AND EXISTS (SELECT 1 FROM webhook_endpoints w "
+    "WHERE w.workspace_id = b.workspace_id AND w.enabled)) " + _INSERT_DELIVERIES
+)
+
+
 def add_call_ended(session: Session, call_ids: Sequence[str]) -> list[tuple[str, str]]:
     """A ``call.ended`` delivery per subscribed endpoint for each of these (final) calls:
     (delivery id, workspace id) of each."""
@@ -88,6 +104,15 @@ def add_batch_completed(session: Session, batch_id: str) -> list[tuple[str, str]
     """A ``batch.completed`` delivery per subscribed endpoint: (delivery id, workspace id)."""
     rows = session.execute(
         text(_BATCH_COMPLETED), {"batch_id": batch_id, "type": EVENT_BATCH_COMPLETED}
+    ).all()
+    return [(row.id, row.workspace_id) for row in rows]
+
+
+def add_batch_paused(session: Session, batch_id: str) -> list[tuple[str, str]]:
+    """A ``batch.paused`` delivery per subscribed endpoint, with the reason the (paused) batch
+    records: (delivery id, workspace id)."""
+    rows = session.execute(
+        text(_BATCH_PAUSED), {"batch_id": batch_id, "type": EVENT_BATCH_PAUSED}
     ).all()
     return [(row.id, row.workspace_id) for row in rows]
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel
@@ -29,6 +29,7 @@ from shared.errors import Conflict, ErrorItem, Loc, NotFound, ValidationFailed
 from shared.ids import new_id, new_ids
 from shared.models import Agent, PhoneNumber
 from shared.phones import InvalidPhoneNumber, is_known_region, normalize_e164
+from shared.provider_outage import PAUSED_MANUALLY
 from shared.repositories import agents as agents_repo
 from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo
@@ -44,6 +45,7 @@ from shared.schemas import (
     DashboardBatch,
     DashboardResponse,
     OutboundCallRecipient,
+    PausedReason,
     RecipientResponse,
     SubmitBatchRequest,
     TelephonyCallConfigResponse,
@@ -672,8 +674,16 @@ def _batch_response(row: Row[Any], cls: type[BatchResponse] = BatchResponse, **e
         voicemail_behavior=VoicemailBehavior(row.voicemail_behavior),
         voicemail_message=row.voicemail_message_template,
         paused=row.paused_at is not None,
+        paused_reason=_paused_reason(row),
         **extra,
     )
+
+
+def _paused_reason(row: Row[Any]) -> PausedReason | None:
+    # A batch paused before reasons were recorded was paused through the endpoint.
+    if row.paused_at is None:
+        return None
+    return cast(PausedReason, row.paused_reason or PAUSED_MANUALLY)
 
 
 def get_batch(session: Session, workspace_id: str, batch_id: str) -> BatchResponse:
@@ -734,6 +744,7 @@ def dashboard_batches(session: Session, workspace_id: str, limit: int) -> Dashbo
                 name=row.name,
                 status=row.status,
                 paused=row.paused_at is not None,
+                paused_reason=_paused_reason(row),
                 created_at_unix=unix(row.created_at),
                 total_calls_scheduled=row.total_calls_scheduled,
                 total_calls_dispatched=row.total_calls_dispatched,
@@ -969,15 +980,18 @@ def pause_batch(session: Session, workspace_id: str, batch_id: str) -> None:
             f"the batch is {batch.status}; only a pending or running batch can be paused",
         )
     if batch.paused_at is None:
-        batches_repo.set_paused(session, batch_id, True)
+        batches_repo.set_paused(session, batch_id, PAUSED_MANUALLY)
+        webhooks.batch_paused(session, batch_id)
 
 
 def resume_batch(session: Session, workspace_id: str, batch_id: str) -> None:
-    """Resume a paused batch: its due calls are published again after commit."""
+    """Resume a paused batch, whatever paused it (its reason is cleared, and a run of dials
+    its provider did not process starts afresh): its due calls are published again after
+    commit."""
     batch = _locked_batch(session, workspace_id, batch_id)
     if batch.paused_at is None:
         return
-    batches_repo.set_paused(session, batch_id, False)
+    batches_repo.set_paused(session, batch_id, None)
     if batch.status == "in_progress":
         _fan_out(session, batch_id)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from collections import Counter
@@ -16,7 +17,7 @@ from xml.sax.saxutils import quoteattr
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
-from shared import callstate, messaging, metrics, slots
+from shared import callstate, messaging, metrics, provider_outage, slots
 from shared.callstate import CallSnapshot, CounterDeltas, ProviderUpdate, Transition
 from shared.db import after_commit
 from shared.errors import NotFound, ProviderError
@@ -43,7 +44,10 @@ log = logging.getLogger(__name__)
 
 Transaction = Callable[[], AbstractContextManager[Session]]
 
-# A dial the provider did not process (429, 5xx, unreachable) is handed back, due again after:
+# A call whose pacing could not be reserved (Redis unreachable) is handed back, due again
+# after this long. A dial the provider did not process (429, 5xx, unreachable) is handed back
+# after a delay that grows with its batch's run of them, and pauses the batch once that run
+# is long enough (shared/provider_outage.py).
 TRANSIENT_RETRY_DELAY_S = 15.0
 # A call that found every concurrency slot taken is due again after:
 SLOT_RETRY_DELAY_S = 1.0
@@ -641,6 +645,11 @@ def _place_claimed_call(
         with transaction() as session:
             return _record_dial_error(session, call_id, row.batch_id, token, error)
     metrics.DIAL_SECONDS.labels(result=metrics.DIAL_ACCEPTED).observe(time.perf_counter() - started)
+    if row.provider_unreachable:
+        # The first dials accepted after an outage end the batch's run of unprocessed ones
+        # (rare: the claim said a run was under way, so no dial pays this otherwise).
+        with transaction() as session:
+            batches_repo.clear_unreachable(session, row.batch_id)
     return callstate.from_twilio(
         placed.sid, placed.provider_status, from_number=request.from_
     ) or ProviderUpdate(
@@ -767,13 +776,15 @@ def audit_slots(transaction: Transaction) -> int:
 
 def _pacing_limits(credentials_ref: str, callers: list[str]) -> tuple[list[Limit], list[Limit]]:
     """The pacing limits a dial takes a slot under: the provider account's, and one of the
-    caller numbers' (the pool of alternatives)."""
+    caller numbers' (the pool of alternatives) when numbers are paced."""
     settings = get_settings()
     account_sid = provider_for(credentials_ref).account.account_sid
-    pool = [
-        Limit(f"number:{number}", settings.calls_per_second_per_number, settings.pacing_burst)
-        for number in callers
-    ]
+    per_number = settings.per_number_pacing
+    pool = (
+        [Limit(f"number:{number}", per_number, settings.pacing_burst) for number in callers]
+        if per_number
+        else []
+    )
     limits = [
         Limit(
             f"account:{account_sid}", settings.calls_per_second_per_account, settings.pacing_burst
@@ -836,10 +847,18 @@ def _wait_for_pacing(
         # next slot's call and crowd the provider's second: it lets the slot go and takes the
         # next free one instead.
         if time.monotonic() - slot_at <= PACING_LATE_S:
-            return reservation.choice
+            return _caller_index(reservation, len(callers))
     with transaction() as session:
         hand_back(session, call_id, token, 0)
     return "paced_late"
+
+
+def _caller_index(reservation: Reservation, callers: int) -> int:
+    """Which caller number of the pool to dial from: the one whose pacing slot was taken, or,
+    when numbers are not paced, any of them (so the calls spread over the pool)."""
+    if get_settings().per_number_pacing or callers < 2:
+        return reservation.choice
+    return random.randrange(callers)
 
 
 def _over_frequency_cap(row: Any) -> tuple[str, _Undo] | None:
@@ -874,10 +893,38 @@ def _record_dial_error(
         log.warning("ambiguous dial of %s: %s", call_id, error.message)
         return "ambiguous"
     if error.retryable:
-        hand_back(session, call_id, token, TRANSIENT_RETRY_DELAY_S)
-        return "deferred"
+        return _provider_did_not_process(session, call_id, batch_id, token)
     fail_claimed_call(session, call_id, callstate.OUTCOME_PROVIDER_ERROR, error)
     return "rejected"
+
+
+def _provider_did_not_process(session: Session, call_id: str, batch_id: str, token: str) -> str:
+    """A dial the provider did not process (it is unreachable, or answered 5xx or 429): the
+    call goes back to pending, due again after the batch's backoff, or, once the batch's run
+    of such dials has lasted ``provider_unreachable_pause_after_s``, due at once in a batch
+    paused for ``provider_unreachable`` (its ``batch.paused`` webhook in this transaction)."""
+    settings = get_settings()
+    unreachable_for = batches_repo.note_unreachable(session, batch_id) or 0.0
+    verdict = provider_outage.unreachable_verdict(
+        unreachable_for,
+        base_s=settings.provider_unreachable_retry_base_s,
+        cap_s=settings.provider_unreachable_retry_max_s,
+        pause_after_s=settings.provider_unreachable_pause_after_s,
+    )
+    if verdict.pause:
+        if batches_repo.pause_running(
+            session, batch_id, provider_outage.PAUSED_PROVIDER_UNREACHABLE
+        ):
+            log.error(
+                "no dial of batch %s was processed by the provider for %.0f s; paused",
+                batch_id,
+                unreachable_for,
+            )
+            webhooks.batch_paused(session, batch_id)
+        hand_back(session, call_id, token, 0)
+        return "provider_unreachable"
+    hand_back(session, call_id, token, verdict.retry_in_s)
+    return "deferred"
 
 
 def reconcile_call(call_id: str, transaction: Transaction) -> str:

@@ -4,7 +4,7 @@ delivery with exponential backoff.
 Every delivery is a POST of the event's JSON body with these headers:
 
 * ``Switchboard-Event-Id``: the event's id, the same on every retry and for every endpoint;
-* ``Switchboard-Event-Type``: ``call.ended`` or ``batch.completed``;
+* ``Switchboard-Event-Type``: ``call.ended``, ``batch.completed`` or ``batch.paused``;
 * ``Switchboard-Timestamp``: Unix seconds when this attempt was signed;
 * ``Switchboard-Signature``: ``v1=`` + hex HMAC-SHA256 of ``"{timestamp}.{body}"`` keyed with
   the endpoint's secret.
@@ -116,6 +116,11 @@ def calls_ended(session: Session, call_ids: Sequence[str]) -> None:
 def batch_completed(session: Session, batch_id: str) -> None:
     """In the transaction that completed the batch: its ``batch.completed`` deliveries."""
     _publish(session, webhooks_repo.add_batch_completed(session, batch_id))
+
+
+def batch_paused(session: Session, batch_id: str) -> None:
+    """In the transaction that paused the batch: its ``batch.paused`` deliveries."""
+    _publish(session, webhooks_repo.add_batch_paused(session, batch_id))
 
 
 def _endpoint_response(row: WebhookEndpoint) -> WebhookEndpointResponse:

@@ -270,14 +270,20 @@ class TwilioProvider:
 
     def _call(self, request: Callable[[], T]) -> T:
         """Run one REST request, resending it only when the provider did not process it."""
+        unprocessed: ProviderError | None = None
         for pause in (*RETRY_PAUSES_S, None):
             try:
                 return request()
             except Exception as exc:
                 error = _provider_error(exc)
                 metrics.PROVIDER_ERRORS.labels(code=metrics.provider_error_code(error)).inc()
+                if error.fenced and unprocessed is not None:
+                    # A resend the fence held back: what the caller must know is that the
+                    # provider did not process the request (an outage is counted from it).
+                    raise unprocessed from exc
                 if not error.retryable or error.fenced or pause is None:
                     raise error from exc
+                unprocessed = error
                 log.warning("provider request not processed (%s); retrying", error.message)
                 time.sleep(pause)
         raise AssertionError("unreachable")

@@ -220,6 +220,7 @@ def test_data_needs_a_key_and_counts_recipients_by_status(stack: Stack):
         "name": "older",
         "status": "completed",
         "paused": False,
+        "paused_reason": None,
         "created_at_unix": oldest["created_at_unix"],
         "total_calls_scheduled": 5,
         "total_calls_dispatched": 4,
