@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from shared.db import transaction
+from shared.errors import ErrorItem, ValidationFailed
 from shared.services.workspaces import authenticate
+from shared.storable import text_problem
 
 
 def _db_session() -> Iterator[Session]:
@@ -50,3 +52,17 @@ def authenticated_workspace_id(
 
 
 WorkspaceDep = Annotated[str, Depends(authenticated_workspace_id)]
+
+
+def storable_parameters(request: Request) -> None:
+    """Path and query values reach queries as text: one holding NUL or a lone surrogate is a 422
+    naming it, before any route runs (never a database error, nor a 404 for what cannot exist)."""
+    sources = (("path", request.path_params.items()), ("query", request.query_params.multi_items()))
+    items = [
+        ErrorItem([source, name], problem.msg, problem.kind)
+        for source, params in sources
+        for name, value in params
+        if (problem := text_problem(name) or text_problem(str(value))) is not None
+    ]
+    if items:
+        raise ValidationFailed(items)

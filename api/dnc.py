@@ -9,16 +9,17 @@ from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, WorkspaceDep
 from shared.services import dnc as service
+from shared.storable import Text
 
 router = APIRouter(tags=["do-not-call"])
 
 
 class DncEntry(BaseModel):
-    phone_number: str = Field(max_length=64)
+    phone_number: Text = Field(max_length=64)
 
 
 class DncImport(BaseModel):
-    phone_numbers: list[str] = Field(min_length=1, max_length=100_000)
+    phone_numbers: list[Text] = Field(min_length=1, max_length=100_000)
 
 
 class DncListed(BaseModel):

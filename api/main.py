@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -29,11 +29,12 @@ from api import (
     telephony,
     webhooks,
 )
+from api.deps import storable_parameters
 from api.responses import declare_error_responses, error_responses
 from api.transport import TransportGuard
 from shared import heap
 from shared.db import get_engine
-from shared.errors import SwitchboardError
+from shared.errors import ErrorItem, SwitchboardError
 from shared.settings import get_settings, refuse_unsafe_start
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ application = FastAPI(
     # Metrics are Prometheus's (/metrics). FastAPI's own OpenTelemetry hooks would otherwise
     # look for configured providers on every request, the provider's callbacks included.
     telemetry={"tracing": False, "metrics": False, "logs": False},
+    dependencies=[Depends(storable_parameters)],
 )
 
 # Each route declares the errors it can answer; done before inclusion, which builds from it.
@@ -140,11 +142,7 @@ def _methods_at(path: str) -> list[str]:
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     # The seeds' shape exactly: loc, msg, type (no echo of the input, which may be 10k rows).
     detail = [
-        {
-            "loc": list(error.get("loc", [])),
-            "msg": error.get("msg", ""),
-            "type": error.get("type", ""),
-        }
+        ErrorItem(error.get("loc", []), error.get("msg", ""), error.get("type", "")).as_dict()
         for error in exc.errors()
     ]
     return JSONResponse({"detail": detail}, status_code=422)

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.storable import displayable
+
 Loc = Sequence[str | int]
 
 
@@ -22,8 +24,10 @@ class ErrorItem:
     ctx: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        """The seed's error-item shape."""
-        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+        """The seed's error-item shape, with text from the request (a key in ``loc``, a value in
+        ``msg``) made encodable: a lone surrogate in it would fail the answer itself."""
+        loc = [displayable(part) if isinstance(part, str) else part for part in self.loc]
+        return {"loc": loc, "msg": displayable(self.msg), "type": self.type}
 
 
 @dataclass

@@ -3,11 +3,30 @@ ElevenLabs batch-calling extras: timezone, telephony_call_config, target_concurr
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    UrlConstraints,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
+from shared.storable import (
+    MAX_URL_CHARS,
+    FreeJson,
+    FreeJsonObject,
+    OptionalText,
+    PromptTags,
+    Text,
+    Variables,
+)
 from shared.voicemail import DEFAULT_BEHAVIOR, VoicemailBehavior
 
 BatchStatus = Literal["pending", "in_progress", "completed", "failed", "cancelled"]
@@ -23,17 +42,29 @@ RecipientStatus = Literal[
 ]
 PhoneProvider = Literal["twilio", "vobiz", "sip_trunk"]
 PausedReason = Literal["manual", "provider_unreachable"]
-DynamicValue = str | int | float | bool | None
+
+
+def _not_a_bool(value: object) -> object:
+    # A JSON true/false would otherwise be taken as 1.0/0.0.
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "Input should be a number, not a boolean")
+    return value
+
+
+# A voice setting's number: a JSON number, never a boolean.
+VoiceNumber = Annotated[float, BeforeValidator(_not_a_bool)]
 
 
 class _Open(BaseModel):
     """Client-supplied configuration: unknown keys are kept and passed on, not rejected."""
 
     model_config = ConfigDict(extra="allow")
+    # The unknown keys' values are stored and passed on: storable text, bounded in size.
+    __pydantic_extra__: dict[str, FreeJson] = Field(init=False)
 
 
 class SoftTimeoutConfig(_Open):
-    message: str | None = None
+    message: OptionalText = None
 
 
 class TurnOverride(_Open):
@@ -41,10 +72,10 @@ class TurnOverride(_Open):
 
 
 class TtsOverride(_Open):
-    voice_id: str | None = None
-    stability: float | None = None
-    speed: float | None = None
-    similarity_boost: float | None = None
+    voice_id: OptionalText = None
+    stability: VoiceNumber | None = None
+    speed: VoiceNumber | None = None
+    similarity_boost: VoiceNumber | None = None
 
 
 class ConversationOverride(_Open):
@@ -52,14 +83,14 @@ class ConversationOverride(_Open):
 
 
 class PromptOverride(_Open):
-    prompt: str | None = None
-    llm: str | None = None
-    native_mcp_server_ids: list[str] | None = None
+    prompt: OptionalText = None
+    llm: OptionalText = None
+    native_mcp_server_ids: list[Text] | None = None
 
 
 class AgentOverride(_Open):
-    first_message: str | None = None
-    language: str | None = None
+    first_message: OptionalText = None
+    language: OptionalText = None
     prompt: PromptOverride | None = None
 
 
@@ -71,29 +102,29 @@ class ConversationConfigOverride(_Open):
 
 
 class SourceInfo(_Open):
-    source: str | None = "unknown"
-    version: str | None = None
+    source: OptionalText = "unknown"
+    version: OptionalText = None
 
 
 class ConversationInitiationClientData(_Open):
     conversation_config_override: ConversationConfigOverride | None = None
-    custom_llm_extra_body: dict[str, Any] | None = None
-    user_id: str | None = None
+    custom_llm_extra_body: FreeJsonObject | None = None
+    user_id: OptionalText = None
     source_info: SourceInfo | None = None
-    dynamic_variables: dict[str, DynamicValue] = Field(default_factory=dict)
+    dynamic_variables: Variables = Field(default_factory=dict)
 
 
 class OutboundCallRecipient(BaseModel):
-    id: str | None = Field(default=None, max_length=200)
-    phone_number: str | None = Field(default=None, max_length=64)
-    whatsapp_user_id: str | None = Field(default=None, max_length=200)
+    id: OptionalText = Field(default=None, max_length=200)
+    phone_number: OptionalText = Field(default=None, max_length=64)
+    whatsapp_user_id: OptionalText = Field(default=None, max_length=200)
     conversation_initiation_client_data: ConversationInitiationClientData | None = None
 
 
 class BatchCallWhatsAppParams(BaseModel):
-    whatsapp_call_permission_request_template_name: str | None = None
-    whatsapp_call_permission_request_template_language_code: str | None = None
-    whatsapp_phone_number_id: str | None = None
+    whatsapp_call_permission_request_template_name: OptionalText = None
+    whatsapp_call_permission_request_template_language_code: OptionalText = None
+    whatsapp_phone_number_id: OptionalText = None
 
 
 class TelephonyCallConfig(_Open):
@@ -147,7 +178,7 @@ class CallingWindowSpec(BaseModel):
         max_length=7,
         description="Days of the week calls may start on, 0 = Monday.",
     )
-    timezone: str | None = None
+    timezone: OptionalText = None
     override_default_window: bool = Field(
         default=False, description="Allow calls outside the workspace's default window."
     )
@@ -171,13 +202,13 @@ MAX_STORED_INT = 2**31 - 1
 class SubmitBatchRequest(BaseModel):
     """Request model for submitting a batch call job."""
 
-    call_name: str = Field(min_length=1, max_length=500)
-    agent_id: str
+    call_name: Text = Field(min_length=1, max_length=500)
+    agent_id: Text
     recipients: list[OutboundCallRecipient] = Field(min_length=1, max_length=10_000)
     # Unix seconds from 1970 up to the last second of year 9999 (what a timestamp can hold).
     scheduled_time_unix: int | None = Field(default=None, ge=0, le=MAX_UNIX_TIME)
-    agent_phone_number_id: str | None = None
-    agent_phone_number_ids: list[str] | None = Field(
+    agent_phone_number_id: OptionalText = None
+    agent_phone_number_ids: list[Text] | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_CALLER_POOL,
@@ -185,7 +216,7 @@ class SubmitBatchRequest(BaseModel):
         "(after agent_phone_number_id when both are given).",
     )
     whatsapp_params: BatchCallWhatsAppParams | None = None
-    timezone: str | None = None
+    timezone: OptionalText = None
     telephony_call_config: TelephonyCallConfig | None = None
     target_concurrency_limit: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
     retry_policy: RetryPolicy | None = None
@@ -291,18 +322,18 @@ class DashboardResponse(BaseModel):
 
 
 class VoiceSettings(_Open):
-    voice_id: str | None = None
-    stability: float | None = Field(default=None, ge=0, le=1)
-    speed: float | None = Field(default=None, gt=0, le=4)
-    similarity_boost: float | None = Field(default=None, ge=0, le=1)
+    voice_id: OptionalText = None
+    stability: VoiceNumber | None = Field(default=None, ge=0, le=1)
+    speed: VoiceNumber | None = Field(default=None, gt=0, le=4)
+    similarity_boost: VoiceNumber | None = Field(default=None, ge=0, le=1)
 
 
 class AgentCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    prompt: str = Field(default="", max_length=100_000)
-    first_message: str = Field(default="", max_length=10_000)
-    language: str = Field(default="en", max_length=20)
-    llm: str = Field(default="", max_length=100)
+    name: Text = Field(min_length=1, max_length=200)
+    prompt: Text = Field(default="", max_length=100_000)
+    first_message: Text = Field(default="", max_length=10_000)
+    language: Text = Field(default="en", max_length=20)
+    llm: Text = Field(default="", max_length=100)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
     voicemail_behavior: VoicemailBehavior = Field(
         default=DEFAULT_BEHAVIOR,
@@ -319,11 +350,11 @@ class AgentCreate(BaseModel):
 class AgentUpdate(BaseModel):
     """The fields to change; a field left out is unchanged, and none may be set to null."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    prompt: str | None = Field(default=None, max_length=100_000)
-    first_message: str | None = Field(default=None, max_length=10_000)
-    language: str | None = Field(default=None, max_length=20)
-    llm: str | None = Field(default=None, max_length=100)
+    name: OptionalText = Field(default=None, min_length=1, max_length=200)
+    prompt: OptionalText = Field(default=None, max_length=100_000)
+    first_message: OptionalText = Field(default=None, max_length=10_000)
+    language: OptionalText = Field(default=None, max_length=20)
+    llm: OptionalText = Field(default=None, max_length=100)
     voice: VoiceSettings | None = None
     voicemail_behavior: VoicemailBehavior | None = None
     voicemail_message: str | None = Field(default=None, max_length=MAX_VOICEMAIL_MESSAGE)
@@ -386,14 +417,14 @@ class BulkContact(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    number_to_call: str = Field(alias="numberToCall", min_length=1, max_length=64)
-    first_name: str | None = Field(default=None, alias="firstName", max_length=200)
-    last_name: str | None = Field(default=None, alias="lastName", max_length=200)
-    email: str | None = Field(default=None, max_length=320)
-    metadata: dict[str, Any] | None = Field(
+    number_to_call: Text = Field(alias="numberToCall", min_length=1, max_length=64)
+    first_name: OptionalText = Field(default=None, alias="firstName", max_length=200)
+    last_name: OptionalText = Field(default=None, alias="lastName", max_length=200)
+    email: OptionalText = Field(default=None, max_length=320)
+    metadata: FreeJsonObject | None = Field(
         default=None, description="Stored on the call (request_metadata); never in the prompt."
     )
-    prompt_tags: dict[str, str] | None = Field(
+    prompt_tags: PromptTags | None = Field(
         default=None,
         alias="promptTags",
         description="Values for the {{key}} / <<key>> placeholders of the template's prompt.",
@@ -477,10 +508,10 @@ class ContactListResponse(BaseModel):
 
 
 class PhoneNumberCreate(BaseModel):
-    phone_number: str = Field(max_length=64)
+    phone_number: Text = Field(max_length=64)
     provider: PhoneProvider = "twilio"
-    label: str = Field(default="", max_length=200)
-    credentials_ref: str = Field(default="default", max_length=200)
+    label: Text = Field(default="", max_length=200)
+    credentials_ref: Text = Field(default="default", max_length=200)
 
 
 class PhoneNumberResponse(BaseModel):
@@ -513,11 +544,11 @@ WebhookEventType = Literal["call.ended", "batch.completed", "batch.paused"]
 
 
 class WebhookEndpointCreate(BaseModel):
-    url: AnyHttpUrl
+    url: Annotated[AnyHttpUrl, UrlConstraints(max_length=MAX_URL_CHARS)]
     event_types: list[WebhookEventType] = Field(
         default=["call.ended", "batch.completed"], min_length=1
     )
-    secret: str | None = Field(
+    secret: OptionalText = Field(
         default=None,
         min_length=16,
         max_length=200,

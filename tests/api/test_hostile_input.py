@@ -9,6 +9,7 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,14 @@ import uvicorn
 from api import metrics as metrics_api
 from api.main import app
 from api.transport import BATCH_BODY_MAX_BYTES, DEFAULT_BODY_MAX_BYTES
+from shared.storable import (
+    MAX_FREE_JSON_CHARS,
+    MAX_URL_CHARS,
+    MAX_VARIABLE_NAME_CHARS,
+    MAX_VARIABLE_VALUE_CHARS,
+    MAX_VARIABLES,
+    MAX_VARIABLES_TOTAL_CHARS,
+)
 from tests.factories import create_agent, recipients, register_number, submit
 from tests.support import Stack, free_port, wait_for
 
@@ -221,6 +230,265 @@ def test_the_openapi_document_names_the_key_schemes_and_every_routes_errors(
                 assert "401" in operation["responses"], (method, path)
             if "{" in path:
                 assert "404" in operation["responses"] or "telephony" in path, (method, path)
+
+
+BATCHES = "/v1/voiceai/batch-calling"
+CALL_BULK = "/ai/phone-calls/action/call-bulk"
+NUL, SURROGATE = "\u0000", "\ud800"
+DYNAMIC = ["body", "recipients", 0, "conversation_initiation_client_data", "dynamic_variables"]
+OVERRIDE = ["body", "recipients", 0, "conversation_initiation_client_data"]
+CONTACT = ["body", "contacts", 0]
+
+
+def post_json(
+    client: httpx.Client, path: str, body: object, method: str = "POST"
+) -> httpx.Response:
+    """Send ``body`` as ASCII JSON, so NUL and lone surrogates travel as \\u escapes (valid
+    JSON), as a fuzzer sends them."""
+    return client.request(
+        method, path, content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+
+
+def _person(**data: Any) -> dict[str, Any]:
+    variables = {"first_name": "Ada", "amount": "$1.00"}
+    variables.update(data.pop("variables", {}))
+    return {
+        "phone_number": "+12125550100",
+        "conversation_initiation_client_data": {"dynamic_variables": variables, **data},
+    }
+
+
+def _submit_body(agent_id: str, number_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    body = {"call_name": "hostile", "agent_id": agent_id, "agent_phone_number_id": number_id}
+    body.update(fields)
+    body["recipients"] = [body.pop("person", _person())]
+    return body
+
+
+def _contact(**fields: Any) -> dict[str, Any]:
+    return {"contacts": [{"numberToCall": "+12125550100", **fields}]}
+
+
+def _nothing_written(client: httpx.Client, agent_id: str) -> None:
+    assert client.get(f"{BATCHES}/workspace").json()["batch_calls"] == []
+    assert [a["agent_id"] for a in client.get("/v1/voiceai/agents").json()["agents"]] == [agent_id]
+    assert len(client.get("/v1/voiceai/phone-numbers").json()) == 1
+    assert client.get("/v1/voiceai/dnc").json()["numbers"] == []
+    assert client.get("/v1/voiceai/webhooks").json()["webhooks"] == []
+    assert client.get("/ai/contacts").json()["contacts"] == []
+
+
+@pytest.mark.parametrize("bad", [NUL, SURROGATE], ids=["nul", "lone-surrogate"])
+def test_text_that_cannot_be_stored_is_a_422_naming_the_field(
+    stack: Stack, client: httpx.Client, bad: str
+) -> None:
+    agent_id, number_id = create_agent(client), register_number(client)
+    agent_before = client.get(f"/v1/voiceai/agents/{agent_id}").json()
+    text = f"a{bad}b"
+    submit_cases: list[tuple[dict[str, Any], list[Any]]] = [
+        ({"call_name": text}, ["body", "call_name"]),
+        ({"agent_id": text}, ["body", "agent_id"]),
+        ({"agent_phone_number_id": text}, ["body", "agent_phone_number_id"]),
+        ({"agent_phone_number_ids": [number_id, text]}, ["body", "agent_phone_number_ids", 1]),
+        ({"timezone": text}, ["body", "timezone"]),
+        (
+            {"whatsapp_params": {"whatsapp_phone_number_id": text}},
+            ["body", "whatsapp_params", "whatsapp_phone_number_id"],
+        ),
+        ({"person": {**_person(), "id": text}}, ["body", "recipients", 0, "id"]),
+        ({"person": _person(variables={"first_name": text})}, [*DYNAMIC, "first_name"]),
+        ({"person": _person(variables={text: "x"})}, [*DYNAMIC, text, "[key]"]),
+        (
+            {"person": _person(conversation_config_override={"agent": {"first_message": text}})},
+            [*OVERRIDE, "conversation_config_override", "agent", "first_message"],
+        ),
+        (
+            {"person": _person(conversation_config_override={"custom": {"deep": [1, text]}})},
+            [*OVERRIDE, "conversation_config_override", "custom"],
+        ),
+        (
+            {"person": _person(custom_llm_extra_body={text: 1})},
+            [*OVERRIDE, "custom_llm_extra_body"],
+        ),
+    ]
+    cases: list[tuple[str, str, object, list[Any]]] = [
+        ("POST", f"{BATCHES}/submit", _submit_body(agent_id, number_id, fields), loc)
+        for fields, loc in submit_cases
+    ]
+    cases += [
+        ("POST", "/v1/voiceai/agents", {"name": text}, ["body", "name"]),
+        (
+            "POST",
+            "/v1/voiceai/agents",
+            {"name": "n", "voice": {"voice_id": text}},
+            ["body", "voice", "voice_id"],
+        ),
+        (
+            "POST",
+            "/v1/voiceai/agents",
+            {"name": "n", "voice": {"style": {text: 1}}},
+            ["body", "voice", "style"],
+        ),
+        ("PATCH", f"/v1/voiceai/agents/{agent_id}", {"prompt": text}, ["body", "prompt"]),
+        (
+            "POST",
+            "/v1/voiceai/phone-numbers",
+            {"phone_number": "+12025550111", "label": text},
+            ["body", "label"],
+        ),
+        ("POST", "/v1/voiceai/dnc", {"phone_number": text}, ["body", "phone_number"]),
+        (
+            "POST",
+            "/v1/voiceai/dnc/import",
+            {"phone_numbers": ["+12125550100", text]},
+            ["body", "phone_numbers", 1],
+        ),
+        (
+            "POST",
+            "/v1/voiceai/webhooks",
+            {"url": "https://example.com/hook", "secret": text * 8},
+            ["body", "secret"],
+        ),
+        ("POST", CALL_BULK, _contact(firstName=text), [*CONTACT, "firstName"]),
+        (
+            "POST",
+            CALL_BULK,
+            _contact(metadata={"invoice": {"lines": [text]}}),
+            [*CONTACT, "metadata"],
+        ),
+        ("POST", CALL_BULK, _contact(metadata={text: 1}), [*CONTACT, "metadata"]),
+        (
+            "POST",
+            CALL_BULK,
+            _contact(promptTags={"amount": text}),
+            [*CONTACT, "promptTags", "amount"],
+        ),
+    ]
+    for method, path, body, loc in cases:
+        response = post_json(client, path, body, method)
+        assert response.status_code == 422, (path, body, response.text)
+        [error] = response.json()["detail"]
+        # A key that is not Unicode text is named in the loc as far as it can be.
+        named = [p.encode(errors="surrogatepass").decode(errors="replace") for p in map(str, loc)]
+        assert list(map(str, error["loc"])) == named, (body, error)
+        assert error["type"] in ("value_error.nul", "value_error.surrogate"), error
+    assert client.get(f"/v1/voiceai/agents/{agent_id}").json() == agent_before
+    _nothing_written(client, agent_id)
+
+
+def test_nul_in_a_csv_cell_or_form_field_is_a_422_naming_row_and_column(
+    stack: Stack, client: httpx.Client
+) -> None:
+    agent_id, number_id = create_agent(client), register_number(client)
+    good = "phone_number,id,first_name,amount\n+12125550100,r1,Ada,$1\n"
+    cases: list[tuple[str, dict[str, str], list[Any]]] = [
+        (good.replace("Ada", "A\x00da"), {}, ["body", "file", "row", 2, "first_name"]),
+        (good.replace("r1", "r\x001"), {}, ["body", "file", "row", 2, "id"]),
+        (good.replace("amount", "am\x00ount"), {}, ["body", "file", "row", 2, "am\x00ount"]),
+        (good, {"call_name": "csv\x00batch"}, ["body", "call_name"]),
+        (good, {"timezone": "Europe/\x00Paris"}, ["body", "timezone"]),
+    ]
+    for content, fields, loc in cases:
+        response = client.post(
+            f"{BATCHES}/submit-csv",
+            data={
+                "call_name": "csv",
+                "agent_id": agent_id,
+                "agent_phone_number_id": number_id,
+                **fields,
+            },
+            files={"file": ("people.csv", content.encode(), "text/csv")},
+        )
+        assert response.status_code == 422, (content, fields, response.text)
+        assert loc in [error["loc"] for error in response.json()["detail"]], response.text
+    assert client.get(f"{BATCHES}/workspace").json()["batch_calls"] == []
+
+
+def test_nul_in_a_path_or_query_parameter_is_a_422_naming_it(client: httpx.Client) -> None:
+    cases: list[tuple[str, str, dict[str, str], list[Any]]] = [
+        ("GET", f"{BATCHES}/batch%00x", {}, ["path", "batch_id"]),
+        ("GET", f"{BATCHES}/batch%00x/export.csv", {}, ["path", "batch_id"]),
+        ("POST", f"{BATCHES}/batch%00x/cancel", {}, ["path", "batch_id"]),
+        ("DELETE", f"{BATCHES}/batch%00x", {}, ["path", "batch_id"]),
+        ("GET", "/v1/voiceai/agents/agent%00x", {}, ["path", "agent_id"]),
+        ("DELETE", "/v1/voiceai/dnc/%2B1212%0055501", {}, ["path", "phone_number"]),
+        ("DELETE", "/v1/voiceai/webhooks/wh%00x", {}, ["path", "endpoint_id"]),
+        ("GET", "/ai/contacts/c%00x", {}, ["path", "contact_id"]),
+        ("GET", "/ai/settings-templates/t%00x", {}, ["path", "template_id"]),
+        ("GET", f"{BATCHES}/workspace", {"last_doc": "b\x00"}, ["query", "last_doc"]),
+        ("GET", f"{BATCHES}/workspace", {"agent_id": "a\x00"}, ["query", "agent_id"]),
+        ("GET", "/v1/voiceai/agents", {"cursor": "a\x00"}, ["query", "cursor"]),
+        ("GET", "/v1/voiceai/dnc", {"cursor": "+1\x00"}, ["query", "cursor"]),
+        ("GET", "/v1/voiceai/webhooks/deliveries", {"last_doc": "d\x00"}, ["query", "last_doc"]),
+        ("GET", "/ai/contacts", {"last_doc": "c\x00"}, ["query", "last_doc"]),
+        ("GET", "/ai/settings-templates", {"cursor": "t\x00"}, ["query", "cursor"]),
+    ]
+    for method, path, params, loc in cases:
+        assert_seed_error(client.request(method, path, params=params), 422, loc)
+
+
+def test_a_boolean_for_a_numeric_voice_setting_is_a_422(stack: Stack, client: httpx.Client) -> None:
+    agent_id, number_id = create_agent(client), register_number(client)
+    before = client.get(f"/v1/voiceai/agents/{agent_id}").json()
+    for setting in ("stability", "speed", "similarity_boost"):
+        voice = {"voice": {setting: False}}
+        create = client.post("/v1/voiceai/agents", json={"name": "n", **voice})
+        assert_seed_error(create, 422, ["body", "voice", setting])
+        patch = client.patch(f"/v1/voiceai/agents/{agent_id}", json=voice)
+        assert_seed_error(patch, 422, ["body", "voice", setting])
+        person = _person(conversation_config_override={"tts": {setting: True}})
+        response = submit(client, agent_id, number_id, [person])
+        assert_seed_error(
+            response, 422, [*OVERRIDE, "conversation_config_override", "tts", setting]
+        )
+    assert client.get(f"/v1/voiceai/agents/{agent_id}").json() == before
+    _nothing_written(client, agent_id)
+
+
+def test_sizes_over_the_limits_are_422s_naming_the_field(
+    stack: Stack, client: httpx.Client
+) -> None:
+    agent_id, number_id = create_agent(client), register_number(client)
+    many = {f"v{i}": "x" for i in range(MAX_VARIABLES + 1)}
+    long_name = "n" * (MAX_VARIABLE_NAME_CHARS + 1)
+    half = "x" * (MAX_VARIABLES_TOTAL_CHARS // 2)
+    submit_cases: list[tuple[dict[str, Any], list[Any], str]] = [
+        (many, DYNAMIC, "too_long"),
+        ({long_name: "x"}, [*DYNAMIC, long_name, "[key]"], "string_too_long"),
+        (
+            {"first_name": "x" * (MAX_VARIABLE_VALUE_CHARS + 1)},
+            [*DYNAMIC, "first_name"],
+            "string_too_long",
+        ),
+        ({"a": half, "b": half}, DYNAMIC, "too_large"),
+    ]
+    for variables, loc, kind in submit_cases:
+        response = submit(client, agent_id, number_id, [_person(variables=variables)])
+        assert_seed_error(response, 422, loc)
+        assert response.json()["detail"][0]["type"] == kind, response.text
+    big = {"blob": "x" * MAX_FREE_JSON_CHARS}
+    bulk_cases: list[tuple[dict[str, Any], list[Any], str]] = [
+        (_contact(metadata=big), [*CONTACT, "metadata"], "too_large"),
+        (_contact(promptTags=many), [*CONTACT, "promptTags"], "too_long"),
+        (_contact(promptTags={"a": half, "b": half}), [*CONTACT, "promptTags"], "too_large"),
+        (
+            _contact(promptTags={"amount": "x" * (MAX_VARIABLE_VALUE_CHARS + 1)}),
+            [*CONTACT, "promptTags", "amount"],
+            "string_too_long",
+        ),
+    ]
+    for body, loc, kind in bulk_cases:
+        response = client.post(CALL_BULK, json=body)
+        assert_seed_error(response, 422, loc)
+        assert response.json()["detail"][0]["type"] == kind, response.text
+    too_long_url = "https://example.com/" + "a" * (MAX_URL_CHARS - len("https://example.com/") + 1)
+    response = client.post("/v1/voiceai/webhooks", json={"url": too_long_url})
+    assert_seed_error(response, 422, ["body", "url"])
+    _nothing_written(client, agent_id)
+    # At the limit is accepted.
+    response = client.post("/v1/voiceai/webhooks", json={"url": too_long_url[:-1]})
+    assert response.status_code == 201, response.text
 
 
 def test_a_wrong_method_names_every_method_the_path_takes(client: httpx.Client) -> None:
