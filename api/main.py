@@ -119,23 +119,28 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 @functools.cache
-def _documented_methods() -> list[tuple[re.Pattern[str], frozenset[str]]]:
+def _documented_methods() -> list[tuple[re.Pattern[str], int, frozenset[str]]]:
     methods: dict[str, set[str]] = {}
     for path, operations in application.openapi()["paths"].items():
         methods.setdefault(path, set()).update(method.upper() for method in operations)
     return [
-        (compile_path(path)[0], frozenset(taken | ({"HEAD"} if "GET" in taken else set())))
+        (
+            compile_path(path)[0],
+            path.count("{"),
+            frozenset(taken | ({"HEAD"} if "GET" in taken else set())),
+        )
         for path, taken in methods.items()
     ]
 
 
 def _methods_at(path: str) -> list[str]:
-    """Every method some route takes at ``path``, as the OpenAPI document lists them."""
-    methods: set[str] = set()
-    for pattern, taken in _documented_methods():
-        if pattern.match(path):
-            methods |= taken
-    return sorted(methods)
+    """The methods the OpenAPI document lists at ``path``: those of its most literal matching
+    paths (``.../batch-calling/submit`` is not also ``.../batch-calling/{batch_id}``)."""
+    matching = [
+        (params, taken) for pattern, params, taken in _documented_methods() if pattern.match(path)
+    ]
+    fewest = min((params for params, _ in matching), default=0)
+    return sorted({method for params, taken in matching if params == fewest for method in taken})
 
 
 @application.exception_handler(RequestValidationError)

@@ -61,6 +61,9 @@ def fuzz_openapi(api_url: str, api_key: str, max_examples: int, workers: int = 2
                     # request's credentials ambiguous, and the auth checks meaningless.
                     "--generation-with-security-parameters",
                     "false",
+                    # Nothing kept between runs (and no .schemathesis/ left in the checkout).
+                    "--generation-database",
+                    "none",
                     "--no-color",
                     "--seed",
                     "1",
@@ -69,6 +72,7 @@ def fuzz_openapi(api_url: str, api_key: str, max_examples: int, workers: int = 2
                     "--report",
                     "ndjson",
                 ],
+                cwd=tmp,  # whatever schemathesis keeps on disk stays out of the checkout
                 capture_output=True,
                 text=True,
                 timeout=600,
