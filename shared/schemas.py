@@ -225,7 +225,7 @@ class SubmitBatchRequest(BaseModel):
         default=None,
         description="What a call does when a machine answers, instead of the agent's setting.",
     )
-    voicemail_message: str | None = Field(
+    voicemail_message: OptionalText = Field(
         default=None,
         max_length=MAX_VOICEMAIL_MESSAGE,
         description="The message leave_message plays, instead of the agent's; the same "
@@ -340,7 +340,7 @@ class AgentCreate(BaseModel):
         description="When a machine answers: hang_up, leave_message (play voicemail_message "
         "once the greeting ends, then hang up) or connect_agent (the agent talks to it).",
     )
-    voicemail_message: str = Field(
+    voicemail_message: Text = Field(
         default="",
         max_length=MAX_VOICEMAIL_MESSAGE,
         description="The message leave_message plays, with the prompt's {{key}} / <<key>> tags.",
@@ -357,7 +357,7 @@ class AgentUpdate(BaseModel):
     llm: OptionalText = Field(default=None, max_length=100)
     voice: VoiceSettings | None = None
     voicemail_behavior: VoicemailBehavior | None = None
-    voicemail_message: str | None = Field(default=None, max_length=MAX_VOICEMAIL_MESSAGE)
+    voicemail_message: OptionalText = Field(default=None, max_length=MAX_VOICEMAIL_MESSAGE)
 
     @field_validator(
         "name",
@@ -460,7 +460,7 @@ class CallBulkRequest(BaseModel):
         alias="voicemailBehavior",
         description="What a call does when a machine answers, instead of the template's.",
     )
-    voicemail_message: str | None = Field(
+    voicemail_message: OptionalText = Field(
         default=None,
         alias="voicemailMessage",
         max_length=MAX_VOICEMAIL_MESSAGE,
