@@ -100,7 +100,7 @@ def test_page_shows_a_running_batch_progressing_to_complete(make_stack, browser)
         client,
         agent_id,
         number_id,
-        recipients(40, "+1415555", 100),
+        recipients(16, "+1415555", 100),
         call_name="dashboard watch",
         target_concurrency_limit=4,
     )
@@ -149,8 +149,8 @@ def test_page_shows_a_running_batch_progressing_to_complete(make_stack, browser)
     completed = browser.find_element(
         By.CSS_SELECTOR, f'tr[data-batch-id="{batch_id}"] [data-recipient-status="completed"]'
     )
-    assert completed.get_attribute("data-count") == "40"
-    assert "40 / 40" in row_text(browser, batch_id)
+    assert completed.get_attribute("data-count") == "16"
+    assert "16 / 16" in row_text(browser, batch_id)
     assert not browser.find_element(By.ID, "error").is_displayed()
 
 
