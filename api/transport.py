@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.telephony import STATUS_BODY_MAX_BYTES
-from shared.errors import ErrorItem, Unauthorized
+from shared.db import transaction
+from shared.errors import ErrorItem, SwitchboardError, Unauthorized
 from shared.services.batch_csv import MAX_CSV_BYTES
+from shared.services.workspaces import authenticate
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,13 @@ AUTHENTICATED_PREFIXES = ("/v1/voiceai/", "/v1/convai/", "/ai/", "/dashboard/dat
 UNAUTHENTICATED_PREFIXES = ("/v1/voiceai/calls/",)
 PROVIDER_PREFIX = "/v1/telephony/"
 KEY_HEADERS = frozenset((b"x-api-key", b"xi-api-key", b"authorization"))
+# A body that may be larger than this (declared so, or not declared at all) is read only for a
+# key that exists: a made-up key must not buy the route's whole limit of buffering. Smaller
+# bodies are left to the route's own check. Keys found are remembered for a while, so a
+# client's large uploads cost one lookup; the route still checks the key on every request.
+KEY_CHECK_ABOVE_BYTES = 64 * 1024
+KNOWN_KEY_TTL_S = 60.0
+KNOWN_KEYS_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,7 @@ class TransportGuard:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._known_keys = _KnownKeys()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,7 +135,58 @@ class TransportGuard:
             body = _error_body(_too_large(["header", "Content-Length"], rule.max_bytes))
             await _answer(send, 413, body, close=True)
             return
+        if rule.needs_key and (declared is None or declared > KEY_CHECK_ABOVE_BYTES):
+            refusal = await self._known_keys.refusal(presented_key(scope["headers"]))
+            if refusal is not None:
+                await _answer(send, 401, _error_body(refusal.items), close=True)
+                return
         await _Exchange(scope, receive, send, rule.max_bytes).run(self.app)
+
+
+def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The API key a request sends (x-api-key, then xi-api-key, then a bearer token), as the
+    route's security schemes read it."""
+    found = dict((name, value) for name, value in headers if name in KEY_HEADERS)
+    for name in (b"x-api-key", b"xi-api-key"):
+        if found.get(name):
+            return found[name].decode("latin-1")
+    scheme, _, credentials = found.get(b"authorization", b"").decode("latin-1").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+class _KnownKeys:
+    """Keys recently found in the database, by their text, until they expire."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    async def refusal(self, key: str | None) -> SwitchboardError | None:
+        """The 401 for a key that does not exist, or None to read the body."""
+        now = time.monotonic()
+        if key is not None and self._until.get(key, 0.0) > now:
+            return None
+        try:
+            await anyio.to_thread.run_sync(_authenticate, key)
+        except Unauthorized as refused:
+            return refused
+        except Exception:
+            # The database is away: the route answers for itself, as for any other request.
+            log.warning("could not look up an API key before reading a body", exc_info=True)
+            return None
+        if len(self._until) >= KNOWN_KEYS_MAX:
+            self._until = {k: t for k, t in self._until.items() if t > now}
+            if len(self._until) >= KNOWN_KEYS_MAX:
+                self._until.clear()
+        assert key is not None
+        self._until[key] = now + KNOWN_KEY_TTL_S
+        return None
+
+
+def _authenticate(key: str | None) -> None:
+    with transaction() as session:
+        authenticate(session, key)
 
 
 class _Exchange:

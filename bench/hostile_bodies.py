@@ -4,10 +4,11 @@
 
 Starts the API alone (no workers: nothing here reaches them), measures its resident memory and
 /healthz latency at idle, then sends ``--clients`` concurrent bodies of ``--megabytes`` each,
-without an API key, to POST /v1/convai/batch-calling/submit: once with Content-Length, once
-chunked without it. Meanwhile it samples the API's resident memory every 20 ms and times
-/healthz on a connection of its own. Prints the peak against idle and the latencies; targets
-(docs/BENCHMARKS.md): memory within 50 MB of idle, /healthz under 50 ms. Asserts nothing.
+to POST /v1/convai/batch-calling/submit: without an API key once with Content-Length and once
+chunked without it, then chunked with a made-up key. Meanwhile it samples the API's resident
+memory every 20 ms and times /healthz on a connection of its own. Prints the peak against idle
+and the latencies; targets (docs/BENCHMARKS.md): memory within 50 MB of idle, /healthz under 50
+ms. Asserts nothing.
 
 Uses DATABASE_URL / REDIS_URL when set, else embedded servers started here.
 """
@@ -52,13 +53,16 @@ def _healthz_ms(connection: http.client.HTTPConnection) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _send_body(port: int, size: int, chunked: bool, outcomes: list[str], sent: list[int]) -> None:
+def _send_body(
+    port: int, size: int, chunked: bool, key: str | None, outcomes: list[str], sent: list[int]
+) -> None:
     """One client: a request head, then the body until it is all sent or the server stops it;
     records the answer's status (or how the connection ended) and the bytes it got to send."""
     framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+    key_header = f"x-api-key: {key}\r\n" if key else ""
     head = (
         f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"{framing}\r\n\r\n"
+        f"{key_header}{framing}\r\n\r\n"
     ).encode()
     piece = b"0" * CHUNK
     if chunked:
@@ -85,7 +89,9 @@ def _send_body(port: int, size: int, chunked: bool, outcomes: list[str], sent: l
             outcomes.append(f"closed ({error.__class__.__name__})")
 
 
-def _attack(stack: Stack, clients: int, size: int, chunked: bool, idle_kib: int) -> None:
+def _attack(
+    stack: Stack, clients: int, size: int, chunked: bool, idle_kib: int, key: str | None = None
+) -> None:
     pid = stack.processes["api"].pid
     peak_kib = idle_kib
     latencies: list[float] = []
@@ -108,7 +114,10 @@ def _attack(stack: Stack, clients: int, size: int, chunked: bool, idle_kib: int)
 
     watchers = [threading.Thread(target=sample_rss), threading.Thread(target=probe_health)]
     senders = [
-        threading.Thread(target=_send_body, args=(stack.api_port, size, chunked, outcomes, sent))
+        threading.Thread(
+            target=_send_body,
+            args=(stack.api_port, size, chunked, key, outcomes, sent),
+        )
         for _ in range(clients)
     ]
     for thread in watchers:
@@ -126,7 +135,8 @@ def _attack(stack: Stack, clients: int, size: int, chunked: bool, idle_kib: int)
         thread.join()
     kind = "chunked" if chunked else "Content-Length"
     counts = {outcome: outcomes.count(outcome) for outcome in sorted(set(outcomes))}
-    print(f"\n{clients} x {size // 2**20} MB, {kind}, no API key ({elapsed:.2f} s):")
+    who = f"API key {key!r}" if key else "no API key"
+    print(f"\n{clients} x {size // 2**20} MB, {kind}, {who} ({elapsed:.2f} s):")
     print(f"  answers: {counts}; body sent before the server stopped it: max {max(sent)} bytes")
     print(
         f"  API RSS peak {peak_kib / 1024:.1f} MB, {(peak_kib - idle_kib) / 1024:+.1f} MB "
@@ -176,6 +186,8 @@ def main() -> None:
         size = args.megabytes * 2**20
         _attack(stack, args.clients, size, chunked=False, idle_kib=idle_kib)
         _attack(stack, args.clients, size, chunked=True, idle_kib=idle_kib)
+        # A key that does not exist: looked up before the body is read, never buffered.
+        _attack(stack, args.clients, size, chunked=True, idle_kib=idle_kib, key="sb_made_up")
 
 
 if __name__ == "__main__":

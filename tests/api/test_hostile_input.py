@@ -100,6 +100,21 @@ def test_a_body_without_an_api_key_is_a_401_before_it_is_read(stack: Stack) -> N
     ]
 
 
+def test_a_large_body_with_a_made_up_key_is_a_401_before_it_is_read(
+    stack: Stack, api_key: str
+) -> None:
+    # Within the batch limit, one byte sent: a key that exists is waited for, a made-up one is
+    # refused on its headers (it must not buy 16 MiB of buffering per request).
+    length = "Content-Length: 10485760"
+    status, body = _raw_exchange(stack, _head(SUBMIT, "x-api-key: sb_made_up", length), b"{")
+    assert status == 401
+    assert body["detail"][0]["type"] == "unauthorized"
+    status, _ = _raw_exchange(
+        stack, _head(SUBMIT, "Authorization: Bearer sb_made_up", "Transfer-Encoding: chunked")
+    )
+    assert status == 401
+
+
 def test_a_content_length_over_the_routes_limit_is_a_413_at_once(
     stack: Stack, api_key: str
 ) -> None:
