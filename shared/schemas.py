@@ -44,15 +44,20 @@ PhoneProvider = Literal["twilio", "vobiz", "sip_trunk"]
 PausedReason = Literal["manual", "provider_unreachable"]
 
 
-def _not_a_bool(value: object) -> object:
-    # A JSON true/false would otherwise be taken as 1.0/0.0.
-    if isinstance(value, bool):
-        raise PydanticCustomError("float_type", "Input should be a number, not a boolean")
-    return value
+def _not_a_bool(kind: str) -> BeforeValidator:
+    # A JSON true/false would otherwise be taken as 1/0 (pydantic's lax mode reads a bool as a
+    # number); a form field's "5" is still read as 5.
+    def check(value: object) -> object:
+        if isinstance(value, bool):
+            raise PydanticCustomError(f"{kind}_type", "Input should be a number, not a boolean")
+        return value
+
+    return BeforeValidator(check)
 
 
-# A voice setting's number: a JSON number, never a boolean.
-VoiceNumber = Annotated[float, BeforeValidator(_not_a_bool)]
+# A number a client sends: a JSON number (or a numeric string), never a boolean.
+VoiceNumber = Annotated[float, _not_a_bool("float")]
+Integer = Annotated[int, _not_a_bool("int")]
 
 
 class _Open(BaseModel):
@@ -128,7 +133,7 @@ class BatchCallWhatsAppParams(BaseModel):
 
 
 class TelephonyCallConfig(_Open):
-    ringing_timeout_secs: int | None = Field(default=None, ge=5, le=600)
+    ringing_timeout_secs: Integer | None = Field(default=None, ge=5, le=600)
 
 
 class TelephonyCallConfigResponse(_Open):
@@ -147,9 +152,9 @@ def _default_retry_on() -> list[RetryableOutcome]:
 class RetryPolicy(BaseModel):
     """How often each recipient is dialed, and after which outcomes it is dialed again."""
 
-    max_attempts: int = Field(default=1, ge=1, le=10)
+    max_attempts: Integer = Field(default=1, ge=1, le=10)
     retry_on: list[RetryableOutcome] = Field(default_factory=_default_retry_on)
-    delays_s: list[int] = Field(
+    delays_s: list[Integer] = Field(
         default_factory=lambda: [300],
         min_length=1,
         max_length=9,
@@ -172,7 +177,7 @@ class CallingWindowSpec(BaseModel):
 
     start: str = Field(pattern=CLOCK, examples=["09:00"])
     end: str = Field(pattern=CLOCK, examples=["20:00"])
-    days: list[int] = Field(
+    days: list[Integer] = Field(
         default_factory=lambda: list(range(7)),
         min_length=1,
         max_length=7,
@@ -206,7 +211,7 @@ class SubmitBatchRequest(BaseModel):
     agent_id: Text
     recipients: list[OutboundCallRecipient] = Field(min_length=1, max_length=10_000)
     # Unix seconds from 1970 up to the last second of year 9999 (what a timestamp can hold).
-    scheduled_time_unix: int | None = Field(default=None, ge=0, le=MAX_UNIX_TIME)
+    scheduled_time_unix: Integer | None = Field(default=None, ge=0, le=MAX_UNIX_TIME)
     agent_phone_number_id: OptionalText = None
     agent_phone_number_ids: list[Text] | None = Field(
         default=None,
@@ -218,7 +223,7 @@ class SubmitBatchRequest(BaseModel):
     whatsapp_params: BatchCallWhatsAppParams | None = None
     timezone: OptionalText = None
     telephony_call_config: TelephonyCallConfig | None = None
-    target_concurrency_limit: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
+    target_concurrency_limit: Integer | None = Field(default=None, ge=1, le=MAX_STORED_INT)
     retry_policy: RetryPolicy | None = None
     calling_window: CallingWindowSpec | None = None
     voicemail_behavior: VoicemailBehavior | None = Field(
@@ -447,7 +452,7 @@ class CallBulkRequest(BaseModel):
         pattern=r"^[A-Z]{2}$",
         description="ISO 3166-1 alpha-2 region code to parse local numbers.",
     )
-    batch_size: int | None = Field(
+    batch_size: Integer | None = Field(
         default=None,
         alias="batchSize",
         ge=10,

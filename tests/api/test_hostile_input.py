@@ -461,6 +461,27 @@ def test_a_boolean_for_a_numeric_voice_setting_is_a_422(stack: Stack, client: ht
     _nothing_written(client, agent_id)
 
 
+def test_a_boolean_for_a_whole_number_is_a_422(stack: Stack, client: httpx.Client) -> None:
+    agent_id, number_id = create_agent(client), register_number(client)
+    cases = [
+        ({"target_concurrency_limit": True}, ["body", "target_concurrency_limit"]),
+        ({"scheduled_time_unix": True}, ["body", "scheduled_time_unix"]),
+        (
+            {"telephony_call_config": {"ringing_timeout_secs": True}},
+            ["body", "telephony_call_config", "ringing_timeout_secs"],
+        ),
+        ({"retry_policy": {"max_attempts": True}}, ["body", "retry_policy", "max_attempts"]),
+        (
+            {"retry_policy": {"max_attempts": 2, "delays_s": [True]}},
+            ["body", "retry_policy", "delays_s", 0],
+        ),
+    ]
+    for fields, loc in cases:
+        response = submit(client, agent_id, number_id, recipients(1), **fields)
+        assert_seed_error(response, 422, loc)
+    _nothing_written(client, agent_id)
+
+
 def test_sizes_over_the_limits_are_422s_naming_the_field(
     stack: Stack, client: httpx.Client
 ) -> None:
