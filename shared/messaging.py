@@ -11,8 +11,10 @@ from functools import lru_cache
 from typing import Any
 
 import redis
+from amqp.exceptions import NotFound
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Connection, Exchange, Queue
+from kombu.transport.redis import PRIORITY_STEPS
 from kombu.utils.uuid import uuid
 
 from shared.settings import Settings, get_settings
@@ -25,6 +27,17 @@ QUEUE_WEBHOOKS = "webhooks"
 # has any (queue_order_strategy "priority"), so status reports, which free live-call slots, are
 # never stuck behind a long dial queue.
 QUEUES = (QUEUE_BATCH_CONTROL, QUEUE_STATUS, QUEUE_WEBHOOKS, QUEUE_DIAL)
+# RabbitMQ only: where a message goes once it has been delivered broker_delivery_limit times
+# without being acknowledged (its worker died on it each time). Nothing consumes it.
+QUEUE_DEAD_LETTER = "dead_letter"
+# RabbitMQ only: a queue that holds nothing and exists only as long as the broker kept its
+# state; its absence means the broker lost every message (broker_restarted).
+BROKER_MARKER_QUEUE = "broker-marker"
+# How long a depth read or the readiness check waits for the broker to answer.
+BROKER_TIMEOUT_S = 5.0
+# kombu's Redis transport keeps a message of priority p > 0 in a list of its own, named
+# queue + "\x06\x16" + p; every one of them is counted in a queue's depth.
+_REDIS_PRIORITY_SEPARATOR = "\x06\x16"
 
 TASK_START_BATCH = "batches.start"
 TASK_TICK = "batches.tick"
@@ -57,13 +70,19 @@ TASK_QUEUES = {
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings shared by every process that publishes or consumes."""
-    transport_options = {
-        "visibility_timeout": settings.visibility_timeout_s,
-        "global_keyprefix": settings.redis_key_prefix,
-        "queue_order_strategy": "priority",
-    }
+    transport_options: dict[str, Any]
+    if settings.broker_is_rabbitmq:
+        # Publisher confirms: a publish returns once RabbitMQ has the message, so one that
+        # returned without error is not lost with a connection dropped just after it.
+        transport_options = {"confirm_publish": True}
+    else:
+        transport_options = {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "global_keyprefix": settings.redis_key_prefix,
+            "queue_order_strategy": "priority",
+        }
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,
         # No result backend is used; the option is set anyway so that the visibility timeout
         # is the same wherever Celery reads one.
@@ -80,13 +99,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # with -E (as `make run`, the Procfile and docker-compose start them).
         "worker_send_task_events": False,
         "task_send_sent_event": False,
-        # Each queue has its own exchange and routing key. A bare Queue(name) would be bound to
-        # the default queue's exchange and key, and one message routed by name would land in
-        # every queue.
-        "task_queues": [
-            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
-        ],
+        "task_queues": task_queues(settings),
         "task_default_queue": QUEUE_BATCH_CONTROL,
+        # A queue nobody listed is never made up on the fly (it would be classic, without
+        # the arguments task_queues gives every queue on RabbitMQ).
+        "task_create_missing_queues": False,
         "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         "worker_hijack_root_logger": False,
         "beat_schedule": {
@@ -98,6 +115,39 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             }
         },
     }
+
+
+def task_queues(settings: Settings) -> list[Queue]:
+    """Every queue, as publishers and workers declare it.
+
+    Each queue has its own exchange and routing key. A bare Queue(name) would be bound to the
+    default queue's exchange and key, and one message routed by name would land in every
+    queue. On RabbitMQ the queues are quorum queues (replicated, durable, and able to count
+    deliveries), a message delivered ``broker_delivery_limit`` times goes to the dead-letter
+    queue, and the exchanges are topic exchanges, so that Celery's native delayed delivery
+    (which quorum queues call for) carries a retry's countdown instead of the worker holding it.
+    """
+    if not settings.broker_is_rabbitmq:
+        return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
+    dead_letter = Exchange(QUEUE_DEAD_LETTER, type="direct")
+    arguments = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": settings.broker_delivery_limit,
+        "x-dead-letter-exchange": dead_letter.name,
+        "x-dead-letter-routing-key": QUEUE_DEAD_LETTER,
+    }
+    return [
+        *(
+            Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments=arguments)
+            for name in QUEUES
+        ),
+        Queue(
+            QUEUE_DEAD_LETTER,
+            dead_letter,
+            routing_key=QUEUE_DEAD_LETTER,
+            queue_arguments={"x-queue-type": "quorum"},
+        ),
+    ]
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -128,6 +178,14 @@ def publish_many(task_name: str, arg_lists: Iterable[Sequence[Any]], chunk_size:
     """
     app = get_app()
     queue = TASK_QUEUES[task_name]
+    # On RabbitMQ a message sent to a queue nobody declared yet would be dropped: the queue
+    # (with its arguments) and the dead-letter queue it hands messages on to are declared
+    # first, once per producer channel. The Redis transport needs nothing declared.
+    declare = (
+        [app.amqp.queues[queue], app.amqp.queues[QUEUE_DEAD_LETTER]]
+        if get_settings().broker_is_rabbitmq
+        else None
+    )
     sent = 0
     # The producer pool keeps the Redis connection between calls (the API publishes one status
     # report per request).
@@ -141,21 +199,57 @@ def publish_many(task_name: str, arg_lists: Iterable[Sequence[Any]], chunk_size:
                 headers=message.headers,
                 serializer="json",
                 retry=True,
+                declare=declare,
                 **message.properties,
             )
             sent += 1
     return sent
 
 
+def declare_queues() -> None:
+    """Declare every queue and the dead-letter queue on RabbitMQ (a worker declares only the
+    queues it consumes); nothing on Redis, whose queues need no declaring."""
+    app = get_app()
+    if not get_settings().broker_is_rabbitmq:
+        return
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in app.amqp.queues.values():
+            queue(channel).declare()
+
+
 def broker_restarted() -> bool:
-    """Whether the broker lost its state since this was last asked (it restarted empty): a
-    marker key was missing, and is set now. True on a new deployment's first ask as well."""
+    """Whether the broker lost its state since this was last asked (it restarted empty): its
+    marker (a Redis key, or a RabbitMQ queue) was missing, and is set now. True on a new
+    deployment's first ask as well."""
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis_url)
+    if settings.broker_is_rabbitmq:
+        return _rabbitmq_marker_was_missing(settings)
+    client = redis.Redis.from_url(settings.broker_url)
     try:
         return bool(client.set(settings.redis_key_prefix + "broker-marker", "1", nx=True))
     finally:
         client.close()
+
+
+def _rabbitmq_marker_was_missing(settings: Settings) -> bool:
+    # A quorum queue outlives a restart of RabbitMQ (and of any one node of a cluster): it is
+    # gone only when the broker's state is, and every message with it. Two ticks that both
+    # find it missing both re-drive, which the re-drive's claims make harmless.
+    with _rabbitmq_connection(settings) as connection:
+        channel = connection.channel()
+        try:
+            channel.queue_declare(queue=BROKER_MARKER_QUEUE, passive=True)
+            return False
+        except NotFound:
+            channel = connection.channel()
+            channel.queue_declare(
+                queue=BROKER_MARKER_QUEUE,
+                durable=True,
+                auto_delete=False,
+                arguments={"x-queue-type": "quorum"},
+            )
+            return True
 
 
 def queue_length(queue: str) -> int:
@@ -164,15 +258,79 @@ def queue_length(queue: str) -> int:
 
 
 def queue_lengths(queues: Iterable[str]) -> dict[str, int]:
-    """Messages waiting in each of ``queues``, read in one pipelined round trip."""
+    """Messages waiting in each of ``queues``, on whichever broker is in use: on Redis the
+    lengths of each queue's lists, read in one pipelined round trip; on RabbitMQ the message
+    count of a passive declare of each (no management plugin needed). Messages a worker holds
+    unacknowledged are counted by neither; a queue never declared holds nothing."""
     settings = get_settings()
     names = list(queues)
-    client = redis.Redis.from_url(settings.redis_url)
+    if settings.broker_is_rabbitmq:
+        return _rabbitmq_queue_lengths(settings, names)
+    return _redis_queue_lengths(settings, names)
+
+
+def _redis_queue_lengths(settings: Settings, names: list[str]) -> dict[str, int]:
+    lists = {
+        queue: [
+            settings.redis_key_prefix
+            + (f"{queue}{_REDIS_PRIORITY_SEPARATOR}{step}" if step else queue)
+            for step in PRIORITY_STEPS
+        ]
+        for queue in names
+    }
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=BROKER_TIMEOUT_S)
     try:
         with client.pipeline(transaction=False) as pipeline:
-            for queue in names:
-                pipeline.llen(settings.redis_key_prefix + queue)
-            lengths = pipeline.execute()
+            for keys in lists.values():
+                for key in keys:
+                    pipeline.llen(key)
+            lengths = iter(pipeline.execute())
     finally:
         client.close()
-    return {queue: int(length) for queue, length in zip(names, lengths, strict=True)}
+    return {queue: sum(int(next(lengths)) for _ in keys) for queue, keys in lists.items()}
+
+
+def _rabbitmq_queue_lengths(settings: Settings, names: list[str]) -> dict[str, int]:
+    lengths: dict[str, int] = {}
+    with _rabbitmq_connection(settings) as connection:
+        channel = connection.channel()
+        for queue in names:
+            try:
+                lengths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except NotFound:
+                # Nothing was ever published to it (publishers declare the queue first). The
+                # broker closed the channel over the miss; the next queue needs another.
+                lengths[queue] = 0
+                channel = connection.channel()
+    return lengths
+
+
+def _rabbitmq_connection(settings: Settings) -> Connection:
+    # A connection of its own, not one of the publishing pool's: a passive declare of a queue
+    # that does not exist closes its channel, and a broker that does not answer must fail the
+    # read within BROKER_TIMEOUT_S rather than be retried.
+    return Connection(
+        settings.broker_url,
+        connect_timeout=BROKER_TIMEOUT_S,
+        transport_options={
+            "read_timeout": BROKER_TIMEOUT_S,
+            "write_timeout": BROKER_TIMEOUT_S,
+        },
+    )
+
+
+def broker_readiness() -> str:
+    """Whether the broker in use answers, in /readyz's words: "ok", or "error: <exception
+    class>". It connects and reads every queue's depth (a passive declare on RabbitMQ)."""
+    try:
+        queue_lengths(QUEUES)
+    except Exception as exc:
+        return f"error: {exc.__class__.__name__}"
+    return "ok"
+
+
+def dead_lettered() -> int | None:
+    """Messages in the dead-letter queue, or None when the broker has none (Redis)."""
+    if not get_settings().broker_is_rabbitmq:
+        return None
+    return queue_length(QUEUE_DEAD_LETTER)

@@ -114,7 +114,7 @@ def provider_error_code(error: ProviderError) -> str:
 
 
 class SwitchboardCollector(Collector):
-    """Gauges read from PostgreSQL and Redis at scrape time: one query per family."""
+    """Gauges read from PostgreSQL and the broker at scrape time: one query per family."""
 
     def describe(self) -> Iterable[Metric]:
         # Describing without collecting keeps registration free of database reads.
@@ -122,6 +122,7 @@ class SwitchboardCollector(Collector):
             GaugeMetricFamily("switchboard_calls", "", labels=["status", "outcome"]),
             GaugeMetricFamily("switchboard_batches", "", labels=["status"]),
             GaugeMetricFamily("switchboard_queue_depth", "", labels=["queue"]),
+            GaugeMetricFamily("switchboard_dead_lettered_messages", ""),
         ]
 
     def collect(self) -> Iterator[Metric]:
@@ -151,6 +152,16 @@ class SwitchboardCollector(Collector):
         for queue, length in messaging.queue_lengths(messaging.QUEUES).items():
             depths.add_metric([queue], length)
         yield depths
+
+        # Only RabbitMQ dead-letters: on Redis the family is left out rather than stuck at 0.
+        dead_lettered = messaging.dead_lettered()
+        if dead_lettered is not None:
+            yield GaugeMetricFamily(
+                "switchboard_dead_lettered_messages",
+                "Messages in the dead-letter queue: delivered the broker's delivery limit of "
+                "times without being acknowledged (their worker died on each).",
+                value=dead_lettered,
+            )
 
 
 @lru_cache(maxsize=1)

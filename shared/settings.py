@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import UnsafeSettings
@@ -38,6 +38,19 @@ class Settings(BaseSettings):
     # Every Redis key Switchboard writes (queues, unacked messages) starts with this prefix, so
     # several deployments or test runs can share one Redis without seeing each other's messages.
     redis_key_prefix: str = "switchboard:"
+    # Celery's broker: Redis (the default: REDIS_URL's server) or RabbitMQ
+    # (amqp://user:password@host:5672/vhost). Redis is used either way for pacing, live-call
+    # slots and webhook admission. Celery lets CELERY_BROKER_URL override any configuration,
+    # so it is read first here too: the depth reader, the readiness check and the workers
+    # always name the same broker.
+    broker_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("CELERY_BROKER_URL", "SWITCHBOARD_BROKER_URL"),
+    )
+    # RabbitMQ only: deliveries of one message before it goes to the dead-letter queue instead
+    # (a message whose worker keeps dying on it; a task that fails is acknowledged, not
+    # redelivered).
+    broker_delivery_limit: int = Field(default=10, ge=1)
 
     # The address providers use to reach our callback and TwiML endpoints.
     public_base_url: str = "http://127.0.0.1:8000"
@@ -204,6 +217,17 @@ class Settings(BaseSettings):
     def per_number_pacing(self) -> float | None:
         """Calls per second per caller number, or None when numbers are not paced."""
         return self.calls_per_second_per_number or None
+
+    @model_validator(mode="after")
+    def _broker_defaults_to_redis(self) -> Settings:
+        if not self.broker_url.strip():
+            self.broker_url = self.redis_url
+        return self
+
+    @property
+    def broker_is_rabbitmq(self) -> bool:
+        """Whether Celery's broker is RabbitMQ (an AMQP URL) rather than Redis."""
+        return urlsplit(self.broker_url).scheme in ("amqp", "amqps", "pyamqp")
 
     def unsafe_for_production(self, *, flower: bool = False) -> list[str]:
         """What makes these settings unfit for production, one problem per setting, each

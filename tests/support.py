@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg2
@@ -116,6 +117,8 @@ class Stack:
     log_dir: Path
     api_port: int = field(default_factory=free_port)
     settings_env: dict[str, str] = field(default_factory=dict)
+    # Celery's broker when it is not the Redis above (a RabbitMQ virtual host of its own).
+    broker_url: str | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -154,6 +157,8 @@ class Stack:
             SWITCHBOARD_DB_POOL_SIZE="10",
             PYTHONUNBUFFERED="1",
         )
+        if self.broker_url is not None:
+            env["SWITCHBOARD_BROKER_URL"] = self.broker_url
         env.update(self.settings_env)
         return env
 
@@ -340,10 +345,13 @@ def running_stack(
     beat: bool = True,
     concurrency: int = 8,
     webhooks_worker: bool = True,
+    broker_url: str | None = None,
 ) -> Iterator[Stack]:
     """A fresh database from the migrated template, a key prefix, a carrier, API and workers:
     ``workers`` on every queue but webhooks, and (unless ``webhooks_worker`` is false) one
-    webhooks worker. A test may start others as it likes (``Stack.start_worker``)."""
+    webhooks worker. A test may start others as it likes (``Stack.start_worker``). Celery's
+    broker is the Redis of ``redis_url`` unless ``broker_url`` names another
+    (``rabbitmq_vhost``)."""
     name = f"sbtest_{uuid.uuid4().hex[:10]}"
     database_url = create_database(server_url, name, template)
     carrier = SandboxCarrier(SandboxConfig.from_dict(sandbox or {})).start()
@@ -355,6 +363,7 @@ def running_stack(
         carrier=carrier,
         log_dir=tmp,
         settings_env=settings_env or {},
+        broker_url=broker_url,
     )
     try:
         stack.start_api()
@@ -369,3 +378,28 @@ def running_stack(
         stack.stop()
         carrier.stop()
         drop_database(server_url, name)
+
+
+# The RabbitMQ server the RabbitMQ tests use; each test gets a virtual host of its own on it.
+RABBITMQ_URL = os.environ.get("SWITCHBOARD_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _rabbitmqctl(*args: str) -> None:
+    # A server that does not answer fails the test: it is never skipped.
+    result = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stderr or result.stdout}")
+
+
+@contextlib.contextmanager
+def rabbitmq_vhost() -> Iterator[str]:
+    """A RabbitMQ virtual host of its own on ``RABBITMQ_URL``'s server, created with
+    ``rabbitmqctl`` and deleted afterwards (with every queue in it); the broker URL naming it."""
+    name = f"sbtest_{uuid.uuid4().hex[:10]}"
+    server = urlsplit(RABBITMQ_URL)
+    _rabbitmqctl("add_vhost", name)
+    try:
+        _rabbitmqctl("set_permissions", "-p", name, server.username or "guest", ".*", ".*", ".*")
+        yield server._replace(path=f"/{name}").geturl()
+    finally:
+        _rabbitmqctl("delete_vhost", name)

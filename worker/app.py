@@ -13,7 +13,7 @@ from celery.signals import worker_init, worker_process_init, worker_ready
 from shared import heap
 from shared.db import reset_engine
 from shared.errors import UnsafeSettings
-from shared.messaging import make_celery
+from shared.messaging import declare_queues, make_celery
 from shared.metrics import serve_worker_metrics
 from shared.settings import get_settings, refuse_unsafe_start
 
@@ -46,6 +46,13 @@ def _fresh_database_pool(**_: Any) -> None:
 @worker_ready.connect  # the worker itself (the threads pool runs the tasks in it)
 def _settle_heap(**_: Any) -> None:
     heap.settle()
+
+
+@worker_ready.connect
+def _declare_queues(**_: Any) -> None:
+    # On RabbitMQ, the queues this worker does not consume, and the dead-letter queue, exist
+    # from its start too, so that nothing sent to them or dead-lettered is dropped.
+    declare_queues()
 
 
 @worker_init.connect
