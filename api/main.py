@@ -9,7 +9,6 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -32,7 +31,7 @@ from api import (
 from api.deps import storable_parameters
 from api.responses import declare_error_responses, error_responses
 from api.transport import TransportGuard
-from shared import heap
+from shared import heap, messaging
 from shared.db import get_engine
 from shared.errors import ErrorItem, SwitchboardError
 from shared.settings import get_settings, refuse_unsafe_start
@@ -176,13 +175,7 @@ def readyz() -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {exc.__class__.__name__}"
-    try:
-        client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=2)
-        client.ping()
-        client.close()
-        checks["broker"] = "ok"
-    except Exception as exc:
-        checks["broker"] = f"error: {exc.__class__.__name__}"
+    checks["broker"] = messaging.broker_readiness()
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks},
