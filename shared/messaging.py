@@ -129,7 +129,7 @@ def task_queues(settings: Settings) -> list[Queue]:
     """
     if not settings.broker_is_rabbitmq:
         return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
-    dead_letter = Exchange(QUEUE_DEAD_LETTER, type="direct")
+    dead_letter = Exchange(QUEUE_DEAD_LETTER, type="topic")
     arguments = {
         "x-queue-type": "quorum",
         "x-delivery-limit": settings.broker_delivery_limit,
@@ -209,9 +209,9 @@ def publish_many(task_name: str, arg_lists: Iterable[Sequence[Any]], chunk_size:
 def declare_queues() -> None:
     """Declare every queue and the dead-letter queue on RabbitMQ (a worker declares only the
     queues it consumes); nothing on Redis, whose queues need no declaring."""
-    app = get_app()
     if not get_settings().broker_is_rabbitmq:
         return
+    app = get_app()
     with app.connection_for_write() as connection:
         channel = connection.default_channel
         for queue in app.amqp.queues.values():

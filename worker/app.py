@@ -48,11 +48,17 @@ def _settle_heap(**_: Any) -> None:
     heap.settle()
 
 
-@worker_ready.connect
+@worker_init.connect
 def _declare_queues(**_: Any) -> None:
     # On RabbitMQ, the queues this worker does not consume, and the dead-letter queue, exist
-    # from its start too, so that nothing sent to them or dead-lettered is dropped.
-    declare_queues()
+    # from its start too, so that nothing sent to them or dead-lettered is dropped; and before
+    # its consumer starts, which binds every queue's exchange for native delayed delivery.
+    try:
+        declare_queues()
+    except Exception:
+        # The broker is away: publishers declare what they send to, and the worker goes on to
+        # wait for the broker as it always does.
+        logging.getLogger(__name__).warning("could not declare the queues", exc_info=True)
 
 
 @worker_init.connect
