@@ -53,7 +53,7 @@ def public_url(path_and_query: str, settings: Settings | None = None) -> str:
 
 
 def _agent_config_signature(call_id: str, expires: int, settings: Settings) -> str:
-    message = f"{call_id}:{expires}".encode()
+    message = f"{call_id}:{expires}".encode("utf-8", "surrogatepass")
     return hmac.new(settings.signing_secret.encode(), message, hashlib.sha256).hexdigest()
 
 
@@ -75,4 +75,6 @@ def agent_config_signature_valid(
     if expires < time.time():
         return False
     expected = _agent_config_signature(call_id, expires, settings)
-    return hmac.compare_digest(expected, signature)
+    # As bytes: compare_digest refuses str with characters outside ASCII, which a forged
+    # signature may hold.
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogatepass"))

@@ -532,3 +532,11 @@ def test_a_wrong_method_names_every_method_the_path_takes(client: httpx.Client) 
     response = client.request("OPTIONS", "/ai/settings-templates")
     assert_seed_error(response, 405, ["path"])
     assert set(response.headers["allow"].split(", ")) >= {"GET", "POST"}
+
+
+def test_a_forged_agent_config_signature_outside_ascii_is_a_403(client: httpx.Client) -> None:
+    response = client.get(
+        "/v1/voiceai/calls/call_x/agent-config",
+        params={"signature": "[Á\U000f38d2", "expires": 288689113991},
+    )
+    assert_seed_error(response, 403, ["query", "signature"])
