@@ -737,6 +737,25 @@ def record_answered_by(
     )
 
 
+def machines_left_unanswered(session: Session, after_s: float, limit: int) -> list[str]:
+    """Live calls a machine answered whose voicemail behaviour acts on it, with nothing done
+    about it yet and no news for ``after_s``: their ``calls.answer_machine`` message was lost
+    (a broker restart) or its provider request failed."""
+    return list(
+        session.scalars(
+            text(
+                "SELECT c.id FROM calls c JOIN batches b ON b.id = c.batch_id "
+                "WHERE c.status IN ('dispatched', 'initiated', 'in_progress') "
+                "AND c.answered_by LIKE 'machine%' AND c.voicemail_action IS NULL "
+                "AND b.voicemail_behavior IN ('hang_up', 'leave_message') "
+                "AND c.updated_at < now() - make_interval(secs => :after) "
+                "ORDER BY c.updated_at LIMIT :limit"
+            ),
+            {"after": after_s, "limit": limit},
+        )
+    )
+
+
 def machine_action_row(session: Session, call_id: str) -> Row[Any] | None:
     """What acting on a machine verdict needs: the call's state, verdict and action taken so
     far, its batch's voicemail behaviour and message template, its dynamic data, and the

@@ -939,10 +939,16 @@ def tick(session: Session, broker_reset: bool = False) -> TickReport:
     )
     _publish_after_commit(session, messaging.TASK_RECONCILE, stale)
     _finalise_orphans(session, settings.tick_batch_limit)
+    inbox_after_s = RESET_REDRIVE_AFTER_S if broker_reset else settings.status_inbox_redrive_after_s
+    # A machine verdict's action is asked for again while its call is live and nothing was
+    # done (the task is idempotent: it acts only while the call's voicemail_action is unset).
+    machines = calls_repo.machines_left_unanswered(
+        session, inbox_after_s, settings.tick_batch_limit
+    )
+    _publish_after_commit(session, messaging.TASK_ANSWER_MACHINE, machines)
     lost_after_s = RESET_REDRIVE_AFTER_S if broker_reset else settings.redrive_after_s
     deliveries = webhooks_repo.due_deliveries(session, lost_after_s, settings.tick_batch_limit)
     _publish_after_commit(session, messaging.TASK_DELIVER_WEBHOOK, deliveries)
-    inbox_after_s = RESET_REDRIVE_AFTER_S if broker_reset else settings.status_inbox_redrive_after_s
     redrive_status_inbox(session, inbox_after_s, lost=broker_reset)
     return TickReport(len(started), len(redriven), len(stale))
 

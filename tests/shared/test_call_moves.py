@@ -65,3 +65,48 @@ def test_moves_of_one_shape_share_a_statement_and_keep_their_guards(stack: Stack
         assert row[5] is True  # due in a minute
         assert row[6] is None  # a requeued call shows no end, whatever it was given
     assert rows[5][1:5] == ("pending", None, None, [])  # not moved at all
+
+
+def test_machines_whose_action_was_lost_are_found_for_the_tick(stack: Stack):
+    client = stack.client(new_api_key(stack))
+    agent_id, number_id = create_agent(client), register_number(client)
+    later = int(time.time()) + 86_400  # never dialed during the test
+    batches = {
+        behavior: submit(
+            client,
+            agent_id,
+            number_id,
+            recipients(3, "+1415556", 10 * position),
+            scheduled_time_unix=later,
+            voicemail_behavior=behavior,
+            voicemail_message="Hello",
+        ).json()["id"]
+        for position, behavior in enumerate(("hang_up", "leave_message", "connect_agent"))
+    }
+    # Each batch's calls: live with a machine verdict and no news for a minute, the same with
+    # the action taken, and one with a verdict just in.
+    for batch_id in batches.values():
+        stack.sql(
+            "UPDATE calls SET status = 'in_progress', answered_by = 'machine_end_beep', "
+            "updated_at = now() - interval '60 seconds', voicemail_action = CASE position "
+            "WHEN 1 THEN 'hung_up' END WHERE batch_id = %s",
+            batch_id,
+        )
+        stack.sql(
+            "UPDATE calls SET updated_at = now() WHERE batch_id = %s AND position = 2", batch_id
+        )
+    engine = create_engine(stack.database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            found = calls_repo.machines_left_unanswered(session, after_s=30, limit=1000)
+    finally:
+        engine.dispose()
+    ours = stack.sql(
+        "SELECT id, batch_id, position FROM calls WHERE batch_id = ANY(%s)", list(batches.values())
+    )
+    expected = {
+        call_id
+        for call_id, batch_id, position in ours
+        if position == 0 and batch_id in (batches["hang_up"], batches["leave_message"])
+    }
+    assert {call_id for call_id, _, _ in ours} & set(found) == expected
