@@ -17,7 +17,7 @@ from sqlalchemy import Engine, TextClause, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.settings import get_settings
+from shared.settings import get_settings, with_database_driver
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,6 @@ def migrate(database_url: str | None = None) -> None:
     root = Path(__file__).resolve().parent.parent
     config = Config(str(root / "alembic.ini"))
     config.set_main_option("script_location", str(root / "migrations"))
-    config.set_main_option(
-        "sqlalchemy.url", (database_url or get_settings().database_url).replace("%", "%%")
-    )
+    url = with_database_driver(database_url or get_settings().database_url)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(config, "head")

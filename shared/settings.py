@@ -13,6 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.errors import UnsafeSettings
 
 SANDBOX_ACCOUNT_SID = "AC00000000000000000000000000000000"
+
+# The one PostgreSQL driver Switchboard installs and uses (shared/db.py runs statements through
+# psycopg2 directly). SQLAlchemy reads a bare postgresql:// as psycopg 3, which is not installed.
+DATABASE_DRIVER = "postgresql+psycopg2"
+_DRIVERLESS_SCHEMES = ("postgresql", "postgres")
 SANDBOX_AUTH_TOKEN = "sandbox-auth-token"
 
 
@@ -207,6 +212,11 @@ class Settings(BaseSettings):
     worker_metrics_port: int = 0
     worker_metrics_host: str = "127.0.0.1"
 
+    @field_validator("database_url")
+    @classmethod
+    def _with_driver(cls, value: str) -> str:
+        return with_database_driver(value)
+
     @field_validator("calls_per_second_per_number", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
@@ -273,6 +283,15 @@ class Settings(BaseSettings):
         elif not urlsplit(voice_runtime).hostname:
             problems.append(f"{_variable('voice_runtime_url')} is not a URL")
         return problems
+
+
+def with_database_driver(url: str) -> str:
+    """``url`` with Switchboard's driver named: ``postgresql://`` and ``postgres://`` (what
+    hosting platforms hand out) become ``postgresql+psycopg2://``; any other URL is kept as is."""
+    scheme, separator, rest = url.strip().partition("://")
+    if separator and scheme.lower() in _DRIVERLESS_SCHEMES:
+        return f"{DATABASE_DRIVER}://{rest}"
+    return url
 
 
 def _variable(setting: str) -> str:
