@@ -29,6 +29,7 @@ from api import (
     webhooks,
 )
 from api.deps import storable_parameters
+from api.docs_ui import serve_docs_offline
 from api.responses import declare_error_responses, error_responses
 from api.transport import TransportGuard
 from shared import heap, messaging
@@ -56,7 +57,11 @@ application = FastAPI(
     # look for configured providers on every request, the provider's callbacks included.
     telemetry={"tracing": False, "metrics": False, "logs": False},
     dependencies=[Depends(storable_parameters)],
+    # Served from local assets by api/docs_ui.py: FastAPI's own pages load them from a CDN.
+    docs_url=None,
+    redoc_url=None,
 )
+serve_docs_offline(application)
 
 # Each route declares the errors it can answer; done before inclusion, which builds from it.
 for router in (
