@@ -190,6 +190,24 @@ def test_compose_file_has_health_checks_and_valid_dependencies() -> None:
         environment = services[name]["environment"]
         assert environment["DATABASE_URL"].startswith("postgresql+psycopg2://")
         assert environment["REDIS_URL"].startswith("redis://redis:6379")
+        # Where Twilio reaches the API and the voice runtime's address come from the
+        # environment compose runs in; it refuses to start without them.
+        for setting in ("SWITCHBOARD_PUBLIC_BASE_URL", "SWITCHBOARD_VOICE_RUNTIME_URL"):
+            assert environment[setting].startswith(f"${{{setting}:?"), (name, setting)
+    # The API and the workers share the metrics directory; Flower's metrics stay out of it.
+    for name in ("api", "worker", "webhooks"):
+        assert services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"], name
+        assert any(str(v).startswith("metrics:") for v in services[name]["volumes"]), name
+    for name in ("flower", "beat", "sandbox"):
+        assert "PROMETHEUS_MULTIPROC_DIR" not in services[name]["environment"], name
+        assert not services[name].get("volumes"), name
+    # Every service the README names, and a RabbitMQ broker only under its profile.
+    readme = (ROOT / "README.md").read_text()
+    named = re.search(r"`docker-compose\.yml` \(([^)]*)", readme)
+    assert named, "the README names docker-compose.yml's services"
+    default_services = {name for name, service in services.items() if not service.get("profiles")}
+    assert set(re.findall(r"[a-z]+", named[1].split(", with")[0])) == default_services
+    assert services["rabbitmq"]["profiles"] == ["rabbitmq"]
 
 
 def test_procfile_and_dockerfile() -> None:
@@ -205,7 +223,11 @@ def test_procfile_and_dockerfile() -> None:
         argv = shlex.split(entries[name])
         assert argv[argv.index("-Q") + 1] == queues, name
     for name in ("worker", "webhooks", "beat", "flower"):
-        assert shlex.split(entries[name])[:3] == ["celery", "-A", "worker.app"], name
+        argv = shlex.split(entries[name])
+        if name == "flower":  # without the metrics directory the API aggregates
+            assert argv[:4] == ["exec", "env", "-u", "PROMETHEUS_MULTIPROC_DIR"]
+            argv = argv[4:]
+        assert argv[:3] == ["celery", "-A", "worker.app"], name
     assert "-m sandbox" in entries["sandbox"]
 
     dockerfile = (ROOT / "Dockerfile").read_text()
