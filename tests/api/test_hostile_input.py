@@ -57,6 +57,20 @@ def test_a_schedule_outside_what_a_timestamp_holds_is_a_422(
     agent_id, number_id = create_agent(client), register_number(client)
     response = submit(client, agent_id, number_id, recipients(1), scheduled_time_unix=when)
     assert_seed_error(response, 422, ["body", "scheduled_time_unix"])
+    # The same through the CSV upload's form field.
+    response = client.post(
+        "/v1/voiceai/batch-calling/submit-csv",
+        data={
+            "call_name": "csv",
+            "agent_id": agent_id,
+            "agent_phone_number_id": number_id,
+            "scheduled_time_unix": str(when),
+        },
+        files={"file": ("people.csv", b"phone_number\n+12125550100\n", "text/csv")},
+    )
+    assert response.status_code == 422, response.text
+    locs = [error["loc"] for error in response.json()["detail"]]
+    assert ["body", "scheduled_time_unix"] in locs, response.text
     assert client.get("/v1/voiceai/batch-calling/workspace").json()["batch_calls"] == []
 
 
