@@ -158,8 +158,9 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 @application.get("/healthz", tags=["health"], responses=error_responses(500))
-def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers (on the event loop itself: a busy thread pool, where
+    the routes that touch the database run, does not delay it)."""
     return {"status": "ok"}
 
 
