@@ -27,7 +27,7 @@ LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --all-buil
 help:
 	@echo "make install  create $(VENV), install switchboard with its dev tools, and Chromium"
 	@echo "make lock     pin every dependency of pyproject.toml in requirements/*.txt (hashes)"
-	@echo "make demo     run a sample batch through a private local stack"
+	@echo "make demo     run a sample batch through a private local stack (BROKER=rabbitmq too)"
 	@echo "make run      run API, workers (dial, webhooks), beat, Flower and the sandbox carrier"
 	@echo "make test     ruff, ruff format --check, mypy and pytest (what CI runs)"
 	@echo "make lint     ruff and mypy only"
@@ -70,8 +70,20 @@ chromium:
 
 install: $(STAMP) chromium
 
+# BROKER=rabbitmq carries the demo's messages in the RabbitMQ of RABBITMQ_URL (a virtual host
+# of its own, made with rabbitmqctl and deleted afterwards) instead of Redis; so does a
+# SWITCHBOARD_BROKER_URL in the environment.
+BROKER ?= redis
+RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672//
+
 demo: $(STAMP)
+ifeq ($(BROKER),rabbitmq)
+	SWITCHBOARD_BROKER_URL='$(RABBITMQ_URL)' $(BIN)/switchboard demo
+else ifeq ($(BROKER),redis)
 	$(BIN)/switchboard demo
+else
+	$(error BROKER is redis or rabbitmq, not $(BROKER))
+endif
 
 run: $(STAMP)
 	$(BIN)/switchboard run

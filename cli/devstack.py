@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -52,8 +53,14 @@ DEV_AGENT: dict[str, Any] = {
 # deliveries run in a worker of their own, so a slow receiver never takes a dial's thread.
 WORKER_QUEUES = "batch-control,status,dial"
 WEBHOOKS_WORKER_QUEUES = "webhooks"
+# On Redis one worker takes the next message from the first of its queues that has one, so a
+# status report never waits behind dials. RabbitMQ has no order across queues: there, status
+# reports (with batch control) get a worker of their own and dials another
+# (docs/ARCHITECTURE.md, "Status reports and dials on RabbitMQ").
+STATUS_WORKER_QUEUES = "batch-control,status"
+DIAL_WORKER_QUEUES = "dial"
 # The processes that share the Prometheus multiprocess directory (see shared/metrics.py).
-METRICS_PROCESSES = ("api", "worker", "webhooks")
+METRICS_PROCESSES = ("api", "worker", "dial", "webhooks")
 STARTUP_TIMEOUT_S = 60.0
 
 
@@ -431,6 +438,70 @@ def check_redis(url: str) -> None:
         raise ServiceUnavailable(f"Redis at {redact_url(url)} does not answer: {exc}") from exc
 
 
+def check_rabbitmq(url: str) -> None:
+    """Connect to the RabbitMQ broker at ``url``; raise ServiceUnavailable if it does not
+    answer (the workers would otherwise wait for it without a word)."""
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:
+        raise ServiceUnavailable(
+            f"RabbitMQ at {redact_url(url)} does not answer: {exc}. Start it, or unset "
+            f"SWITCHBOARD_BROKER_URL / CELERY_BROKER_URL to carry messages in Redis."
+        ) from exc
+
+
+BROKER_URL_VARIABLES = ("CELERY_BROKER_URL", "SWITCHBOARD_BROKER_URL")
+
+
+def configured_broker_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The broker URL the environment names (CELERY_BROKER_URL first, as Settings reads it),
+    or None: the broker is then the Redis of REDIS_URL."""
+    return _configured(os.environ if environ is None else environ, *BROKER_URL_VARIABLES)
+
+
+@contextlib.contextmanager
+def private_rabbitmq_vhost(
+    url: str, prefix: str, announce: Callable[[str], None] = print
+) -> Iterator[str]:
+    """A virtual host of its own on the RabbitMQ server of ``url`` for one run, so its queues
+    (``dial``, ``status``, ...) are not those of another stack on the same server; yields the
+    broker URL naming it and deletes it (with its queues) on exit.
+
+    Virtual hosts are made with ``rabbitmqctl`` on the broker's machine: when the broker is
+    not on this machine or ``rabbitmqctl`` fails, ``url``'s own virtual host is used, as is."""
+    parts = urlsplit(url)
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
+    local = parts.hostname in (None, "", "localhost", LOCALHOST)
+
+    def rabbitmqctl(*args: str) -> None:
+        subprocess.run(
+            ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
+        )
+
+    refused: str | None = None
+    try:
+        if not local:
+            raise OSError(f"{parts.hostname} is not this machine")
+        rabbitmqctl("add_vhost", name)
+    except (OSError, subprocess.SubprocessError) as exc:
+        refused = str(exc)
+    if refused is not None:
+        vhost = parts.path[1:] or "/"
+        announce(f"Using RabbitMQ's virtual host {vhost!r} of {redact_url(url)} ({refused})")
+        yield url
+        return
+    try:
+        rabbitmqctl("set_permissions", "-p", name, parts.username or "guest", ".*", ".*", ".*")
+        announce(f"RabbitMQ virtual host {name} (deleted at the end)")
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            rabbitmqctl("delete_vhost", name)
+
+
 def _configured(environ: Mapping[str, str], *names: str) -> str | None:
     # Same precedence as Settings: the bare name wins over the SWITCHBOARD_ alias.
     for name in names:
@@ -798,14 +869,48 @@ def child_environment(
     return env
 
 
+def _celery_worker(queues: str, node: str) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues,
+        "-P", "threads", "-c", "16", "-E", "--loglevel", "INFO", "-n", f"{node}@%h",
+    ]  # fmt: skip
+
+
+def worker_processes(broker_url: str) -> dict[str, list[str]]:
+    """The Celery workers of the stack, by process name: on Redis one for batch control,
+    status and dials; on RabbitMQ one for batch control and status and one for dials; and the
+    webhooks worker either way."""
+    from shared.settings import is_rabbitmq_url
+
+    if is_rabbitmq_url(broker_url):
+        workers = {
+            "worker": _celery_worker(STATUS_WORKER_QUEUES, "status1"),
+            "dial": _celery_worker(DIAL_WORKER_QUEUES, "dial1"),
+        }
+    else:
+        workers = {"worker": _celery_worker(WORKER_QUEUES, "worker1")}
+    workers["webhooks"] = _celery_worker(WEBHOOKS_WORKER_QUEUES, "webhooks1")
+    return workers
+
+
+def worker_node(argv: Sequence[str]) -> str | None:
+    """The node name prefix (``-n NAME@%h``) of a Celery worker command line, else None."""
+    if "worker" not in argv or "-n" not in argv:
+        return None
+    return argv[list(argv).index("-n") + 1].split("@", 1)[0]
+
+
 def stack_commands(
     ports: StackPorts,
     state_dir: Path,
     flower_user: str,
     flower_password: str,
     sandbox_config: Path | None = None,
+    *,
+    broker_url: str = "",
 ) -> dict[str, list[str]]:
-    """The command line of every stack process, by name, in start order."""
+    """The command line of every stack process, by name, in start order; with a RabbitMQ
+    ``broker_url``, dials run in a worker of their own (``worker_processes``)."""
     python = sys.executable
     sandbox = [python, "-m", "sandbox", "--host", LOCALHOST, "--port", str(ports.sandbox)]
     if sandbox_config is not None:
@@ -817,14 +922,7 @@ def stack_commands(
             python, "-m", "uvicorn", "api.main:app",
             "--host", LOCALHOST, "--port", str(ports.api), "--log-level", "info",
         ],
-        "worker": [
-            *celery, "worker", "-Q", WORKER_QUEUES, "-P", "threads", "-c", "16", "-E",
-            "--loglevel", "INFO", "-n", "worker1@%h",
-        ],
-        "webhooks": [
-            *celery, "worker", "-Q", WEBHOOKS_WORKER_QUEUES, "-P", "threads", "-c", "16", "-E",
-            "--loglevel", "INFO", "-n", "webhooks1@%h",
-        ],
+        **worker_processes(broker_url),
         "beat": [
             *celery, "beat", "--loglevel", "INFO",
             "-s", str(state_dir / "celerybeat-schedule"),
@@ -888,13 +986,21 @@ def launch_stack(
         announce("Migrating the database")
         migrate(services.database_url)
         settings = get_settings()
+        if settings.broker_is_rabbitmq:
+            check_rabbitmq(settings.broker_url)
+            announce(f"Broker: RabbitMQ at {redact_url(settings.broker_url)}")
         env = child_environment(services, ports, env_overrides)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         # The worker writes its metrics to the multiprocess directory and the API's /metrics
         # serves them. Beat records none, and Flower's own metrics must stay out of it.
         metrics_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(fresh_metrics_dir(state_dir))}
         commands = stack_commands(
-            ports, state_dir, settings.flower_user, settings.flower_password, sandbox_config
+            ports,
+            state_dir,
+            settings.flower_user,
+            settings.flower_password,
+            sandbox_config,
+            broker_url=settings.broker_url,
         )
         announce("Starting " + ", ".join(commands))
         with ProcessSupervisor(log_dir=log_dir, stop_event=stop_event) as supervisor:
@@ -904,8 +1010,10 @@ def launch_stack(
             supervisor.wait_http(f"http://{LOCALHOST}:{ports.sandbox}/sandbox/stats")
             supervisor.wait_http(f"http://{LOCALHOST}:{ports.api}/readyz")
             # Celery logs "<hostname> ready." once the consumer is connected and consuming.
-            supervisor.wait_for_output("worker", r"worker1@\S+ ready\.")
-            supervisor.wait_for_output("webhooks", r"webhooks1@\S+ ready\.")
+            for name, argv in commands.items():
+                node = worker_node(argv)
+                if node is not None:
+                    supervisor.wait_for_output(name, rf"{re.escape(node)}@\S+ ready\.")
             supervisor.wait_http(f"http://{LOCALHOST}:{ports.flower}/healthcheck")
             workspace = bootstrap_dev_workspace(f"http://{LOCALHOST}:{ports.api}")
             supervisor.check()

@@ -20,6 +20,7 @@ from types import FrameType
 
 from cli.batches import CommandFailed, add_batch_commands
 from cli.devstack import (
+    BROKER_URL_VARIABLES,
     LOCALHOST,
     PROJECT_ROOT,
     ApiError,
@@ -29,9 +30,11 @@ from cli.devstack import (
     StackPorts,
     StopRequested,
     check_database,
+    configured_broker_url,
     free_port,
     launch_stack,
     port_in_use,
+    private_rabbitmq_vhost,
     redact_url,
     running_dev_database_url,
 )
@@ -301,6 +304,7 @@ def _distinct_free_ports(count: int) -> list[int]:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start a private stack on free ports, run the sample batch through it, stop it."""
     from cli.demo import run_demo, write_sandbox_config
+    from shared.settings import is_rabbitmq_url
 
     temporary = args.state_dir is None
     # A fresh directory under /tmp: its own database, and socket paths stay short.
@@ -319,7 +323,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     log_dir = state_dir / "logs"
     stop_event = threading.Event()
     code = 1
-    with stop_on_signals(stop_event):
+    broker_url = configured_broker_url()
+    with stop_on_signals(stop_event), contextlib.ExitStack() as broker:
+        if broker_url is not None and is_rabbitmq_url(broker_url):
+            # RabbitMQ's queues carry no prefix: a virtual host of its own keeps the demo's
+            # apart from another stack's on the same server.
+            private_url = broker.enter_context(
+                private_rabbitmq_vhost(broker_url, "switchboard-demo-", announce=_say)
+            )
+            overrides.update(dict.fromkeys(BROKER_URL_VARIABLES, private_url))
         try:
             with launch_stack(
                 state_dir,

@@ -21,6 +21,11 @@ _DRIVERLESS_SCHEMES = ("postgresql", "postgres")
 SANDBOX_AUTH_TOKEN = "sandbox-auth-token"
 
 
+def is_rabbitmq_url(url: str) -> bool:
+    """Whether a broker URL names RabbitMQ (AMQP) rather than Redis."""
+    return urlsplit(url).scheme in ("amqp", "amqps", "pyamqp")
+
+
 class Settings(BaseSettings):
     """Every tunable of the API, the workers and beat; defaults suit the embedded dev stack."""
 
@@ -237,7 +242,7 @@ class Settings(BaseSettings):
     @property
     def broker_is_rabbitmq(self) -> bool:
         """Whether Celery's broker is RabbitMQ (an AMQP URL) rather than Redis."""
-        return urlsplit(self.broker_url).scheme in ("amqp", "amqps", "pyamqp")
+        return is_rabbitmq_url(self.broker_url)
 
     def unsafe_for_production(self, *, flower: bool = False) -> list[str]:
         """What makes these settings unfit for production, one problem per setting, each

@@ -407,3 +407,60 @@ def test_watch_batch_gives_up_at_the_timeout() -> None:
     assert not finished
     assert 1.5 <= time.monotonic() - started < 5
     assert "poll failed" in out.getvalue()
+
+
+# --- the stack's workers, per broker ------------------------------------------------------------
+
+
+def _queues(argv: list[str]) -> str:
+    return argv[argv.index("-Q") + 1]
+
+
+@pytest.mark.parametrize(
+    "broker_url", ["amqp://guest:guest@127.0.0.1:5672//", "pyamqp://u:p@rabbit:5672/switchboard"]
+)
+def test_on_rabbitmq_status_and_dials_run_in_workers_of_their_own(
+    broker_url: str, tmp_path: Path
+) -> None:
+    from cli.devstack import StackPorts, stack_commands, worker_node
+
+    ports = StackPorts(api=8000, flower=5555, sandbox=8055)
+    commands = stack_commands(ports, tmp_path, "user", "password", broker_url=broker_url)
+    workers = {name: argv for name, argv in commands.items() if worker_node(argv) is not None}
+    assert {name: _queues(argv) for name, argv in workers.items()} == {
+        "worker": "batch-control,status",
+        "dial": "dial",
+        "webhooks": "webhooks",
+    }
+    # Every worker has a node name of its own: the stack waits for each one's "ready" line.
+    nodes = {name: worker_node(argv) for name, argv in workers.items()}
+    assert len(set(nodes.values())) == len(nodes)
+    assert "beat" in commands and "flower" in commands
+
+
+def test_on_redis_one_worker_takes_status_before_dials(tmp_path: Path) -> None:
+    from cli.devstack import StackPorts, stack_commands, worker_node
+
+    ports = StackPorts(api=8000, flower=5555, sandbox=8055)
+    commands = stack_commands(
+        ports, tmp_path, "user", "password", broker_url="redis://127.0.0.1:6379/0"
+    )
+    workers = {name: _queues(argv) for name, argv in commands.items() if worker_node(argv)}
+    # Redis's priority order: a status report is taken before any dial waiting beside it.
+    assert workers == {"worker": "batch-control,status,dial", "webhooks": "webhooks"}
+
+
+def test_the_broker_url_the_environment_names_picks_the_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cli.devstack import configured_broker_url
+    from shared.settings import Settings
+
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    monkeypatch.setenv("SWITCHBOARD_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    assert configured_broker_url() == "amqp://guest:guest@127.0.0.1:5672//"
+    assert Settings().broker_is_rabbitmq
+    # Celery's own variable wins, as it does in Settings.
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+    assert configured_broker_url() == "redis://127.0.0.1:6379/0"
+    assert not Settings().broker_is_rabbitmq
