@@ -210,6 +210,55 @@ def test_compose_file_has_health_checks_and_valid_dependencies() -> None:
     assert services["rabbitmq"]["profiles"] == ["rabbitmq"]
 
 
+def _merged(base: dict, override: dict) -> dict:
+    """Compose's merge of one service over another: mappings key by key, the rest replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = {**base[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def test_compose_rabbitmq_override_points_every_process_at_it_and_splits_the_workers() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    override = yaml.safe_load((ROOT / "docker-compose.rabbitmq.yml").read_text())["services"]
+    app_services = ("api", "worker", "webhooks", "beat", "flower")
+    # Without the override the broker is Redis, unless the environment names another.
+    for name in app_services:
+        broker = compose[name]["environment"]["SWITCHBOARD_BROKER_URL"]
+        assert broker == "${SWITCHBOARD_BROKER_URL:-redis://redis:6379/0}", name
+
+    services = {name: _merged(compose.get(name, {}), s) for name, s in override.items()}
+    dial = override["worker-dial"]
+    assert dial["extends"] == {"file": "docker-compose.yml", "service": "worker"}
+    services["worker-dial"] = _merged(compose["worker"], dial)
+    assert set(app_services) | {"worker-dial"} == set(services)
+    rabbitmq_url = "amqp://switchboard:switchboard@rabbitmq:5672//"
+    for name, service in services.items():
+        assert service["environment"]["SWITCHBOARD_BROKER_URL"] == rabbitmq_url, name
+        assert service["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}, name
+    # RabbitMQ has no order across queues: status reports and dials in workers of their own.
+    queues = {}
+    for name in ("worker", "worker-dial", "webhooks"):
+        argv = _command_text(services[name]).split()
+        queues[name] = argv[argv.index("-Q") + 1]
+        node = argv[argv.index("-n") + 1].split("@")[0]
+        assert f"-d {node}@" in " ".join(services[name]["healthcheck"]["test"]), name
+    assert queues == {
+        "worker": "batch-control,status",
+        "worker-dial": "dial",
+        "webhooks": "webhooks",
+    }
+    assert dial["profiles"] == compose["rabbitmq"]["profiles"] == ["rabbitmq"]
+    # The URL names the broker's own user; the override's address is the rabbitmq service.
+    environment = compose["rabbitmq"]["environment"]
+    assert f"{environment['RABBITMQ_DEFAULT_USER']}:{environment['RABBITMQ_DEFAULT_PASS']}@" in (
+        rabbitmq_url
+    )
+
+
 def test_procfile_and_dockerfile() -> None:
     entries = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
