@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,12 +23,15 @@ import psycopg2
 from sqlalchemy.engine import make_url
 
 from sandbox import SandboxCarrier, SandboxConfig
+from shared import messaging
 
 ROOT = Path(__file__).resolve().parent.parent
 # The queues of the main workers; webhook deliveries run in a worker of their own
 # (``Stack.start_webhooks_worker``), as every deployment runs them.
 ALL_QUEUES = "batch-control,status,dial"
 WEBHOOKS_QUEUE = "webhooks"
+# What a worker logs at INFO as it takes a task and as the task ends.
+_TASK_EVENT = re.compile(r"Task ([\w.]+)\[([0-9a-f-]+)\] (received|succeeded|raised|retry)")
 
 
 # The recounts that docs/ARCHITECTURE.md "Counters (exact definitions)" gives for a batch's
@@ -287,6 +291,35 @@ class Stack:
                 f"--port={port}",
                 f"--basic-auth={user}:{password}",
             ],
+        )
+
+    def task_events(self, task: str) -> dict[str, set[str]]:
+        """What the workers' logs say of each ``task`` message so far: its id, and which of
+        received / succeeded / raised / retry were logged for it."""
+        events: dict[str, set[str]] = {}
+        for log in self.log_dir.glob("*.log"):
+            for name, task_id, event in _TASK_EVENT.findall(log.read_text(errors="replace")):
+                if name == task:
+                    events.setdefault(task_id, set()).add(event)
+        return events
+
+    def wait_for_ticks(self, count: int = 1, timeout: float = 30) -> None:
+        """Wait until ``count`` ticks that a worker took after this call have run to the end:
+        each read the database after whatever the caller did before calling."""
+        earlier = set(self.task_events(messaging.TASK_TICK))
+
+        def ticks_since() -> int:
+            return sum(
+                1
+                for task_id, events in self.task_events(messaging.TASK_TICK).items()
+                if task_id not in earlier and "succeeded" in events
+            )
+
+        wait_for(
+            lambda: ticks_since() >= count,
+            timeout,
+            what=f"{count} tick(s) to run",
+            describe=lambda: f"{ticks_since()} ran",
         )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

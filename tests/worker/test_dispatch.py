@@ -142,8 +142,11 @@ def test_duplicate_dial_and_status_deliveries_change_nothing(stack: Stack):
 
     # The same dial message delivered again, to the real worker, three times over.
     messaging_env = stack.env()
-    for _ in range(3):
-        _publish(messaging_env, messaging.TASK_DIAL, [[cid] for cid in call_ids])
+    dials = [
+        task_id
+        for _ in range(3)
+        for task_id in _publish(messaging_env, messaging.TASK_DIAL, [[cid] for cid in call_ids])
+    ]
 
     # The same final status callback delivered again, correctly signed.
     (sid,) = stack.sql("SELECT provider_call_sid FROM calls WHERE id = %s", call_ids[0])[0]
@@ -158,7 +161,23 @@ def test_duplicate_dial_and_status_deliveries_change_nothing(stack: Stack):
         signature = RequestValidator(SANDBOX_AUTH_TOKEN).compute_signature(url, params)
         response = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature})
         assert response.status_code == 204
-    time.sleep(3)  # let the worker take every duplicate
+    # The worker has taken every duplicate: each dial message ran to its end, and every
+    # callback left the status inbox (the transaction that applies a report deletes it).
+    wait_for(
+        lambda: all(
+            "succeeded" in stack.task_events(messaging.TASK_DIAL).get(task_id, ())
+            for task_id in dials
+        ),
+        30,
+        what="the duplicate dial messages to be taken",
+    )
+    wait_for(
+        lambda: (
+            stack.sql("SELECT count(*) FROM status_inbox WHERE call_id = %s", call_ids[0]) == [(0,)]
+        ),
+        30,
+        what="the duplicate callbacks to be applied",
+    )
 
     after = batch_state(client, batch_id)
     for counter in ("total_calls_dispatched", "total_calls_finished", "retry_count"):
@@ -246,8 +265,11 @@ def test_a_claim_left_standing_undialed_is_redialed_with_its_slot_given_back(mak
     assert "+16465550860" not in dial_counts(stack)
 
 
-def _publish(env: dict[str, str], task: str, arg_lists: list[list[str]]) -> None:
-    """Publish with the stack's broker settings from this process."""
+def _publish(
+    env: dict[str, str], task: str, arg_lists: list[list[str]], queue: str | None = None
+) -> list[str]:
+    """Publish with the stack's broker settings from this process, to the task's queue or to
+    ``queue``; the messages' task ids."""
     from celery import Celery
 
     from shared.messaging import TASK_QUEUES, celery_config
@@ -263,8 +285,10 @@ def _publish(env: dict[str, str], task: str, arg_lists: list[list[str]]) -> None
     app = Celery("publisher")
     app.conf.update(celery_config(settings))
     with app.producer_or_acquire() as producer:
-        for args in arg_lists:
-            app.send_task(task, args=args, queue=TASK_QUEUES[task], producer=producer)
+        return [
+            app.send_task(task, args=args, queue=queue or TASK_QUEUES[task], producer=producer).id
+            for args in arg_lists
+        ]
 
 
 def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(make_stack):
@@ -324,7 +348,8 @@ def test_scheduled_batch_starts_only_when_its_time_comes(stack: Stack):
     )
     batch = response.json()
     assert batch["status"] == "pending" and batch["scheduled_time_unix"] == start_at
-    time.sleep(2)
+    stack.wait_for_ticks(1)  # a tick starts every due batch; this one is not due yet
+    assert time.time() < start_at  # (else the tick above proved nothing)
     assert batch_state(client, batch["id"])["status"] == "pending"
     assert not [c for c in stack.carrier.calls() if c["to"].startswith("+164655509")]
     final = wait_final(client, batch["id"], timeout=30)
