@@ -99,10 +99,6 @@ def test_cancel_racing_four_busy_workers_places_nothing_after_the_response(make_
     again = client.post(f"/v1/voiceai/batch-calling/{batch_id}/cancel")
     assert again.status_code == 200 and again.json()["status"] == "cancelled"
 
-    time.sleep(3)
-    placed = stack.carrier.calls()
-    assert placed and max(c["created_at"] for c in placed) <= answered_at
-    assert len(placed) < 400
     # Calls in flight were ended through the provider, and every recipient is final.
     final = wait_for(
         lambda: (lambda b: b if not _unfinished(b) else None)(batch_state(client, batch_id)),
@@ -110,6 +106,11 @@ def test_cancel_racing_four_busy_workers_places_nothing_after_the_response(make_
         what="every recipient to be final",
         describe=lambda: _describe_unfinished(stack, batch_state(client, batch_id)),
     )
+    # Once every call is final none can be claimed, so no dial is left that could still
+    # reach the carrier: a call placed after the response would be among these.
+    placed = stack.carrier.calls()
+    assert placed and max(c["created_at"] for c in placed) <= answered_at
+    assert len(placed) < 400
     assert final["status"] == "cancelled"
     assert all(c["status"] in ("canceled", "completed") for c in stack.carrier.calls())
     assert collections.Counter(r["outcome"] for r in final["recipients"])["batch_cancelled"] >= 1
@@ -150,7 +151,7 @@ def test_pause_stops_new_calls_and_resume_finishes_the_batch(stack: Stack):
     paused = client.post(f"/v1/voiceai/batch-calling/{batch_id}/pause")
     assert paused.status_code == 200 and paused.json()["paused"] is True
     stack.sql("UPDATE batches SET scheduled_at = now() WHERE id = %s", batch_id)
-    time.sleep(2.5)  # ticks pass; a paused batch does not start
+    stack.wait_for_ticks(2)  # the batch is due: a tick would start it were it not paused
     assert batch_state(client, batch_id)["status"] == "pending"
     assert not [
         c
@@ -188,7 +189,13 @@ def test_call_outside_its_window_waits_for_the_window_to_open(stack: Stack):
     )
     assert response.status_code == 200, response.text
     batch_id = response.json()["id"]
-    time.sleep(2.5)
+    wait_for(
+        lambda: batch_state(client, batch_id)["status"] == "in_progress",
+        10,
+        what="the batch to start",
+    )
+    stack.wait_for_ticks(1)  # a tick publishes every due call; these are not due yet
+    assert time.time() < opens_at  # (else the tick above proved nothing)
     state = batch_state(client, batch_id)
     assert state["status"] == "in_progress"
     assert [r["status"] for r in state["recipients"]] == ["pending"] * 3
@@ -246,14 +253,21 @@ def test_frequency_cap_holds_the_next_dial_to_a_number(make_stack):
         batch_id = submit(client, agent_id, number_id, recipients(1, "+1646555", 2000)).json()["id"]
         assert wait_final(client, batch_id, timeout=30)["status"] == "completed"
     third = submit(client, agent_id, number_id, recipients(1, "+1646555", 2000)).json()["id"]
-    time.sleep(3)
+    # The dial found the cap reached and put the call off until a dial of the week expires.
+    wait_for(
+        lambda: (
+            stack.sql(
+                "SELECT due_at > now() + interval '6 days' FROM calls WHERE batch_id = %s", third
+            )
+            == [(True,)]
+        ),
+        30,
+        what="the third dial to be put off by the cap",
+    )
+    stack.wait_for_ticks(1)  # and no tick dials it meanwhile
     state = batch_state(client, third)
     assert state["status"] == "in_progress"
     assert state["recipients"][0]["status"] == "pending"
-    due = stack.sql(
-        "SELECT due_at > now() + interval '6 days' FROM calls WHERE batch_id = %s", third
-    )
-    assert due == [(True,)]
     assert dial_counts(stack)["+16465552000"] == 2
 
 
@@ -323,6 +337,9 @@ def test_call_found_live_after_its_batch_was_cancelled_is_hung_up(make_stack):
                 }
             ]
         },
+        # A claimed call is reconciled this long after its claim: past the dial's 2 s
+        # provider timeout, and well past the cancel below.
+        settings_env={"SWITCHBOARD_DIAL_STALE_AFTER_S": "5"},
     )
     client, agent_id, number_id = setup_workspace(stack)
     batch_id = submit(client, agent_id, number_id, recipients(1, "+1646555", 2700)).json()["id"]
