@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from sandbox.config import Rule
 from tests.conftest import new_api_key
 from tests.factories import create_agent, register_number
 from tests.support import Stack, wait_for
@@ -435,7 +438,21 @@ def test_settings_templates_are_agents(stack: Stack, client: httpx.Client):
     assert response.status_code == 201, response.text
 
 
-def test_call_bulk_batch_is_managed_through_batch_calling(stack: Stack, client: httpx.Client):
+@pytest.fixture
+def talking_calls(stack: Stack) -> Iterator[None]:
+    """The shared carrier, with the calls of the numbers below talking for two seconds (other
+    numbers keep their behaviour): their batch is still running when it is paused right after
+    it was created. Restored afterwards."""
+    before = stack.carrier.config
+    rule = Rule(pattern="+121255530[0-2][0-9]", talk_seconds=2.0)
+    stack.carrier.configure(dataclasses.replace(before, rules=[rule, *before.rules]))
+    yield
+    stack.carrier.configure(before)
+
+
+def test_call_bulk_batch_is_managed_through_batch_calling(
+    stack: Stack, client: httpx.Client, talking_calls: None
+):
     template_id = seed_template(client)
     body = seed_body(template_id, batchSize=10)
     body["contacts"] = [
@@ -446,15 +463,15 @@ def test_call_bulk_batch_is_managed_through_batch_calling(stack: Stack, client: 
         for i in range(30)
     ]
     result = client.post(CALL_BULK, json=body).json()
+    # A pending or running batch can be paused; none of its calls can have ended yet.
     paused = client.post(f"/v1/voiceai/batch-calling/{result['batch_id']}/pause")
-    assert paused.status_code in (200, 409), paused.text
-    final_or_paused = client.get(f"/v1/voiceai/batch-calling/{result['batch_id']}").json()
-    assert final_or_paused["id"] == result["batch_id"]
-    assert final_or_paused["total_calls_scheduled"] == 30
-    if paused.status_code == 200:
-        assert final_or_paused["paused"] is True
-        resumed = client.post(f"/v1/voiceai/batch-calling/{result['batch_id']}/resume")
-        assert resumed.status_code == 200
+    assert paused.status_code == 200, paused.text
+    state = client.get(f"/v1/voiceai/batch-calling/{result['batch_id']}").json()
+    assert state["id"] == result["batch_id"]
+    assert state["total_calls_scheduled"] == 30
+    assert state["paused"] is True and state["status"] in ("pending", "in_progress")
+    resumed = client.post(f"/v1/voiceai/batch-calling/{result['batch_id']}/resume")
+    assert resumed.status_code == 200 and resumed.json()["paused"] is False
     final = wait_final(client, result["batch_id"])
     assert final["status"] == "completed" and final["total_calls_dispatched"] == 30
 
