@@ -34,6 +34,7 @@ from shared.db import transaction
 from shared.errors import ProviderError
 from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo
+from shared.repositories import webhooks as webhooks_repo
 from shared.schemas import BatchStatus
 from shared.settings import Settings, get_settings
 
@@ -84,6 +85,10 @@ PACING_WAIT_SECONDS = Histogram(
     "How long a dial waited for its pacing slot (reserved slots only).",
     buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
 )
+STATUS_CALLBACKS = Counter(
+    "switchboard_status_callbacks",
+    "Provider status callbacks and machine-detection verdicts stored in the status inbox.",
+)
 PACING_HANDED_BACK = Counter(
     "switchboard_pacing_handed_back",
     "Calls handed back to pending because their pacing slot was further than the longest sleep.",
@@ -123,12 +128,15 @@ class SwitchboardCollector(Collector):
             GaugeMetricFamily("switchboard_batches", "", labels=["status"]),
             GaugeMetricFamily("switchboard_queue_depth", "", labels=["queue"]),
             GaugeMetricFamily("switchboard_dead_lettered_messages", ""),
+            GaugeMetricFamily("switchboard_webhook_deliveries_pending", ""),
+            GaugeMetricFamily("switchboard_webhook_oldest_due_seconds", ""),
         ]
 
     def collect(self) -> Iterator[Metric]:
         with transaction() as session:
             call_counts = calls_repo.count_by_status_and_outcome(session)
             batch_counts = batches_repo.count_by_status(session)
+            webhook_backlog = webhooks_repo.pending_backlog(session)
         calls = GaugeMetricFamily(
             "switchboard_calls",
             "Calls by status and outcome (outcome empty while the call has none).",
@@ -152,6 +160,18 @@ class SwitchboardCollector(Collector):
         for queue, length in messaging.queue_lengths(messaging.QUEUES).items():
             depths.add_metric([queue], length)
         yield depths
+
+        yield GaugeMetricFamily(
+            "switchboard_webhook_deliveries_pending",
+            "Webhook deliveries not yet delivered nor failed for good (due now or later).",
+            value=webhook_backlog.pending,
+        )
+        yield GaugeMetricFamily(
+            "switchboard_webhook_oldest_due_seconds",
+            "How long the pending webhook delivery due the longest has been due (0 when none "
+            "is): grows while the webhooks workers fall behind.",
+            value=webhook_backlog.oldest_due_s,
+        )
 
         # Only RabbitMQ dead-letters: on Redis the family is left out rather than stuck at 0.
         dead_lettered = messaging.dead_lettered()
@@ -205,4 +225,10 @@ WEBHOOK_DELIVERIES_DEFERRED = Counter(
     "breaker_probing (another delivery probes the endpoint), endpoint_busy, workspace_busy "
     "(its limit of deliveries in flight is reached).",
     ["reason"],
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "switchboard_webhook_attempts",
+    "Webhook delivery attempts by result: delivered (a 2xx), failed (another status, no "
+    "answer, or a refused destination; due again after a backoff until its window closes).",
+    ["result"],
 )

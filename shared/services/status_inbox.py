@@ -15,7 +15,7 @@ from itertools import groupby
 
 from sqlalchemy.orm import Session
 
-from shared import messaging
+from shared import messaging, metrics
 from shared.callstate import ProviderUpdate
 from shared.db import after_commit
 from shared.repositories import status_inbox as status_inbox_repo
@@ -31,7 +31,9 @@ ApplyStatusesArgs = tuple[list[InboxReport], list[int]]
 
 def store_reports(reports: Sequence[InboxReport]) -> list[int]:
     """Commit reports to the inbox, in one statement of their own; their ids."""
-    return status_inbox_repo.add_reports(reports)
+    inbox_ids = status_inbox_repo.add_reports(reports)
+    metrics.STATUS_CALLBACKS.inc(len(inbox_ids))
+    return inbox_ids
 
 
 def publish_reports(reports: Sequence[InboxReport], inbox_ids: Sequence[int]) -> None:

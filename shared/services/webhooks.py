@@ -44,7 +44,7 @@ from shared import messaging, webhook_admission
 from shared.db import after_commit
 from shared.errors import NotFound, ValidationFailed
 from shared.ids import new_id
-from shared.metrics import WEBHOOK_DELIVERIES_DEFERRED
+from shared.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES_DEFERRED
 from shared.models import WebhookDelivery, WebhookEndpoint
 from shared.repositories import webhooks as webhooks_repo
 from shared.schemas import (
@@ -525,6 +525,8 @@ def deliver(delivery_id: str, transaction: Transaction) -> DeliveryResult:
             released.opened_until - time.time(),
         )
     if error is None:
+        WEBHOOK_ATTEMPTS.labels("delivered").inc()
         return DeliveryResult.DELIVERED
+    WEBHOOK_ATTEMPTS.labels("failed").inc()
     log.info("webhook %s attempt %d failed: %s", delivery_id, row.attempts, error)
     return DeliveryResult.FAILED_ATTEMPT

@@ -97,6 +97,10 @@ def test_metrics_show_calls_batches_queues_and_worker_dials(make_stack):
     assert value(samples, "switchboard_provider_errors_total", code="21217") == 1
     assert value(samples, "switchboard_pacing_wait_seconds_count") == 6
     assert value(samples, "switchboard_pacing_handed_back_total") == 0
+    # Recorded by the API: the carrier's status callbacks, the final one of each placed call
+    # at least.
+    callbacks = value(samples, "switchboard_status_callbacks_total")
+    assert callbacks is not None and callbacks >= 5
 
     # With nobody consuming or ticking, each queue's depth grows by exactly what is published
     # to it (batch-control may hold a tick sent before beat stopped, hence the difference).

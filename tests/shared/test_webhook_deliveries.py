@@ -4,9 +4,11 @@ takes due deliveries in turns across workspaces."""
 from __future__ import annotations
 
 import collections
+import re
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
@@ -146,3 +148,24 @@ def test_a_delivery_deferred_past_its_retry_window_fails(quiet_stack: Stack, ses
     row = _row(quiet_stack, delivery)
     assert row["status"] == "failed" and row["attempts"] == 0
     assert row["last_error"] == "not sent: breaker open"
+
+
+def test_the_backlog_counts_pending_deliveries_and_how_long_the_oldest_has_been_due(
+    quiet_stack: Stack, session: Session
+):
+    assert webhooks_repo.pending_backlog(session) == webhooks_repo.PendingBacklog(0, 0.0)
+    session.rollback()
+    _deliveries(quiet_stack, *_endpoint(quiet_stack), 3, due_seconds_ago=120)
+    # Due in ten minutes (a backoff, an open breaker): pending, but not late.
+    _deliveries(quiet_stack, *_endpoint(quiet_stack), 2, due_seconds_ago=-600)
+    # Delivered long after it was due: neither pending nor late.
+    [delivered] = _deliveries(quiet_stack, *_endpoint(quiet_stack), 1, due_seconds_ago=3600)
+    quiet_stack.sql("UPDATE webhook_deliveries SET status = 'delivered' WHERE id = %s", delivered)
+
+    backlog = webhooks_repo.pending_backlog(session)
+    assert backlog.pending == 5
+    assert 120 <= backlog.oldest_due_s < 180
+    text = httpx.get(quiet_stack.api_url + "/metrics", timeout=10).text
+    assert "\nswitchboard_webhook_deliveries_pending 5.0\n" in text
+    [oldest] = re.findall(r"^switchboard_webhook_oldest_due_seconds (\S+)$", text, re.MULTILINE)
+    assert 120 <= float(oldest) < 180
