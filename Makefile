@@ -22,10 +22,10 @@ LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP
 LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --all-build-deps \
 	--no-emit-index-url --no-emit-find-links
 
-.PHONY: help install chromium lock demo run test lint bench clean
+.PHONY: help install chromium promtool lock demo run test lint bench clean
 
 help:
-	@echo "make install  create $(VENV), install switchboard with its dev tools, and Chromium"
+	@echo "make install  create $(VENV), install switchboard with its dev tools, Chromium and promtool"
 	@echo "make lock     pin every dependency of pyproject.toml in requirements/*.txt (hashes)"
 	@echo "make demo     run a sample batch through a private local stack (BROKER=rabbitmq too)"
 	@echo "make run      run API, workers (dial, webhooks), beat, Flower and the sandbox carrier"
@@ -68,7 +68,20 @@ chromium:
 		|| { apt-get update && apt-get install -y --no-install-recommends $(CHROMIUM_PACKAGES); }; \
 	fi
 
-install: $(STAMP) chromium
+# The alerting rules test runs promtool (tests/deploy/test_alerts.py); Debian's prometheus
+# package holds it, installed the same way.
+PROMTOOL_PACKAGES := prometheus
+
+promtool:
+	@if command -v promtool >/dev/null 2>&1; then \
+		echo "promtool: $$(command -v promtool)"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends $(PROMTOOL_PACKAGES) \
+		|| { apt-get update && apt-get install -y --no-install-recommends $(PROMTOOL_PACKAGES); }; \
+	fi
+
+install: $(STAMP) chromium promtool
 
 # BROKER=rabbitmq carries the demo's messages in the RabbitMQ of RABBITMQ_URL (a virtual host
 # of its own, made with rabbitmqctl and deleted afterwards) instead of Redis; so does a
