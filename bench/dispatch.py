@@ -36,10 +36,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.factories import create_agent, recipients, register_number, submit  # noqa: E402
+from harness.stack import (  # noqa: E402
+    Stack,
+    create_database,
+    drop_database,
+    new_api_key,
+    running_stack,
+)
 from shared import heap  # noqa: E402
-from tests.conftest import new_api_key  # noqa: E402
-from tests.factories import create_agent, recipients, register_number, submit  # noqa: E402
-from tests.support import Stack, create_database, drop_database, running_stack  # noqa: E402
 
 ZERO_LATENCY = {"rules": [{"pattern": "*", "ring_seconds": 0.01, "talk_seconds": 0.02}]}
 SLOW_PROVIDER = {

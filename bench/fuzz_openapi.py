@@ -3,7 +3,7 @@ examples per operation and phase, with the key in x-api-key and in Authorization
 
     python bench/fuzz_openapi.py [--examples 100]
 
-Starts the API alone on a fresh database (tests/openapi_fuzz.py runs schemathesis; the test in
+Starts the API alone on a fresh database (harness/openapi_fuzz.py runs schemathesis; the test in
 tests/api/test_openapi_fuzz.py runs the same with 5 examples). Prints schemathesis's summaries
 and the failures; docs/BENCHMARKS.md has the last result.
 
@@ -24,9 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.dispatch import _services  # noqa: E402
-from tests.conftest import new_api_key  # noqa: E402
-from tests.openapi_fuzz import fuzz_openapi  # noqa: E402
-from tests.support import create_database, drop_database, running_stack  # noqa: E402
+from harness.openapi_fuzz import fuzz_openapi  # noqa: E402
+from harness.stack import (  # noqa: E402
+    create_database,
+    drop_database,
+    new_api_key,
+    running_stack,
+)
 
 
 def main() -> None:

@@ -31,7 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.dispatch import _percentile, _services  # noqa: E402
-from tests.support import Stack, create_database, drop_database, running_stack  # noqa: E402
+from harness.stack import (  # noqa: E402
+    Stack,
+    create_database,
+    drop_database,
+    running_stack,
+)
 
 PATH = "/v1/convai/batch-calling/submit"
 CHUNK = 64 * 1024

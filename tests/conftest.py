@@ -12,12 +12,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from sqlalchemy import create_engine
-from sqlalchemy.orm import Session
 
+from harness.stack import Stack, create_database, drop_database, new_api_key, running_stack
 from shared.db import migrate
-from shared.services.workspaces import create_api_key
-from tests.support import Stack, create_database, drop_database, running_stack
 
 
 @pytest.fixture(scope="session")
@@ -92,18 +89,6 @@ def make_stack(
     yield make
     for context in reversed(stacks):
         context.__exit__(None, None, None)
-
-
-def new_api_key(stack: Stack, workspace: str | None = None) -> str:
-    """A fresh workspace in the stack's database and an API key for it."""
-    engine = create_engine(stack.database_url)
-    try:
-        with Session(engine) as session:
-            key = create_api_key(session, workspace or f"ws-{uuid.uuid4().hex[:8]}")
-            session.commit()
-        return key
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ that breaks the document, with the key in x-api-key and in Authorization: Bearer
 
 from __future__ import annotations
 
-from tests.openapi_fuzz import fuzz_openapi
+from harness.openapi_fuzz import fuzz_openapi
 from tests.support import Stack
 
 
