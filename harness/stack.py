@@ -307,23 +307,27 @@ class Stack:
                     events.setdefault(task_id, set()).add(event)
         return events
 
+    def tick_ids(self) -> set[str]:
+        """The ticks the workers have taken so far."""
+        return set(self.task_events(messaging.TASK_TICK))
+
+    def ticks_since(self, earlier: set[str]) -> int:
+        """How many ticks taken after ``earlier`` (a ``tick_ids()``) have run to the end: each
+        read the database after whatever happened before ``earlier`` was read."""
+        return sum(
+            1
+            for task_id, events in self.task_events(messaging.TASK_TICK).items()
+            if task_id not in earlier and "succeeded" in events
+        )
+
     def wait_for_ticks(self, count: int = 1, timeout: float = 30) -> None:
-        """Wait until ``count`` ticks that a worker took after this call have run to the end:
-        each read the database after whatever the caller did before calling."""
-        earlier = set(self.task_events(messaging.TASK_TICK))
-
-        def ticks_since() -> int:
-            return sum(
-                1
-                for task_id, events in self.task_events(messaging.TASK_TICK).items()
-                if task_id not in earlier and "succeeded" in events
-            )
-
+        """Wait until ``count`` ticks that a worker took after this call have run to the end."""
+        earlier = self.tick_ids()
         wait_for(
-            lambda: ticks_since() >= count,
+            lambda: self.ticks_since(earlier) >= count,
             timeout,
             what=f"{count} tick(s) to run",
-            describe=lambda: f"{ticks_since()} ran",
+            describe=lambda: f"{self.ticks_since(earlier)} ran",
         )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

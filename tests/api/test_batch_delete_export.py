@@ -8,7 +8,9 @@ import time
 
 import httpx
 import pytest
+import redis
 
+from shared import messaging
 from tests.conftest import new_api_key
 from tests.factories import create_agent, recipients, register_number, submit
 from tests.support import Stack, wait_for
@@ -22,6 +24,21 @@ def wait_final(client: httpx.Client, batch_id: str) -> dict:
         return body if body["status"] in ("completed", "failed", "cancelled") else None
 
     return wait_for(done, 60, what=f"batch {batch_id} to end")
+
+
+def no_dial_left(stack: Stack) -> bool:
+    """No dial message waits in the queue, and every one a worker took has ended (a retried
+    one is held by its worker until it runs again)."""
+    broker = redis.Redis.from_url(stack.redis_url)
+    try:
+        queued = broker.llen(stack.redis_prefix + messaging.QUEUE_DIAL)
+    finally:
+        broker.close()
+    taken = {
+        **stack.task_events(messaging.TASK_DIAL),
+        **stack.task_events(messaging.TASK_DIAL_MANY),
+    }
+    return queued == 0 and all(events & {"succeeded", "raised"} for events in taken.values())
 
 
 def rows_of(stack: Stack, batch_id: str) -> dict[str, int]:
@@ -106,7 +123,9 @@ def test_deleting_a_running_batch_cancels_it_and_hangs_up_first(make_stack) -> N
         assert rows_of(stack, batch_id)["calls"] == 0
         placed = stack.carrier.calls()
         assert placed and all(c["end_time"] is not None for c in placed)
-        time.sleep(2)  # a dial that slipped past the cancel would reach the carrier by now
+        # Every dial message has been taken and run to its end: a dial that slipped past the
+        # cancel would have reached the carrier by now.
+        wait_for(lambda: no_dial_left(stack), 30, what="every dial message to be taken")
         assert [c["sid"] for c in stack.carrier.calls()] == [c["sid"] for c in placed]
         assert len(placed) <= 2
         assert max(c["created_at"] for c in placed) <= answered_at

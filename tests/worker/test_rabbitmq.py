@@ -102,12 +102,21 @@ def test_a_dial_backlog_is_not_published_again_while_it_waits(
         30,
         what=f"the batch's {published} dial messages",
     )
-    # Ticks every second, and a re-drive after 3 s: watch for three times that long.
-    depths = []
-    deadline = time.monotonic() + 9
-    while time.monotonic() < deadline:
+    # Ticks every second, and a re-drive after 3 s (the harness's SWITCHBOARD_REDRIVE_AFTER_S):
+    # watch until every message has waited that long and two ticks have run since.
+    depths: list[int] = []
+    redrive_due = time.monotonic() + 3
+    ticks: dict[str, set[str]] = {}
+
+    def watched() -> bool:
         depths.append(depth(broker_url, "dial"))
-        time.sleep(0.25)
+        if time.monotonic() < redrive_due:
+            return False
+        if "earlier" not in ticks:
+            ticks["earlier"] = stack.tick_ids()
+        return stack.ticks_since(ticks["earlier"]) >= 2
+
+    wait_for(watched, 30, interval=0.25, what="two ticks after the re-drive time")
     assert max(depths) == published, depths
     assert max(depths) <= 200  # never more messages than calls waiting
     assert metric(stack, "switchboard_queue_depth", '{queue="dial"}') == published
