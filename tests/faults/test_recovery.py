@@ -599,11 +599,15 @@ def _recipient(number: str) -> dict[str, Any]:
 # ahead).
 SLOW_PACE = {"SWITCHBOARD_CALLS_PER_SECOND_PER_NUMBER": "1"}
 CONTROL_BOUND_S = 2.0
-# Long enough for a stale claim of the killed worker to be reconciled (the harness's
-# SWITCHBOARD_DIAL_STALE_AFTER_S is 12 s) and handed back.
-CANCEL_WATCH_S = 15.0
-# Longer than the longest pacing wait of a claim taken before the pause, and a few ticks.
-PAUSE_WATCH_S = 10.0
+# The killed worker's claims are reconciled this long after they were taken: longer than a
+# claim may wait for its pacing slot (5 s) and then for the provider (2 s), as a live worker's
+# would. (The harness's default is 12 s.)
+CANCEL_STALE_AFTER_S = 7
+# Long enough for a stale claim of the killed worker to be reconciled and handed back.
+CANCEL_WATCH_S = CANCEL_STALE_AFTER_S + 3.0
+# The longest pacing wait of a claim taken before the pause (SWITCHBOARD_MAX_PACING_SLEEP_S);
+# the watch goes on until two ticks have run after it.
+PAUSE_PACING_S = 5.0
 
 
 def _under_way(stack: Stack, batch_id: str) -> bool:
@@ -618,7 +622,10 @@ def test_cancel_right_after_a_worker_sigkill_answers_at_once_and_nothing_is_dial
 ) -> None:
     stack = make_stack(
         sandbox={"rules": [{"pattern": "*", "ring_seconds": 0.5, "talk_seconds": 2.0}]},
-        settings_env=SLOW_PACE,
+        settings_env={
+            **SLOW_PACE,
+            "SWITCHBOARD_DIAL_STALE_AFTER_S": str(CANCEL_STALE_AFTER_S),
+        },
         workers=1,
     )
     client, agent_id, (number_id,) = workspace(stack)
@@ -706,7 +713,8 @@ def test_pause_with_a_live_worker_answers_at_once_and_nothing_is_dialed_while_pa
     if took >= CONTROL_BOUND_S:
         failures.append(f"pause took {took:.2f} s (bound {CONTROL_BOUND_S} s)")
     # The observation window while paused (the deliberate part of this test).
-    time.sleep(max(0.0, answered_at + PAUSE_WATCH_S - time.time()))
+    time.sleep(max(0.0, answered_at + PAUSE_PACING_S - time.time()))
+    stack.wait_for_ticks(2)
     placed = stack.carrier.calls()
     late = [c for c in placed if c["created_at"] > answered_at]
     if late:
