@@ -13,6 +13,8 @@ from typing import Any
 import redis
 from amqp.exceptions import NotFound
 from celery import Celery
+from celery.app.events import Events
+from celery.events.dispatcher import EventDispatcher
 from kombu import Connection, Exchange, Queue
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.utils.uuid import uuid
@@ -150,9 +152,34 @@ def task_queues(settings: Settings) -> list[Queue]:
     ]
 
 
+class UnconfirmedEventDispatcher(EventDispatcher):
+    """Celery's event dispatcher, publishing without publisher confirms.
+
+    Task and worker events are best effort (Flower's view), and on RabbitMQ ``confirm_publish``
+    reached them too, through the worker's write connection. A confirm wait has no timeout
+    and holds the dispatcher's lock, which the worker's consumer loop takes to flush events:
+    under a backlog of 10,000 dial messages a wait that never ended stopped the dial worker
+    for good, 16 messages unacknowledged (bench/status_latency.py). Task messages keep their
+    confirms.
+    """
+
+    def __init__(self, connection: Connection | None = None, *args: Any, **kwargs: Any) -> None:
+        options = dict(connection.transport_options or {}) if connection is not None else {}
+        if connection is not None and options.pop("confirm_publish", False):
+            # A lazy connection: the worker made it for the dispatcher and never opened it.
+            connection = connection.clone(transport_options=options)
+        super().__init__(connection, *args, **kwargs)
+
+
+class SwitchboardEvents(Events):
+    """Celery's events, with the dispatcher above."""
+
+    dispatcher_cls = UnconfirmedEventDispatcher
+
+
 def make_celery(settings: Settings | None = None) -> Celery:
     """A Celery app configured from settings (tasks are registered by ``worker/``)."""
-    app = Celery("switchboard")
+    app = Celery("switchboard", events=SwitchboardEvents)
     app.conf.update(celery_config(settings or get_settings()))
     return app
 

@@ -40,3 +40,20 @@ def test_calls_are_grouped_into_dial_messages_but_spread_over_at_least_64():
     groups = dial_groups(ids)
     assert [len(g) for g in groups] == [10] * 70
     assert [i for g in groups for i in g] == ids
+
+
+def test_on_rabbitmq_task_events_go_without_confirms_and_task_messages_with_them():
+    # A confirm wait holds the event dispatcher's lock, which the worker's consumer loop needs
+    # too: one that never ended stopped a dial worker under a backlog. Events are best effort.
+    settings = Settings.model_validate(
+        {"SWITCHBOARD_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"}
+    )
+    app = make_celery(settings)
+    write = app.connection_for_write()
+    assert write.transport_options["confirm_publish"] is True
+    dispatcher = app.events.Dispatcher(write, enabled=False)
+    assert "confirm_publish" not in dispatcher.connection.transport_options
+    assert dispatcher.connection.as_uri() == write.as_uri()
+    # Task messages (the producer pool publish_many and Celery's sends use) keep them.
+    with app.producer_pool.acquire(block=False) as producer:
+        assert producer.connection.transport_options["confirm_publish"] is True
