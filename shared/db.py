@@ -173,9 +173,16 @@ def run_after_commit_actions(session: Session) -> None:
 
 
 @contextmanager
-def transaction() -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on error, then run after-commit actions."""
+def transaction(snapshot: bool = False) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on error, then run after-commit actions.
+
+    With ``snapshot`` every statement sees the database as of the first one (REPEATABLE READ):
+    a read of a batch's counters and then of its recipients can never show a recipient final
+    that the counters do not count yet. Meant for reads: PostgreSQL never fails a read-only
+    REPEATABLE READ transaction, while a write there may meet a serialization failure."""
     session = new_session()
+    if snapshot:
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     try:
         yield session
         session.commit()

@@ -92,3 +92,45 @@ def test_run_alone_as_a_plain_statement_when_settings_turn_preparing_off(
     assert (row.matches, row.pattern) == (True, "switchboard%")
     with Session(engine) as session:
         assert prepared_names(session) == []
+
+
+@pytest.fixture
+def stack_database(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process-wide engine bound to the stack's database for the test."""
+    from shared import db
+
+    monkeypatch.setenv("DATABASE_URL", stack.database_url)
+    get_settings.cache_clear()
+    db.reset_engine()
+    yield
+    db.reset_engine()
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_a_snapshot_transaction_sees_one_moment_and_a_plain_one_sees_each_commit(
+    stack_database: None, engine: Engine
+):
+    from shared.db import transaction
+
+    count = text("SELECT count(*) FROM workspaces")
+
+    def add_workspace() -> None:  # committed by another connection between two reads
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO workspaces (id, name) "
+                    "VALUES (gen_random_uuid()::text, gen_random_uuid()::text)"
+                )
+            )
+
+    with transaction(snapshot=True) as session:
+        assert session.execute(text("SHOW transaction_isolation")).scalar() == "repeatable read"
+        before = session.execute(count).scalar_one()
+        add_workspace()
+        assert session.execute(count).scalar_one() == before
+    with transaction() as session:
+        assert session.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
+        before = session.execute(count).scalar_one()
+        add_workspace()
+        assert session.execute(count).scalar_one() == before + 1
