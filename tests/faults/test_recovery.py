@@ -237,6 +237,40 @@ class Fault:
 
 
 @dataclass
+class WorkerSupervisor:
+    """What a deployment's process supervisor does for the workers (docker-compose's
+    ``restart: unless-stopped``, systemd's ``Restart=always``): a worker that exits on its own
+    is started again within a second. Celery exits a worker on some broker losses (its Redis
+    transport fails to hand unacknowledged messages back over a connection that is gone); the
+    workers the test kills itself are not in ``stack.processes`` any more, so they stay dead.
+    Every restart is reported."""
+
+    stack: Stack
+    restarts: list[tuple[float, str, int | None]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> WorkerSupervisor:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="supervisor")
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, process in list(self.stack.processes.items()):
+                if name.startswith("worker") and process.poll() is not None:
+                    self.stack.processes.pop(name, None)
+                    self.restarts.append((time.time(), name, process.returncode))
+                    self.stack.start_worker(name=f"{name}r{len(self.restarts)}")
+            self._stop.wait(0.5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+@dataclass
 class ProgressMonitor:
     """Samples, every quarter second, how many recipients are final (None while the database
     cannot be read) and how many calls the sandbox was asked to place."""
@@ -374,6 +408,7 @@ def _run_fault_sequence(stack: Stack, postgres: OwnPostgres, broker: OwnRedis) -
     batch_id = response.json()["id"]
     assert len(response.json()["phone_number_ids"]) == CALLER_POOL
     monitor = ProgressMonitor(stack, batch_id).start()
+    supervisor = WorkerSupervisor(stack).start()
     faults: list[Fault] = []
     failures: list[str] = []
     try:
@@ -454,6 +489,7 @@ def _run_fault_sequence(stack: Stack, postgres: OwnPostgres, broker: OwnRedis) -
         done_at = time.time()
     finally:
         monitor.stop()
+        supervisor.stop()
 
     batch = batch_state(client, batch_id)
     problems, outcomes = audit_recipients(stack, batch_id, FAULT_RECIPIENTS)
@@ -474,6 +510,16 @@ def _run_fault_sequence(stack: Stack, postgres: OwnPostgres, broker: OwnRedis) -
         f"{done_at - submitted_at:.1f} s ({done_at - last_fault:.1f} s after the last fault)"
     )
     print(f"  final recipients every 10 s: {_curve(monitor, submitted_at, done_at)}")
+    print(
+        "  workers that exited on their own and were restarted: "
+        + (
+            ", ".join(
+                f"{name} (exit {code}) at {at - submitted_at:.1f} s"
+                for at, name, code in supervisor.restarts
+            )
+            or "none"
+        )
+    )
     print(f"  sandbox calls placed: {stack.carrier.stats()['calls_created']}")
     print(f"  recipients by status/outcome: {dict(sorted(outcomes.items()))}")
     print(f"  counters: { {name: batch[name] for name in COUNTERS} }")
