@@ -75,6 +75,17 @@ def _services(stack: ExitStack, state: Path) -> tuple[str, str, Path | None]:
     return database_url, redis_url, pg_log
 
 
+def _migrated_template(resources: ExitStack, server_url: str) -> str:
+    """A database at the newest migration that each stack's database is copied from; dropped
+    when ``resources`` closes."""
+    from shared.db import migrate
+
+    template = f"sbbench_template_{uuid.uuid4().hex[:8]}"
+    migrate(create_database(server_url, template))
+    resources.callback(drop_database, server_url, template)
+    return template
+
+
 # A line of PostgreSQL's statement log (log_line_prefix '%m [%p] '): the backend, the statement.
 STATEMENT_LOG_LINE = re.compile(r"\[(\d+)\] LOG:  statement: (.*)")
 
@@ -388,8 +399,6 @@ def bench_first_dial(stack: Stack, samples: int) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from shared.db import migrate
-
     only = set(args.only)
     # The workspace's live-call cap (default 200) bounds a run at 200 calls per call lifetime,
     # and a sandbox call lives as long as its callbacks, posted one after another, take:
@@ -397,9 +406,7 @@ def run(args: argparse.Namespace) -> None:
     os.environ["SWITCHBOARD_MAX_LIVE_CALLS_PER_WORKSPACE"] = str(args.live_call_cap)
     with tempfile.TemporaryDirectory(prefix="sbbench") as tmp, ExitStack() as resources:
         server_url, redis_url, pg_log = _services(resources, Path(tmp))
-        template = f"sbbench_template_{uuid.uuid4().hex[:8]}"
-        migrate(create_database(server_url, template))
-        resources.callback(drop_database, server_url, template)
+        template = _migrated_template(resources, server_url)
 
         def stack(name: str, sandbox: dict[str, Any], workers: int, concurrency: int) -> Any:
             return running_stack(

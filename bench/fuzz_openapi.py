@@ -16,18 +16,15 @@ import argparse
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.dispatch import _services  # noqa: E402
+from bench.dispatch import _migrated_template, _services  # noqa: E402
 from harness.openapi_fuzz import fuzz_openapi  # noqa: E402
 from harness.stack import (  # noqa: E402
-    create_database,
-    drop_database,
     new_api_key,
     running_stack,
 )
@@ -37,14 +34,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=100)
     args = parser.parse_args()
-    from shared.db import migrate
-
     with ExitStack() as resources:
         state = Path(resources.enter_context(tempfile.TemporaryDirectory()))
         server_url, redis_url, _ = _services(resources, state)
-        template = f"sbbench_template_{uuid.uuid4().hex[:8]}"
-        migrate(create_database(server_url, template))
-        resources.callback(drop_database, server_url, template)
+        template = _migrated_template(resources, server_url)
         stack = resources.enter_context(
             running_stack(
                 server_url, template, redis_url, state / "stack", beat=False, webhooks_worker=False

@@ -23,18 +23,15 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.dispatch import _percentile, _services  # noqa: E402
+from bench.dispatch import _migrated_template, _percentile, _services  # noqa: E402
 from harness.stack import (  # noqa: E402
     Stack,
-    create_database,
-    drop_database,
     running_stack,
 )
 
@@ -167,14 +164,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--megabytes", type=int, default=50)
     args = parser.parse_args()
-    from shared.db import migrate
-
     with ExitStack() as resources:
         state = Path(resources.enter_context(tempfile.TemporaryDirectory()))
         server_url, redis_url, _ = _services(resources, state)
-        template = f"sbbench_template_{uuid.uuid4().hex[:8]}"
-        migrate(create_database(server_url, template))
-        resources.callback(drop_database, server_url, template)
+        template = _migrated_template(resources, server_url)
         stack = resources.enter_context(
             running_stack(
                 server_url,
