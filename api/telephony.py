@@ -14,11 +14,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.deps import SessionDep
 from api.responses import FORBIDDEN, error_responses
 from api.status_batcher import batcher
-from shared.callstate import REDUNDANT_TWILIO_STATUSES
 from shared.errors import ErrorItem, Forbidden, SwitchboardError
 from shared.schemas import AgentConfigResponse
 from shared.services import calls as calls_service
-from shared.telephony.twilio import callback_is_authentic
+from shared.telephony.twilio import REDUNDANT_TWILIO_STATUSES, callback_is_authentic
 from shared.urls import (
     TWILIO_AMD_PATH,
     TWILIO_STATUS_PATH,

@@ -298,3 +298,19 @@ def audit_due(interval_s: float) -> bool:
     client = _client(get_settings().redis_url)
     key = f"{get_settings().redis_key_prefix}slots-audited"
     return bool(client.set(key, "1", nx=True, ex=max(int(interval_s), 1)))
+
+
+def slot_names(batch_id: str, workspace_id: str) -> list[str]:
+    """The concurrency slots a call of this batch holds while it is live."""
+    return [f"batch:{batch_id}", f"workspace:{workspace_id}"]
+
+
+def slot_limits(
+    batch_id: str, workspace_id: str, target_concurrency_limit: int | None
+) -> list[SlotLimit]:
+    """The live-call limits a call of this batch must fit under: the workspace cap, and the
+    batch's target_concurrency_limit when it set one."""
+    limits = [SlotLimit(f"workspace:{workspace_id}", get_settings().max_live_calls_per_workspace)]
+    if target_concurrency_limit:
+        limits.append(SlotLimit(f"batch:{batch_id}", target_concurrency_limit))
+    return limits

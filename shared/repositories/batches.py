@@ -1,34 +1,18 @@
-"""Batches: inserting them with their recipients, reading them, and moving their counters."""
+"""Batches: reading them, idempotency keys, the provider-outage marks and deleting them
+(their status and counters are written by ``shared.lifecycle.store`` alone)."""
 
 from __future__ import annotations
 
-import io
-import json
-from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, text
+from sqlalchemy import Row, func, select, text
 from sqlalchemy.orm import Session
 
-from shared.callstate import CounterDeltas
 from shared.db import PreparedStatement
+from shared.lifecycle.plans import RunState, run_state
+from shared.lifecycle.states import BatchStatus
 from shared.models import Agent, Batch, IdempotencyKey
-
-CALL_COPY_COLUMNS = (
-    "id",
-    "batch_id",
-    "workspace_id",
-    "position",
-    "recipient_id",
-    "phone_number",
-    "whatsapp_user_id",
-    "client_data",
-    "status",
-    "outcome",
-    "contact_id",
-    "request_metadata",
-)
 
 _BATCH_COLUMNS = (
     Batch.id,
@@ -59,30 +43,6 @@ _BATCH_COLUMNS = (
     Batch.voicemail_behavior,
     Batch.voicemail_message_template,
 )
-
-
-def insert_batch(session: Session, values: dict[str, Any]) -> None:
-    """Insert the batch row."""
-    session.execute(insert(Batch).values(**values))
-
-
-def _copy_text(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    if not isinstance(value, str):
-        value = json.dumps(value) if isinstance(value, dict | list) else str(value)
-    return (
-        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    )
-
-
-def copy_calls(session: Session, rows: Iterable[Sequence[Any]]) -> None:
-    """Bulk-insert call rows (CALL_COPY_COLUMNS order) with COPY, in the session's transaction."""
-    cell = _copy_text
-    buffer = io.StringIO("".join(["\t".join([cell(v) for v in row]) + "\n" for row in rows]))
-    dbapi_connection: Any = session.connection().connection.dbapi_connection
-    with dbapi_connection.cursor() as cursor:
-        cursor.copy_expert(f"COPY calls ({', '.join(CALL_COPY_COLUMNS)}) FROM STDIN", buffer)
 
 
 def get_batch_row(session: Session, workspace_id: str, batch_id: str) -> Row[Any] | None:
@@ -142,95 +102,6 @@ def fan_out_chunk_size(session: Session, batch_id: str) -> int | None:
     ).scalar_one_or_none()
 
 
-def start_batch_if_due(session: Session, batch_id: str) -> str | None:
-    """pending → in_progress (or straight to completed when no recipient is left to call) when
-    its time has come; the new status, or None if it was not pending or not due."""
-    result = session.execute(
-        text(
-            "UPDATE batches SET status = CASE WHEN calls_final >= total_recipients "
-            "THEN 'completed' ELSE 'in_progress' END, started_at = now(), "
-            "last_updated_at = now() "
-            "WHERE id = :id AND status = 'pending' AND scheduled_at <= now() "
-            "AND paused_at IS NULL RETURNING status"
-        ),
-        {"id": batch_id},
-    )
-    return result.scalar_one_or_none()
-
-
-def claim_due_batches(session: Session, limit: int) -> list[tuple[str, str]]:
-    """Start due pending batches, as (id, new status); SKIP LOCKED lets concurrent ticks take
-    disjoint batches."""
-    rows = session.execute(
-        text(
-            "UPDATE batches SET status = CASE WHEN calls_final >= total_recipients "
-            "THEN 'completed' ELSE 'in_progress' END, started_at = now(), "
-            "last_updated_at = now() "
-            "WHERE id IN (SELECT id FROM batches WHERE status = 'pending' "
-            "AND scheduled_at <= now() AND paused_at IS NULL ORDER BY scheduled_at LIMIT :limit "
-            "FOR NO KEY UPDATE SKIP LOCKED) RETURNING id, status"
-        ),
-        {"limit": limit},
-    )
-    return [(row.id, row.status) for row in rows]
-
-
-# Every transaction that moves calls moves its batch's counters.
-_MOVE_COUNTERS = PreparedStatement(
-    "switchboard_move_counters",
-    "UPDATE batches SET "
-    "total_calls_dispatched = total_calls_dispatched + :dispatched, "
-    "total_calls_finished = total_calls_finished + :finished, "
-    "retry_count = retry_count + :retries, "
-    "calls_final = calls_final + :final, "
-    "last_updated_at = now(), "
-    "status = CASE WHEN status = 'in_progress' "
-    "AND calls_final + :final >= total_recipients THEN 'completed' ELSE status END "
-    "WHERE id = :id RETURNING status = 'completed' "
-    "AND calls_final - :final < total_recipients AS completed_now",
-    (
-        ("id", "text"),
-        ("dispatched", "integer"),
-        ("finished", "integer"),
-        ("retries", "integer"),
-        ("final", "integer"),
-    ),
-)
-
-
-def move_counters(session: Session, batch_id: str, deltas: CounterDeltas) -> bool:
-    """Add ``deltas`` to the batch's counters; completes the batch when every call is final.
-    True when this move completed it.
-
-    Called only in the transaction of the call transition that the deltas count, so each
-    counter moves exactly once per transition.
-    """
-    row = session.execute(
-        _MOVE_COUNTERS.statement(session),
-        {
-            "id": batch_id,
-            "dispatched": deltas.dispatched,
-            "finished": deltas.finished,
-            "retries": deltas.retries,
-            "final": deltas.final,
-        },
-    ).one()
-    return bool(row.completed_now)
-
-
-def fail_batch(session: Session, batch_id: str, reason: str) -> bool:
-    """pending/in_progress → failed; False if it had already ended."""
-    result = session.execute(
-        text(
-            "UPDATE batches SET status = 'failed', failure_reason = :reason, "
-            "last_updated_at = now() "
-            "WHERE id = :id AND status IN ('pending', 'in_progress')"
-        ),
-        {"id": batch_id, "reason": reason},
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
 def find_idempotency_key(
     session: Session, workspace_id: str, key: str, ttl_s: int
 ) -> IdempotencyKey | None:
@@ -278,27 +149,6 @@ def lock_batch(session: Session, workspace_id: str, batch_id: str) -> Any:
     ).one_or_none()
 
 
-def set_batch_status(session: Session, batch_id: str, status: str) -> None:
-    """Set the (locked) batch's status."""
-    session.execute(
-        text("UPDATE batches SET status = :status, last_updated_at = now() WHERE id = :id"),
-        {"id": batch_id, "status": status},
-    )
-
-
-def set_paused(session: Session, batch_id: str, reason: str | None) -> None:
-    """Pause the (locked) batch for ``reason``, or resume it (None): resuming also ends its
-    run of dials the provider did not process, so the next failure starts a new one."""
-    session.execute(
-        text(
-            "UPDATE batches SET paused_at = CASE WHEN :paused THEN now() END, "
-            "paused_reason = :reason, first_unreachable_at = NULL, "
-            "last_updated_at = now() WHERE id = :id"
-        ),
-        {"id": batch_id, "paused": reason is not None, "reason": reason},
-    )
-
-
 def note_unreachable(session: Session, batch_id: str) -> float | None:
     """A dial of the batch the provider did not process: the batch's run of them starts now
     unless one is under way; how many seconds ago it started (None for no such batch)."""
@@ -312,19 +162,6 @@ def note_unreachable(session: Session, batch_id: str) -> float | None:
     ).scalar_one_or_none()
 
 
-def pause_running(session: Session, batch_id: str, reason: str) -> bool:
-    """Pause the batch for ``reason`` if it is running and not paused yet; whether it was."""
-    row = session.execute(
-        text(
-            "UPDATE batches SET paused_at = now(), paused_reason = :reason, "
-            "last_updated_at = now() "
-            "WHERE id = :id AND status = 'in_progress' AND paused_at IS NULL RETURNING id"
-        ),
-        {"id": batch_id, "reason": reason},
-    ).one_or_none()
-    return row is not None
-
-
 def clear_unreachable(session: Session, batch_id: str) -> None:
     """The provider accepted a dial of the batch: its run of unprocessed dials is over."""
     session.execute(
@@ -336,9 +173,10 @@ def clear_unreachable(session: Session, batch_id: str) -> None:
     )
 
 
-def batch_status(session: Session, batch_id: str) -> str | None:
+def batch_status(session: Session, batch_id: str) -> BatchStatus | None:
     """The batch's status."""
-    return session.execute(select(Batch.status).where(Batch.id == batch_id)).scalar_one_or_none()
+    status = session.execute(select(Batch.status).where(Batch.id == batch_id)).scalar_one_or_none()
+    return None if status is None else BatchStatus(status)
 
 
 _RUNNING_STATUS = PreparedStatement(
@@ -348,33 +186,30 @@ _RUNNING_STATUS = PreparedStatement(
 )
 
 
-def running_status_now(batch_id: str) -> str | None:
-    """``running`` while calls of the batch may be placed, else its status (or ``paused``),
-    read in a transaction of its own (one round trip, autocommit): what a dial checks right
-    before its provider request."""
+def run_state_now(batch_id: str) -> RunState:
+    """Whether calls of the batch may be placed now, read in a transaction of its own (one
+    round trip, autocommit): what a dial checks right before its provider request."""
     rows = _RUNNING_STATUS.run_alone({"id": batch_id})
     if not rows:
-        return None
-    row = rows[0]
-    if row.status == "in_progress" and not row.paused:
-        return "running"
-    return "paused" if row.paused else str(row.status)
+        return run_state(None, paused=False)
+    return run_state(BatchStatus(rows[0].status), paused=rows[0].paused)
 
 
-def status_of_call_batch(session: Session, call_id: str) -> str | None:
+def status_of_call_batch(session: Session, call_id: str) -> BatchStatus | None:
     """The status of the batch a call belongs to, locked until the transaction ends, so that a
     cancel cannot commit between this read and what the caller does with it.
 
     FOR NO KEY UPDATE, not FOR SHARE: the caller may go on to move the batch's counters, and
     two transactions that share-lock a row and then both update it deadlock.
     """
-    return session.execute(
+    status = session.execute(
         text(
             "SELECT b.status FROM calls c JOIN batches b ON b.id = c.batch_id WHERE c.id = :id "
             "FOR NO KEY UPDATE OF b"
         ),
         {"id": call_id},
     ).scalar_one_or_none()
+    return None if status is None else BatchStatus(status)
 
 
 def count_by_status(session: Session) -> dict[str, int]:

@@ -17,8 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from shared.callstate import public_status
 from shared.errors import ErrorItem, NotFound, ValidationFailed
+from shared.lifecycle.states import public_status
 from shared.phones import InvalidPhoneNumber, restore_dropped_plus
 from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo

@@ -17,16 +17,13 @@ from redis.exceptions import RedisError
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from shared import callstate, messaging, slots
-from shared.callstate import (
-    MANUALLY_RETRYABLE_OUTCOMES,
-    OUTCOME_BATCH_CANCELLED,
-    CounterDeltas,
-    public_status,
-)
+from shared import messaging, slots
 from shared.db import after_commit
 from shared.errors import Conflict, ErrorItem, Loc, NotFound, ValidationFailed
 from shared.ids import new_id, new_ids
+from shared.lifecycle import plans, store, transitions
+from shared.lifecycle.plans import Control, ControlPlan
+from shared.lifecycle.states import BATCH_OPEN, BatchStatus, CallStatus, Outcome, public_status
 from shared.models import Agent, PhoneNumber
 from shared.phones import InvalidPhoneNumber, is_known_region, normalize_e164
 from shared.provider_outage import PAUSED_MANUALLY
@@ -59,7 +56,6 @@ from shared.services.calls import (
     hang_up_call,
     restore_slots,
     ringing_timeout_s,
-    slot_limits,
 )
 from shared.services.status_inbox import redrive_status_inbox
 from shared.settings import get_settings
@@ -201,7 +197,7 @@ def _validate_recipients(
                 recipient.whatsapp_user_id,
                 # As JSON text already: COPY takes it as is, without a dict in between.
                 data.model_dump_json(exclude_unset=True) if data else None,
-                callstate.PENDING,
+                CallStatus.PENDING,
                 None,
                 None,
                 None,
@@ -226,16 +222,10 @@ def _exclude_undialable(session: Session, workspace_id: str, rows: list[list[Any
         phone = row[PHONE]
         if phone is None:
             continue
-        outcome = (
-            callstate.OUTCOME_DNC
-            if phone in listed
-            else callstate.OUTCOME_DUPLICATE
-            if phone in seen
-            else None
-        )
+        outcome = Outcome.DNC if phone in listed else Outcome.DUPLICATE if phone in seen else None
         seen.add(phone)
         if outcome is not None:
-            row[STATUS], row[OUTCOME] = callstate.CANCELLED, outcome
+            row[STATUS], row[OUTCOME] = plans.status_at_submit(outcome)
             excluded += 1
     return excluded
 
@@ -341,7 +331,7 @@ def _store_batch(session: Session, workspace_id: str, batch: _NewBatch) -> None:
     do-not-call list and repeated numbers applied; start it after commit if it is due."""
     excluded = _exclude_undialable(session, workspace_id, batch.rows)
     number = batch.pool[0] if batch.pool else None
-    batches_repo.insert_batch(
+    store.insert_batch(
         session,
         {
             "id": batch.id,
@@ -351,17 +341,14 @@ def _store_batch(session: Session, workspace_id: str, batch: _NewBatch) -> None:
             "phone_number_id": number.id if number else None,
             "phone_provider": number.provider if number else None,
             "phone_number_ids": [caller.id for caller in batch.pool],
-            "status": "pending",
             "scheduled_at": batch.scheduled_at,
             "prompt_template": batch.agent.prompt,
             "first_message_template": batch.agent.first_message,
-            "total_recipients": len(batch.rows),
-            "calls_final": excluded,
-            "total_calls_scheduled": len(batch.rows),
             **batch.options,
         },
+        batch.rows,
+        excluded,
     )
-    batches_repo.copy_calls(session, batch.rows)
     if batch.scheduled_at <= datetime.now(UTC):
         batch_id = batch.id
         after_commit(session, lambda: messaging.publish(messaging.TASK_START_BATCH, [batch_id]))
@@ -524,7 +511,7 @@ def _validate_contacts(
                 phone,
                 None,
                 {"dynamic_variables": tags},
-                callstate.PENDING,
+                CallStatus.PENDING,
                 None,
                 None,
                 contact.metadata,
@@ -771,7 +758,7 @@ def _within_free_slots(candidates: Sequence[Any]) -> list[str]:
     tick. A call dialed without a free slot would only be handed back again: this keeps a
     workspace at its cap from spinning through claims of calls that cannot be placed."""
     needs = [
-        (row.id, slot_limits(row.batch_id, row.workspace_id, row.target_concurrency_limit))
+        (row.id, slots.slot_limits(row.batch_id, row.workspace_id, row.target_concurrency_limit))
         for row in candidates
     ]
     limits = {limit.key: limit.limit for _, call_limits in needs for limit in call_limits}
@@ -832,35 +819,20 @@ def _publish_after_commit(
 
 def start_batch(session: Session, batch_id: str) -> bool:
     """pending → in_progress if due, and fan its recipients out as dial messages after commit."""
-    status = batches_repo.start_batch_if_due(session, batch_id)
+    status = store.start_batch_if_due(session, batch_id)
     if status is None:
         return False
     _started(session, batch_id, status)
     return True
 
 
-def _started(session: Session, batch_id: str, status: str) -> None:
+def _started(session: Session, batch_id: str, status: BatchStatus) -> None:
     """A batch just started: fan its calls out, or, when none was left to call (all excluded
     at submit), report it completed."""
-    if status == "completed":
+    if status == BatchStatus.COMPLETED:
         webhooks.batch_completed(session, batch_id)
     else:
         _fan_out(session, batch_id)
-
-
-def _finalise_orphans(session: Session, limit: int) -> None:
-    """Pending calls a cancel or a failing batch passed over while a claim held them, and which
-    the claim then left pending: final now, counted, and reported like their batch's others."""
-    rows = calls_repo.orphaned_pending_calls(session, ORPHAN_WINDOW_S, limit)
-    by_batch: dict[tuple[str, str], list[str]] = {}
-    for row in rows:
-        by_batch.setdefault((row.batch_id, row.batch_status), []).append(row.id)
-    for (batch_id, status), ids in sorted(by_batch.items()):
-        finished = 0 if status == "cancelled" else len(ids)
-        webhooks.calls_ended(session, ids)
-        batches_repo.move_counters(
-            session, batch_id, CounterDeltas(finished=finished, final=len(ids))
-        )
 
 
 @dataclass(frozen=True)
@@ -911,7 +883,7 @@ def tick(session: Session, broker_reset: bool = False) -> TickReport:
     beats) split the work instead of doubling it.
     """
     settings = get_settings()
-    started = batches_repo.claim_due_batches(session, limit=50)
+    started = store.claim_due_batches(session, limit=50)
     for batch_id, status in started:
         _started(session, batch_id, status)
     # Only when the dial queue is empty can a published-but-pending call be presumed lost;
@@ -938,7 +910,7 @@ def tick(session: Session, broker_reset: bool = False) -> TickReport:
         limit=settings.tick_batch_limit,
     )
     _publish_after_commit(session, messaging.TASK_RECONCILE, stale)
-    _finalise_orphans(session, settings.tick_batch_limit)
+    transitions.finalise_orphans(session, ORPHAN_WINDOW_S, settings.tick_batch_limit)
     inbox_after_s = RESET_REDRIVE_AFTER_S if broker_reset else settings.status_inbox_redrive_after_s
     # A machine verdict's action is asked for again while its call is live and nothing was
     # done (the task is idempotent: it acts only while the call's voicemail_action is unset).
@@ -960,33 +932,25 @@ def _locked_batch(session: Session, workspace_id: str, batch_id: str) -> Any:
     return row
 
 
+def _to_apply(plan: ControlPlan) -> bool:
+    """Whether a control request's plan is to be applied (409 when it is refused)."""
+    if plan.control is Control.REFUSE:
+        raise Conflict(["path", "batch_id"], plan.reason)
+    return plan.control is Control.APPLY
+
+
 def cancel_batch(session: Session, workspace_id: str, batch_id: str) -> None:
     """pending/in_progress → cancelled; undialed recipients become cancelled. Idempotent."""
     batch = _locked_batch(session, workspace_id, batch_id)
-    if batch.status == "cancelled":
-        return
-    if batch.status not in ("pending", "in_progress"):
-        raise Conflict(
-            ["path", "batch_id"],
-            f"the batch is {batch.status}; only a pending or running batch can be cancelled",
-        )
-    batches_repo.set_batch_status(session, batch_id, "cancelled")
-    cancelled = calls_repo.cancel_pending_calls(session, batch_id, OUTCOME_BATCH_CANCELLED)
-    if cancelled:
-        webhooks.calls_ended(session, cancelled)
-        batches_repo.move_counters(session, batch_id, CounterDeltas(final=len(cancelled)))
+    if _to_apply(plans.plan_cancel(BatchStatus(batch.status))):
+        transitions.cancel_batch(session, batch_id)
 
 
 def pause_batch(session: Session, workspace_id: str, batch_id: str) -> None:
     """A paused batch places no new calls and keeps its place. Idempotent."""
     batch = _locked_batch(session, workspace_id, batch_id)
-    if batch.status not in ("pending", "in_progress"):
-        raise Conflict(
-            ["path", "batch_id"],
-            f"the batch is {batch.status}; only a pending or running batch can be paused",
-        )
-    if batch.paused_at is None:
-        batches_repo.set_paused(session, batch_id, PAUSED_MANUALLY)
+    if _to_apply(plans.plan_pause(BatchStatus(batch.status), batch.paused_at is not None)):
+        store.set_paused(session, batch_id, PAUSED_MANUALLY)
         webhooks.batch_paused(session, batch_id)
 
 
@@ -995,10 +959,10 @@ def resume_batch(session: Session, workspace_id: str, batch_id: str) -> None:
     its provider did not process starts afresh): its due calls are published again after
     commit."""
     batch = _locked_batch(session, workspace_id, batch_id)
-    if batch.paused_at is None:
+    if not _to_apply(plans.plan_resume(batch.paused_at is not None)):
         return
-    batches_repo.set_paused(session, batch_id, None)
-    if batch.status == "in_progress":
+    store.set_paused(session, batch_id, None)
+    if batch.status == BatchStatus.IN_PROGRESS:
         _fan_out(session, batch_id)
 
 
@@ -1009,20 +973,10 @@ def retry_batch(session: Session, workspace_id: str, batch_id: str) -> int:
     in progress again; completed, voicemail and cancelled recipients are left as they are.
     """
     batch = _locked_batch(session, workspace_id, batch_id)
-    if batch.status == "cancelled":
-        raise Conflict(["path", "batch_id"], "a cancelled batch cannot be retried")
-    if batch.status == "pending":
-        raise Conflict(["path", "batch_id"], "the batch has not started yet")
-    call_ids = calls_repo.requeue_calls_with_outcomes(
-        session, batch_id, sorted(MANUALLY_RETRYABLE_OUTCOMES)
-    )
-    if not call_ids:
-        return 0
-    batches_repo.set_batch_status(session, batch_id, "in_progress")
-    count = len(call_ids)
-    batches_repo.move_counters(session, batch_id, CounterDeltas(finished=-count, final=-count))
+    _to_apply(plans.plan_manual_retry(BatchStatus(batch.status)))
+    call_ids = transitions.retry_failed_calls(session, batch_id)
     _publish_dials_after_commit(session, call_ids)
-    return count
+    return len(call_ids)
 
 
 def delete_batch(workspace_id: str, batch_id: str, transaction: Transaction) -> None:
@@ -1031,7 +985,7 @@ def delete_batch(workspace_id: str, batch_id: str, transaction: Transaction) -> 
     still live are hung up before their rows go."""
     with transaction() as session:
         batch = _locked_batch(session, workspace_id, batch_id)
-        running = batch.status in ("pending", "in_progress")
+        running = batch.status in BATCH_OPEN
         if running:
             cancel_batch(session, workspace_id, batch_id)
     if running:
@@ -1043,7 +997,7 @@ def delete_batch(workspace_id: str, batch_id: str, transaction: Transaction) -> 
         hang_up_call(call_id, transaction)
     with transaction() as session:
         batch = _locked_batch(session, workspace_id, batch_id)
-        if batch.status in ("pending", "in_progress"):
+        if batch.status in BATCH_OPEN:
             raise Conflict(["path", "batch_id"], "the batch was started again meanwhile")
         batches_repo.delete_batch(session, workspace_id, batch_id)
 
@@ -1061,8 +1015,7 @@ def settle_claims(batch_id: str, transaction: Transaction, committed_at: float) 
     """
     time.sleep(max(committed_at + DIAL_FENCE_S - time.monotonic(), 0.0))
     with transaction() as session:
-        status = batches_repo.batch_status(session, batch_id)
-        if status == "cancelled":
+        if batches_repo.batch_status(session, batch_id) == BatchStatus.CANCELLED:
             _publish_after_commit(
                 session, messaging.TASK_HANG_UP, calls_repo.live_call_ids(session, batch_id)
             )

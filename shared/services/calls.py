@@ -6,10 +6,9 @@ import logging
 import random
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -17,19 +16,34 @@ from xml.sax.saxutils import quoteattr
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
-from shared import callstate, messaging, metrics, provider_outage, slots
-from shared.callstate import CallSnapshot, CounterDeltas, ProviderUpdate, Transition
+from shared import messaging, metrics, provider_outage, slots
 from shared.db import after_commit
 from shared.errors import NotFound, ProviderError
+from shared.lifecycle import store
+from shared.lifecycle.plans import ProviderUpdate, RunState
+from shared.lifecycle.states import LIVE, BatchStatus, CallStatus, Outcome
+from shared.lifecycle.transitions import (
+    MachineVerdict,
+    apply_provider_reports,
+    apply_provider_update,
+    fail_batch,
+    fail_claimed_call,
+    hand_back,
+    skip_claimed_call,
+)
 from shared.ratelimit import Limit, Reservation, reserve
 from shared.repositories import batches as batches_repo
 from shared.repositories import calls as calls_repo
 from shared.schemas import AgentConfigResponse
 from shared.services import webhooks
 from shared.settings import get_settings
-from shared.slots import SlotLimit
 from shared.telephony.base import DialRequest
-from shared.telephony.twilio import connect_agent_detection, provider_for
+from shared.telephony.twilio import (
+    connect_agent_detection,
+    from_twilio,
+    from_twilio_report,
+    provider_for,
+)
 from shared.templates import render, render_tree
 from shared.urls import (
     agent_config_url,
@@ -72,41 +86,6 @@ PACING_ATTEMPTS = 4
 ANSWERS_RECORDED_WITHIN_S = 1.0
 
 
-def _ended_attempt(
-    snapshot: CallSnapshot,
-    transition: Transition,
-    sid: str | None,
-    outcome: str | None,
-    duration_s: int | None = None,
-) -> dict[str, Any] | None:
-    """The attempt-history entry of a transition that ends an attempt, else None."""
-    if transition.to_status not in callstate.FINAL and transition.requeue_delay_s is None:
-        return None
-    return {
-        "attempt": snapshot.attempts + (1 if transition.counts_attempt else 0),
-        "provider_call_sid": sid,
-        "outcome": outcome,
-        "duration_s": duration_s,
-        "ended_at_unix": int(time.time()),
-    }
-
-
-def slot_names(batch_id: str, workspace_id: str) -> list[str]:
-    """The concurrency slots a call of this batch holds while it is live."""
-    return [f"batch:{batch_id}", f"workspace:{workspace_id}"]
-
-
-def slot_limits(
-    batch_id: str, workspace_id: str, target_concurrency_limit: int | None
-) -> list[SlotLimit]:
-    """The live-call limits a call of this batch must fit under: the workspace cap, and the
-    batch's target_concurrency_limit when it set one."""
-    limits = [SlotLimit(f"workspace:{workspace_id}", get_settings().max_live_calls_per_workspace)]
-    if target_concurrency_limit:
-        limits.append(SlotLimit(f"batch:{batch_id}", target_concurrency_limit))
-    return limits
-
-
 @dataclass
 class _Fence:
     """When a dial last saw its batch running (``time.monotonic()`` taken before the read)."""
@@ -119,146 +98,23 @@ class _Fence:
         """The moment after which the dial's request may not be sent."""
         return self.seen_running_at + DIAL_SEND_WINDOW_S
 
-    def check(self) -> str:
-        """Read the batch now: ``running`` (the fence moves on), or why not."""
+    def check(self) -> RunState:
+        """Read the batch now: running (the fence moves on), or why not."""
         started = time.monotonic()
-        status = batches_repo.running_status_now(self.batch_id) or "missing"
-        if status == "running":
+        state = batches_repo.run_state_now(self.batch_id)
+        if state is RunState.RUNNING:
             self.seen_running_at = started
-        return status
+        return state
 
-    def fresh(self) -> str:
-        """``running`` while the window has time left, else ``check()``."""
+    def fresh(self) -> RunState:
+        """Running while the window has time left, else ``check()``."""
         if time.monotonic() < self.send_before - FENCE_REFRESH_S:
-            return "running"
+            return RunState.RUNNING
         return self.check()
-
-
-@dataclass(frozen=True)
-class _Planned:
-    """A transition decided for a call, with the batch and workspace it counts in."""
-
-    move: calls_repo.Move
-    batch_id: str
-    workspace_id: str
-
-
-@dataclass
-class _Deferred:
-    """What several transitions applied in one transaction do once, at its end: the dial log,
-    counter moves added up per batch (batch rows are locked last), ``call.ended`` deliveries,
-    slot releases."""
-
-    counters: dict[str, CounterDeltas] = field(default_factory=dict)
-    dialed: list[str] = field(default_factory=list)
-    ended: list[str] = field(default_factory=list)
-    releases: list[tuple[str, list[str]]] = field(default_factory=list)
-
-    def applied(self, planned: _Planned) -> None:
-        """Note what an applied transition leaves to the end of the transaction."""
-        call_id, transition = planned.move.call_id, planned.move.transition
-        if transition.accepted:
-            self.dialed.append(call_id)
-        if transition.to_status in callstate.FINAL or transition.requeue_delay_s is not None:
-            self.releases.append((call_id, slot_names(planned.batch_id, planned.workspace_id)))
-        if transition.to_status in callstate.FINAL:
-            self.ended.append(call_id)
-        if transition.deltas.any():
-            counted = self.counters.get(planned.batch_id, CounterDeltas())
-            self.counters[planned.batch_id] = counted.plus(transition.deltas)
-
-    def finish(self, session: Session) -> None:
-        if self.dialed:
-            calls_repo.log_dials(session, self.dialed)
-        if self.ended:
-            webhooks.calls_ended(session, self.ended)
-        for batch_id in sorted(self.counters):
-            _move_counters(session, batch_id, self.counters[batch_id])
-        releases = self.releases
-        if releases:
-            after_commit(session, lambda: slots.release_many(releases))
-
-
-def _apply(session: Session, planned: _Planned, deferred: _Deferred | None = None) -> bool:
-    """Apply a decided transition and move the counters it counts, in one transaction (with
-    ``deferred``, the caller does the end-of-transaction part for several at once)."""
-    if not calls_repo.apply_transitions(session, [planned.move]):
-        return False
-    own = deferred or _Deferred()
-    own.applied(planned)
-    if deferred is None:
-        own.finish(session)
-    return True
-
-
-def _move_counters(session: Session, batch_id: str, deltas: CounterDeltas) -> None:
-    if batches_repo.move_counters(session, batch_id, deltas):
-        webhooks.batch_completed(session, batch_id)
-
-
-def _update_values(update: ProviderUpdate) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "provider_call_sid": update.sid,
-        "provider_status": update.provider_status,
-    }
-    if update.from_number:
-        values["caller_number"] = update.from_number
-    if update.answered_by:
-        values["answered_by"] = update.answered_by
-    if update.status == callstate.IN_PROGRESS:
-        values["answered_at"] = calls_repo.NOW
-    if update.status in callstate.FINAL:
-        values.update(
-            outcome=update.outcome,
-            ended_at=calls_repo.NOW,
-            duration_s=update.duration_s,
-            error_code=update.error_code,
-            error_message=update.error_message,
-        )
-    return values
-
-
-def _plan_provider_update(
-    call_id: str, update: ProviderUpdate, locked: calls_repo.LockedCall
-) -> _Planned | None:
-    """The transition a provider report makes, or None for a duplicate or stale report."""
-    snapshot, batch_id, workspace_id = locked
-    update = callstate.in_light_of(snapshot, update)
-    transition = callstate.plan_provider_update(snapshot, update)
-    if transition is None:
-        return None
-    ended = _ended_attempt(snapshot, transition, update.sid, update.outcome, update.duration_s)
-    move = calls_repo.Move(call_id, transition, _update_values(update), ended)
-    return _Planned(move, batch_id, workspace_id)
-
-
-def apply_provider_update(
-    session: Session,
-    call_id: str,
-    update: ProviderUpdate,
-    deferred: _Deferred | None = None,
-    locked: calls_repo.LockedCall | None = None,
-) -> bool:
-    """Move a call forward on a provider report; duplicates and stale reports change nothing."""
-    locked = locked or calls_repo.lock_call(session, call_id)
-    if locked is None:
-        log.warning("provider report for unknown call %s", call_id)
-        return False
-    planned = _plan_provider_update(call_id, update, locked)
-    return planned is not None and _apply(session, planned, deferred)
 
 
 # A report the API queues for an answering machine detection callback (not a status one).
 MACHINE_VERDICT_EVENT = "amd"
-
-
-@dataclass(frozen=True)
-class MachineVerdict:
-    """The answering machine detection's verdict on a call's provider call ``sid``."""
-
-    call_id: str
-    sid: str
-    answered_by: str
 
 
 def machine_verdicts(reports: list[tuple[str, dict[str, Any]]]) -> list[MachineVerdict]:
@@ -270,32 +126,6 @@ def machine_verdicts(reports: list[tuple[str, dict[str, Any]]]) -> list[MachineV
     ]
 
 
-def _record_machine_verdicts(session: Session, verdicts: Sequence[MachineVerdict]) -> int:
-    """Record the verdicts on their calls (locked already) and, after commit, have the
-    machines that answered calls whose voicemail behaviour acts on them dealt with; how many
-    were recorded."""
-    recorded = calls_repo.record_answered_by(
-        session, [(v.call_id, v.sid, v.answered_by) for v in verdicts]
-    )
-    to_answer = sorted(
-        {
-            row.id
-            for row in recorded
-            if plan_machine_action(row.voicemail_behavior, row.answered_by, live=True)
-            is not MachineAction.NOTHING
-        }
-    )
-    if to_answer:
-
-        def publish() -> None:
-            messaging.publish_many(
-                messaging.TASK_ANSWER_MACHINE, [[call_id] for call_id in to_answer]
-            )
-
-        after_commit(session, publish)
-    return len(recorded)
-
-
 def twilio_updates(reports: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, ProviderUpdate]]:
     """The status reports the API queued (call id, report), in our terms; reports of statuses
     we do not know are logged and left out, as are detection verdicts (``machine_verdicts``)."""
@@ -303,125 +133,12 @@ def twilio_updates(reports: list[tuple[str, dict[str, Any]]]) -> list[tuple[str,
     for call_id, report in reports:
         if report.get("event") == MACHINE_VERDICT_EVENT:
             continue
-        update = callstate.from_twilio_report(report)
+        update = from_twilio_report(report)
         if update is None:
             log.info("ignoring provider status %r for %s", report["status"], call_id)
         else:
             updates.append((call_id, update))
     return updates
-
-
-def apply_provider_reports(
-    session: Session,
-    reports: list[tuple[str, ProviderUpdate]],
-    verdicts: Sequence[MachineVerdict] = (),
-) -> int:
-    """Apply many provider reports in one transaction, answering machine detection
-    ``verdicts`` first (a call's final report in the same message then ends it as a
-    voicemail); how many moved a call.
-
-    Every call row is locked first, in one statement and in id order, and the batch rows last,
-    once each with the counter moves added up, in id order: so these transactions take rows in
-    the same order as each other and as a single transition (its call, then its batch), and
-    never deadlock with them. Reports of one call keep their arrival order (any order would be
-    safe); the second report of a call reads the call again, as the first moved it.
-    """
-    judged = {verdict.call_id for verdict in verdicts}
-    snapshots = calls_repo.lock_calls(session, sorted({call_id for call_id, _ in reports} | judged))
-    if verdicts:
-        _record_machine_verdicts(session, verdicts)
-    deferred = _Deferred()
-    reported = Counter(call_id for call_id, _ in reports)
-    # A call a verdict was just recorded on is read again for its reports, as for a second one.
-    for call_id in judged:
-        snapshots.pop(call_id, None)
-        if call_id in reported:
-            reported[call_id] += 1
-    # A call reported once here (nearly always: a carrier posts a call's next report after the
-    # previous one was answered) moves in one statement with the others of its shape.
-    planned = []
-    for call_id, update in reports:
-        if reported[call_id] > 1:
-            continue
-        locked = snapshots.get(call_id)
-        if locked is None:
-            log.warning("provider report for unknown call %s", call_id)
-            continue
-        plan = _plan_provider_update(call_id, update, locked)
-        if plan is not None:
-            planned.append(plan)
-    moved = calls_repo.apply_transitions(session, [plan.move for plan in planned])
-    for plan in planned:
-        if plan.move.call_id in moved:
-            deferred.applied(plan)
-    count = len(moved)
-    for call_id, update in reports:
-        if reported[call_id] > 1:
-            # None for a call's later reports: apply_provider_update reads the call again.
-            first_read = snapshots.pop(call_id, None)
-            count += apply_provider_update(session, call_id, update, deferred, first_read)
-    deferred.finish(session)
-    return count
-
-
-def fail_claimed_call(
-    session: Session, call_id: str, outcome: str, error: ProviderError | None = None
-) -> bool:
-    """dialing → failed for a dial that can never succeed."""
-    locked = calls_repo.lock_call(session, call_id)
-    if locked is None:
-        return False
-    snapshot, batch_id, workspace_id = locked
-    transition = callstate.plan_dial_failure(snapshot, callstate.FAILED)
-    if transition is None:
-        return False
-    values: dict[str, Any] = {"outcome": outcome, "ended_at": calls_repo.NOW}
-    if error is not None:
-        values.update(
-            error_code=str(error.code) if error.code is not None else None,
-            error_message=error.message[:1000],
-        )
-    ended = _ended_attempt(snapshot, transition, None, outcome)
-    move = calls_repo.Move(call_id, transition, values, ended)
-    return _apply(session, _Planned(move, batch_id, workspace_id))
-
-
-def hand_back(session: Session, call_id: str, token: str, delay_s: float) -> bool:
-    """A claimed call that was not placed goes back to pending, due after ``delay_s``; or, in a
-    batch cancelled or failed meanwhile, ends cancelled or failed (a pending call of such a
-    batch would never be final). False if the claim was no longer ours.
-    """
-    status = batches_repo.status_of_call_batch(session, call_id)
-    if status == "cancelled":
-        return skip_claimed_call(session, call_id, callstate.OUTCOME_BATCH_CANCELLED)
-    if status == "failed":
-        return fail_claimed_call(session, call_id, callstate.OUTCOME_BATCH_FAILED)
-    return calls_repo.release_claim(session, call_id, token, delay_s)
-
-
-def skip_claimed_call(session: Session, call_id: str, outcome: str) -> bool:
-    """dialing → cancelled for a call that must not be dialed after all."""
-    locked = calls_repo.lock_call(session, call_id)
-    if locked is None:
-        return False
-    snapshot, batch_id, workspace_id = locked
-    transition = callstate.plan_skip(snapshot)
-    if transition is None:
-        return False
-    values = {"outcome": outcome, "ended_at": calls_repo.NOW}
-    move = calls_repo.Move(call_id, transition, values)
-    return _apply(session, _Planned(move, batch_id, workspace_id))
-
-
-def fail_batch(session: Session, batch_id: str, reason: str) -> None:
-    """The batch cannot proceed: it ends failed and its undialed calls fail with it."""
-    if not batches_repo.fail_batch(session, batch_id, reason):
-        return
-    abandoned = calls_repo.abandon_pending_calls(session, batch_id, callstate.OUTCOME_BATCH_FAILED)
-    if abandoned:
-        webhooks.calls_ended(session, abandoned)
-        count = len(abandoned)
-        batches_repo.move_counters(session, batch_id, CounterDeltas(finished=count, final=count))
 
 
 def dial_call(call_id: str, transaction: Transaction) -> str:
@@ -548,14 +265,14 @@ def _place_call(
             return _Unclaimed(call_id, "no_slot", time.monotonic() + SLOT_RETRY_DELAY_S)
         metrics.PACING_HANDED_BACK.inc()
         return _Unclaimed(call_id, "paced", first.made_at + first.wait_s)
-    names = slot_names(inputs.batch_id, inputs.workspace_id)
+    names = slots.slot_names(inputs.batch_id, inputs.workspace_id)
     token = uuid.uuid4().hex
     row = None
     undone: str | None = None
     # The claim takes the call only while its batch runs: the dial's fence starts before it.
     fence = _Fence(inputs.batch_id, time.monotonic())
     try:
-        row = calls_repo.claim_for_dial(call_id, token, *_rendered(inputs))
+        row = store.claim_for_dial(call_id, token, *_rendered(inputs))
         if row is not None:
             undone = _undo_claim_unless_due(row, token, transaction, window_checked=to_pace)
     finally:  # a claim that failed to undo still stands, and keeps its slot
@@ -591,10 +308,10 @@ def _not_to_dial_now(row: Any, window_checked: bool) -> tuple[str, _Undo] | None
     (the calling window, unless it was checked right before the claim)."""
     if row.phone_number is None:
         return "whatsapp_unsupported", lambda session, _: fail_claimed_call(
-            session, row.id, callstate.OUTCOME_WHATSAPP_UNSUPPORTED
+            session, row.id, Outcome.WHATSAPP_UNSUPPORTED
         )
     if row.do_not_call:
-        return "dnc", lambda session, _: skip_claimed_call(session, row.id, callstate.OUTCOME_DNC)
+        return "dnc", lambda session, _: skip_claimed_call(session, row.id, Outcome.DNC)
     return (None if window_checked else _outside_window(row)) or _over_frequency_cap(row)
 
 
@@ -650,11 +367,11 @@ def _place_claimed_call(
         # (rare: the claim said a run was under way, so no dial pays this otherwise).
         with transaction() as session:
             batches_repo.clear_unreachable(session, row.batch_id)
-    return callstate.from_twilio(
+    return from_twilio(
         placed.sid, placed.provider_status, from_number=request.from_
     ) or ProviderUpdate(
         sid=placed.sid,
-        status=callstate.DISPATCHED,
+        status=CallStatus.DISPATCHED,
         provider_status=placed.provider_status,
         from_number=request.from_,
     )
@@ -666,19 +383,19 @@ def _stopped_before_dial(
     """None when the batch was seen running recently enough for the request to go out within
     the fence; else the claim is undone as the batch's state says: ``cancelled``, or
     ``paused`` (handed back, due at once, for when it resumes)."""
-    status = fence.fresh()
-    if status == "running":
+    state = fence.fresh()
+    if state is RunState.RUNNING:
         return None
-    return _stop_claim(call_id, token, status, transaction)
+    return _stop_claim(call_id, token, state, transaction)
 
 
-def _stop_claim(call_id: str, token: str, status: str, transaction: Transaction) -> str:
-    """Undo the claim of a call whose batch stopped running (``status``, as the fence read
-    it): ``cancelled`` ends it; otherwise (paused, failed) it is handed back, due at once, and
+def _stop_claim(call_id: str, token: str, state: RunState, transaction: Transaction) -> str:
+    """Undo the claim of a call whose batch stopped running (``state``, as the fence read
+    it): cancelled ends it; otherwise (paused, failed) it is handed back, due at once, and
     ends with a failed batch or waits for a paused one to resume."""
     with transaction() as session:
-        if status == "cancelled":
-            skip_claimed_call(session, call_id, callstate.OUTCOME_BATCH_CANCELLED)
+        if state is RunState.CANCELLED:
+            skip_claimed_call(session, call_id, Outcome.BATCH_CANCELLED)
             return "cancelled"
         hand_back(session, call_id, token, 0)
     return "paused"
@@ -696,7 +413,7 @@ def _outside_window(row: Any) -> tuple[str, _Undo] | None:
     zones = recipient_zones(row.phone_number, window, row.timezone)
     if not zones:
         return "unknown_time_zone", lambda session, _: skip_claimed_call(
-            session, row.id, callstate.OUTCOME_UNKNOWN_TIME_ZONE
+            session, row.id, Outcome.UNKNOWN_TIME_ZONE
         )
     now = datetime.now(UTC)
     opening = window.next_opening(now, zones)
@@ -704,7 +421,7 @@ def _outside_window(row: Any) -> tuple[str, _Undo] | None:
         return None
     if opening is None:
         return "window_never_opens", lambda session, _: skip_claimed_call(
-            session, row.id, callstate.OUTCOME_OUTSIDE_CALLING_WINDOW
+            session, row.id, Outcome.OUTSIDE_CALLING_WINDOW
         )
     delay = (opening - now).total_seconds()
     return "outside_window", lambda session, token: hand_back(session, row.id, token, delay)
@@ -718,7 +435,7 @@ def _take_slots(
     When Redis has lost the slots (it restarted empty), they are rebuilt from PostgreSQL
     first; while another process rebuilds them, nothing is taken."""
     settings = get_settings()
-    limits = slot_limits(row.batch_id, row.workspace_id, row.target_concurrency_limit)
+    limits = slots.slot_limits(row.batch_id, row.workspace_id, row.target_concurrency_limit)
     try:
         for _ in range(2):
             if callers is None:
@@ -743,7 +460,7 @@ def restore_slots(transaction: Transaction) -> bool:
     def read_live() -> list[tuple[str, list[str]]]:
         with transaction() as session:
             rows = calls_repo.slot_holders(session)
-        return [(row.id, slot_names(row.batch_id, row.workspace_id)) for row in rows]
+        return [(row.id, slots.slot_names(row.batch_id, row.workspace_id)) for row in rows]
 
     def read_ended(call_ids: Sequence[str]) -> set[str]:
         with transaction() as session:
@@ -837,9 +554,9 @@ def _wait_for_pacing(
             # own delay never makes the dial late. Shorter waits are covered by the fence as
             # it stands; right before the request it is read again if too little is left.
             time.sleep(max(slot_at - PACING_CHECK_LEAD_S - time.monotonic(), 0.0))
-            status = fence.check()
-            if status != "running":
-                return _stop_claim(call_id, token, status, transaction)
+            state = fence.check()
+            if state is not RunState.RUNNING:
+                return _stop_claim(call_id, token, state, transaction)
         remaining = slot_at - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
@@ -880,7 +597,7 @@ def _record_dial_error(
         log.error(
             "provider rejected our credentials; failing batch %s: %s", batch_id, error.message
         )
-        fail_claimed_call(session, call_id, callstate.OUTCOME_PROVIDER_AUTH_FAILED, error)
+        fail_claimed_call(session, call_id, Outcome.PROVIDER_AUTH_FAILED, error)
         fail_batch(session, batch_id, f"provider rejected the credentials: {error.message}")
         return "auth_failed"
     if error.fenced:
@@ -894,7 +611,7 @@ def _record_dial_error(
         return "ambiguous"
     if error.retryable:
         return _provider_did_not_process(session, call_id, batch_id, token)
-    fail_claimed_call(session, call_id, callstate.OUTCOME_PROVIDER_ERROR, error)
+    fail_claimed_call(session, call_id, Outcome.PROVIDER_ERROR, error)
     return "rejected"
 
 
@@ -912,9 +629,7 @@ def _provider_did_not_process(session: Session, call_id: str, batch_id: str, tok
         pause_after_s=settings.provider_unreachable_pause_after_s,
     )
     if verdict.pause:
-        if batches_repo.pause_running(
-            session, batch_id, provider_outage.PAUSED_PROVIDER_UNREACHABLE
-        ):
+        if store.pause_running(session, batch_id, provider_outage.PAUSED_PROVIDER_UNREACHABLE):
             log.error(
                 "no dial of batch %s was processed by the provider for %.0f s; paused",
                 batch_id,
@@ -936,13 +651,13 @@ def reconcile_call(call_id: str, transaction: Transaction) -> str:
     """
     with transaction() as session:
         row = calls_repo.reconcile_row(session, call_id)
-    if row is None or row.status not in callstate.LIVE:
+    if row is None or row.status not in LIVE:
         return "nothing_to_do"
     provider = provider_for(row.credentials_ref or "default")
     try:
-        if row.status == callstate.DIALING and row.phone_number is None:
+        if row.status == CallStatus.DIALING and row.phone_number is None:
             found = None  # no number (a WhatsApp recipient): never dialed through the provider
-        elif row.status == callstate.DIALING:
+        elif row.status == CallStatus.DIALING:
             callers = [number for number in row.caller_numbers if number]
             found = provider.find_call(
                 row.phone_number, callers, row.claimed_at, exclude=set(row.earlier_sids)
@@ -955,25 +670,25 @@ def reconcile_call(call_id: str, transaction: Transaction) -> str:
     with transaction() as session:
         if (
             found is not None
-            and row.status == callstate.DIALING
+            and row.status == CallStatus.DIALING
             and calls_repo.sid_taken(session, found.sid, call_id)
         ):
             found = None  # a call to the same number made for another recipient
         if found is not None:
             apply_provider_update(session, call_id, found)
-            if found.status not in callstate.LIVE:
+            if found.status not in LIVE:
                 return "updated"
-            names = slot_names(row.batch_id, row.workspace_id)
+            names = slots.slot_names(row.batch_id, row.workspace_id)
             after_commit(session, lambda: slots.renew([(call_id, names)]))
-            if batches_repo.batch_status(session, row.batch_id) == "cancelled":
+            if batches_repo.batch_status(session, row.batch_id) == BatchStatus.CANCELLED:
                 # Found live in a batch cancelled meanwhile: end it like the cancel's hang-ups.
                 after_commit(session, lambda: messaging.publish(messaging.TASK_HANG_UP, [call_id]))
                 return "hang_up"
             return "live"
-        if row.status == callstate.DIALING and hand_back(session, call_id, row.claim_token, 0):
+        if row.status == CallStatus.DIALING and hand_back(session, call_id, row.claim_token, 0):
             # The provider has no such call: the dial never happened, so dial again now. Its
             # claim's slot is given back first (the redial takes one of its own).
-            names = slot_names(row.batch_id, row.workspace_id)
+            names = slots.slot_names(row.batch_id, row.workspace_id)
             after_commit(session, lambda: slots.release(call_id, names))
             after_commit(session, lambda: messaging.publish(messaging.TASK_DIAL, [call_id]))
             return "redial"
@@ -1022,7 +737,7 @@ def answer_machine(call_id: str, transaction: Transaction) -> str:
         row = calls_repo.machine_action_row(session, call_id)
     if row is None or not row.provider_call_sid:
         return "nothing_to_do"
-    live = row.status in callstate.LIVE and row.voicemail_action is None
+    live = row.status in LIVE and row.voicemail_action is None
     action = plan_machine_action(row.voicemail_behavior, row.answered_by, live)
     if action is MachineAction.NOTHING:
         return "nothing_to_do"
@@ -1060,12 +775,12 @@ def hang_up_call(call_id: str, transaction: Transaction) -> str:
     """
     with transaction() as session:
         row = calls_repo.hangup_row(session, call_id)
-    if row is None or row.status not in callstate.LIVE or not row.provider_call_sid:
+    if row is None or row.status not in LIVE or not row.provider_call_sid:
         return "nothing_to_do"
     provider = provider_for(row.credentials_ref or "default")
     try:
         ended = provider.end_call(
-            row.provider_call_sid, answered=row.status == callstate.IN_PROGRESS
+            row.provider_call_sid, answered=row.status == CallStatus.IN_PROGRESS
         )
     except ProviderError as error:
         log.info("hang-up of %s not done (%s); fetching its status", call_id, error.message)

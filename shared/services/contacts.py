@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared.callstate import public_status
 from shared.errors import NotFound
+from shared.lifecycle.states import public_status
 from shared.models import Contact
 from shared.repositories import calls as calls_repo
 from shared.repositories import contacts as contacts_repo

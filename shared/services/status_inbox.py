@@ -16,8 +16,8 @@ from itertools import groupby
 from sqlalchemy.orm import Session
 
 from shared import messaging, metrics
-from shared.callstate import ProviderUpdate
 from shared.db import after_commit
+from shared.lifecycle.plans import ProviderUpdate
 from shared.repositories import status_inbox as status_inbox_repo
 from shared.repositories.status_inbox import InboxReport, UnappliedReport
 from shared.services import calls as calls_service

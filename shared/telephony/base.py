@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from shared.callstate import ProviderUpdate
+from shared.lifecycle.plans import ProviderUpdate
 from shared.voicemail import MachineDetection
 
 

@@ -32,11 +32,12 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from shared import metrics
-from shared.callstate import ProviderUpdate, from_twilio
 from shared.errors import ProviderError
+from shared.lifecycle.plans import ProviderUpdate
+from shared.lifecycle.states import CallStatus, Outcome
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings, get_settings
 from shared.telephony.base import DialRequest, PlacedCall
-from shared.voicemail import MachineDetection
+from shared.voicemail import MachineDetection, is_machine
 
 log = logging.getLogger(__name__)
 
@@ -383,6 +384,68 @@ class TwilioProvider:
         refuses the credentials or cannot be reached."""
         sid = self.account.account_sid
         self._call(lambda: self._client().api.v2010.accounts(sid).fetch())
+
+
+# Twilio CallStatus → (our status, outcome when final).
+_TWILIO_STATUSES = {
+    "queued": (CallStatus.DISPATCHED, None),
+    "initiated": (CallStatus.INITIATED, None),
+    "ringing": (CallStatus.INITIATED, None),
+    "in-progress": (CallStatus.IN_PROGRESS, None),
+    "completed": (CallStatus.COMPLETED, Outcome.ANSWERED),
+    "busy": (CallStatus.FAILED, Outcome.BUSY),
+    "no-answer": (CallStatus.FAILED, Outcome.NO_ANSWER),
+    "failed": (CallStatus.FAILED, Outcome.CALL_FAILED),
+    "canceled": (CallStatus.CANCELLED, Outcome.CANCELED),
+}
+
+# Reports that never tell more than another report of the same call: a call that rings was
+# initiated, and both map to `initiated`. The API acknowledges them without queueing work.
+REDUNDANT_TWILIO_STATUSES = frozenset({"ringing"})
+
+
+def from_twilio(
+    sid: str,
+    call_status: str,
+    *,
+    answered_by: str | None = None,
+    duration: str | int | None = None,
+    error_code: str | None = None,
+    error_message: str | None = None,
+    from_number: str | None = None,
+) -> ProviderUpdate | None:
+    """Map a Twilio call status (callback or REST resource) onto our states; None if unknown."""
+    mapped = _TWILIO_STATUSES.get(call_status)
+    if mapped is None:
+        return None
+    status, outcome = mapped
+    if status == CallStatus.COMPLETED and is_machine(answered_by):
+        status, outcome = CallStatus.VOICEMAIL, Outcome.VOICEMAIL
+    seconds = int(duration) if duration not in (None, "") else None
+    return ProviderUpdate(
+        sid=sid,
+        status=status,
+        provider_status=call_status,
+        outcome=outcome,
+        duration_s=seconds,
+        error_code=error_code or None,
+        error_message=error_message or None,
+        from_number=from_number or None,
+        answered_by=answered_by or None,
+    )
+
+
+def from_twilio_report(report: dict[str, Any]) -> ProviderUpdate | None:
+    """A status report as the API queues it (see ``api/telephony.py``), in our terms."""
+    return from_twilio(
+        report["sid"],
+        report["status"],
+        answered_by=report.get("answered_by"),
+        duration=report.get("duration"),
+        error_code=report.get("error_code"),
+        error_message=report.get("error_message"),
+        from_number=report.get("from"),
+    )
 
 
 def _reported(call: Any) -> ProviderUpdate | None:

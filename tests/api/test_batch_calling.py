@@ -326,6 +326,8 @@ def test_whatsapp_only_recipient_ends_failed_with_a_clear_outcome(
     recipient = final["recipients"][0]
     assert recipient["whatsapp_user_id"] == "wa-123"
     assert (recipient["status"], recipient["outcome"]) == ("failed", "whatsapp_unsupported")
+    # Never dialed: no attempt, and nothing in its attempt history.
+    assert recipient["attempts"] == 0 and recipient["attempt_history"] == []
     assert final["total_calls_finished"] == 1 and final["total_calls_dispatched"] == 0
 
 

@@ -7,7 +7,9 @@ import time
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from shared.callstate import Transition
+from shared.lifecycle import store
+from shared.lifecycle.plans import Transition
+from shared.lifecycle.states import CallStatus
 from shared.repositories import calls as calls_repo
 from tests.conftest import new_api_key
 from tests.factories import create_agent, recipients, register_number, submit
@@ -30,25 +32,23 @@ def pending_calls(stack: Stack, count: int, start: int) -> list[str]:
 
 def test_moves_of_one_shape_share_a_statement_and_keep_their_guards(stack: Stack):
     ids = pending_calls(stack, 6, 900)
-    skip = Transition(from_status="pending", to_status="cancelled", accepted=False)
-    stale = Transition(from_status="dialing", to_status="cancelled", accepted=False)
-    requeue = Transition(
-        from_status="pending", to_status="pending", accepted=False, requeue_delay_s=60
-    )
+    skip = Transition(CallStatus.PENDING, CallStatus.CANCELLED)
+    stale = Transition(CallStatus.DIALING, CallStatus.CANCELLED)
+    requeue = Transition(CallStatus.PENDING, CallStatus.PENDING, requeue_delay_s=60)
     moves = [
         # One shape, three rows: NULL and integer durations, and one whose guard fails.
-        calls_repo.Move(ids[0], skip, {"outcome": "dnc", "duration_s": None}, {"attempt": 1}),
-        calls_repo.Move(ids[1], skip, {"outcome": "x", "duration_s": 7}, {"attempt": 2}),
-        calls_repo.Move(ids[2], stale, {"outcome": "y", "duration_s": 8}, {"attempt": 3}),
+        store.Move(ids[0], skip, {"outcome": "dnc", "duration_s": None}, {"attempt": 1}),
+        store.Move(ids[1], skip, {"outcome": "x", "duration_s": 7}, {"attempt": 2}),
+        store.Move(ids[2], stale, {"outcome": "y", "duration_s": 8}, {"attempt": 3}),
         # Another shape: requeued, with a delay in seconds; and a shape alone.
-        calls_repo.Move(ids[3], requeue, {"ended_at": calls_repo.NOW}, {"attempt": 4}),
-        calls_repo.Move(ids[4], requeue, {"ended_at": calls_repo.NOW}, {"attempt": 5}),
+        store.Move(ids[3], requeue, {"ended_at": store.NOW}, {"attempt": 4}),
+        store.Move(ids[4], requeue, {"ended_at": store.NOW}, {"attempt": 5}),
     ]
     engine = create_engine(stack.database_url)
     try:
         with Session(engine) as session, session.begin():
-            calls_repo.lock_calls(session, ids)
-            moved = calls_repo.apply_transitions(session, moves)
+            store.lock_calls(session, ids)
+            moved = store.apply_transitions(session, moves)
     finally:
         engine.dispose()
     assert moved == {ids[0], ids[1], ids[3], ids[4]}

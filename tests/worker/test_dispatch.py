@@ -373,6 +373,10 @@ def test_rejected_credentials_fail_the_batch(make_stack):
     outcomes = collections.Counter(r["outcome"] for r in batch["recipients"])
     assert set(outcomes) <= {"provider_auth_failed", "batch_failed"}
     assert outcomes["provider_auth_failed"] >= 1
+    # The provider refused the dials of provider_auth_failed (an attempt each); the others
+    # were never dialed.
+    for recipient in batch["recipients"]:
+        assert recipient["attempts"] == (recipient["outcome"] == "provider_auth_failed")
     assert batch["total_calls_finished"] == 20 and batch["total_calls_dispatched"] == 0
     assert not stack.carrier.calls()
 
