@@ -1,9 +1,16 @@
-"""Endpoints the provider and the voice-agent runtime call: status callbacks, TwiML, config."""
+"""Endpoints the provider and the voice-agent runtime call: status callbacks, machine-detection
+callbacks, the document an answered call runs, and the agent config.
+
+Every provider registered in ``shared/telephony/registry.py`` gets its endpoints at
+``/v1/telephony/{provider}/...``; the adapter verifies and reads each callback, and what is
+queued is a provider-neutral report (``shared/telephony/reports.py``).
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,13 +24,14 @@ from api.status_batcher import batcher
 from shared.errors import ErrorItem, Forbidden, SwitchboardError
 from shared.schemas import AgentConfigResponse
 from shared.services import calls as calls_service
-from shared.telephony.twilio import REDUNDANT_TWILIO_STATUSES, callback_is_authentic
+from shared.telephony import registry, reports
+from shared.telephony.port import Callbacks
 from shared.urls import (
-    TWILIO_AMD_PATH,
-    TWILIO_STATUS_PATH,
+    MACHINE_DETECTION,
+    STATUS,
     agent_config_signature_valid,
+    provider_path,
     public_url,
-    twilio_callback_fragment,
 )
 
 log = logging.getLogger(__name__)
@@ -34,90 +42,95 @@ FORM_URLENCODED = "application/x-www-form-urlencoded"
 FORM_BYTES = FORM_URLENCODED.encode()
 
 
-def _check_signature(path: str, query: str, form: dict[str, str], signature: str) -> None:
-    """Raises Forbidden unless ``X-Twilio-Signature`` signs this request's public URL and form:
-    the URL as received, or with the connection-override fragment we give Twilio appended (a
-    fragment is never sent in a request, and whether Twilio signs it is not documented)."""
+def _check_signature(
+    callbacks: Callbacks, path: str, query: str, form: Mapping[str, str], signature: str
+) -> None:
+    """Raises Forbidden unless the provider's signature header signs this request's public URL
+    and form (the adapter decides how)."""
     url = public_url(path + (f"?{query}" if query else ""))
-    if not signature or not (
-        callback_is_authentic(url, form, signature) or _signed_with_fragment(url, form, signature)
-    ):
-        raise Forbidden(["header", "X-Twilio-Signature"], "invalid Twilio signature")
+    header = callbacks.signature_header
+    if not signature or not callbacks.verify(url, form, {header.lower(): signature}):
+        raise Forbidden(["header", header], f"invalid {callbacks.name.capitalize()} signature")
 
 
-def _signed_with_fragment(url: str, form: dict[str, str], signature: str) -> bool:
-    fragment = twilio_callback_fragment()
-    return bool(fragment) and callback_is_authentic(url + fragment, form, signature)
-
-
-async def _verified_twilio_form(request: Request) -> dict[str, str]:
+async def _verified_form(callbacks: Callbacks, request: Request) -> dict[str, str]:
     if request.headers.get("content-type", "").startswith(FORM_URLENCODED):
-        # What Twilio sends; parsed directly, as it comes several times per call.
+        # What providers send; parsed directly, as it comes several times per call.
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
     else:
         form = {k: str(v) for k, v in (await request.form()).items()}
-    _check_signature(
-        request.url.path, request.url.query, form, request.headers.get("x-twilio-signature", "")
-    )
+    signature = request.headers.get(callbacks.signature_header, "")
+    _check_signature(callbacks, request.url.path, request.url.query, form, signature)
     return form
 
 
-def _status_report(form: dict[str, str]) -> dict[str, Any] | None:
-    """The report a status callback queues; None for a status that needs no work."""
-    if form.get("CallStatus") in REDUNDANT_TWILIO_STATUSES:
-        return None
-    return {
-        "sid": form.get("CallSid", ""),
-        "status": form.get("CallStatus", ""),
-        "answered_by": form.get("AnsweredBy"),
-        "duration": form.get("CallDuration") or None,
-        "error_code": form.get("ErrorCode"),
-        "error_message": form.get("ErrorMessage"),
-        "from": form.get("From"),
-    }
+def _status_report(callbacks: Callbacks, form: Mapping[str, str]) -> dict[str, Any] | None:
+    """The report a status callback queues; None for one that needs no work."""
+    update = callbacks.status_update(form)
+    return None if update is None else reports.status_report(update)
 
 
-async def twilio_status_callback(request: Request) -> Response:
-    """A Twilio status event that is not form-urlencoded (``StatusCallbacks`` takes the rest):
-    verified, then stored and handed to the status queue."""
-    report = _status_report(await _verified_twilio_form(request))
-    if report is not None:
-        await batcher().submit((request.path_params["call_id"], report))
-    return Response(status_code=204)
+def _provider_endpoints(callbacks: Callbacks) -> None:
+    """Add the provider's callback endpoints to the router."""
+
+    async def status_callback(request: Request) -> Response:
+        """A status event that is not form-urlencoded (``StatusCallbacks`` takes the rest):
+        verified, then stored and handed to the status queue."""
+        report = _status_report(callbacks, await _verified_form(callbacks, request))
+        if report is not None:
+            await batcher().submit((request.path_params["call_id"], report))
+        return Response(status_code=204)
+
+    async def machine_detection_callback(request: Request) -> Response:
+        """The answering machine detection verdict on a call: verified like a status callback,
+        then stored and handed to the status queue the same way; a worker records it and, for
+        a machine, does what the call's voicemail behaviour says."""
+        verdict = callbacks.detection_verdict(await _verified_form(callbacks, request))
+        await batcher().submit((request.path_params["call_id"], reports.verdict_report(verdict)))
+        return Response(status_code=204)
+
+    async def answer_document(call_id: str, request: Request) -> Response:
+        await _verified_form(callbacks, request)
+        media_type, body = callbacks.answer_document(call_id)
+        return Response(body, media_type=media_type)
+
+    name = callbacks.name
+    # Internal: not in the schema.
+    router.add_route(
+        provider_path(name, STATUS), status_callback, methods=["POST"], include_in_schema=False
+    )
+    router.add_route(
+        provider_path(name, MACHINE_DETECTION),
+        machine_detection_callback,
+        methods=["POST"],
+        include_in_schema=False,
+    )
+    router.add_api_route(
+        provider_path(name, callbacks.answer_endpoint),
+        answer_document,
+        methods=["POST"],
+        name=f"{name}_{callbacks.answer_endpoint}",
+        description=f"The {callbacks.answer_document_name} the answered call runs: connect its "
+        "audio to the voice-agent runtime.",
+        responses={**FORBIDDEN, **error_responses(413, 422)},
+    )
 
 
-# Internal: not in the schema.
-router.add_route(
-    TWILIO_STATUS_PATH, twilio_status_callback, methods=["POST"], include_in_schema=False
-)
-
-
-async def twilio_amd_callback(request: Request) -> Response:
-    """Twilio's answering machine detection verdict on a call (AsyncAmd): verified like a
-    status callback, then stored and handed to the status queue the same way; a worker records
-    it and, for a machine, does what the call's voicemail behaviour says."""
-    form = await _verified_twilio_form(request)
-    report = {
-        "event": calls_service.MACHINE_VERDICT_EVENT,
-        "sid": form.get("CallSid", ""),
-        "answered_by": form.get("AnsweredBy", ""),
-        "detection_ms": form.get("MachineDetectionDuration") or None,
-    }
-    await batcher().submit((request.path_params["call_id"], report))
-    return Response(status_code=204)
-
-
-# Internal: not in the schema.
-router.add_route(TWILIO_AMD_PATH, twilio_amd_callback, methods=["POST"], include_in_schema=False)
+for _name in registry.ADAPTERS:
+    _provider_endpoints(registry.callbacks_for(_name))
 
 STATUS_PATH = re.compile(
-    "^" + re.escape(TWILIO_STATUS_PATH).replace(re.escape("{call_id}"), "(?P<call_id>[^/]+)") + "$"
+    "^"
+    + re.escape(provider_path("{provider}", STATUS))
+    .replace(re.escape("{provider}"), "(?P<provider>" + "|".join(registry.ADAPTERS) + ")")
+    .replace(re.escape("{call_id}"), "(?P<call_id>[^/]+)")
+    + "$"
 )
 STATUS_BODY_MAX_BYTES = 64 * 1024
 
 
 class StatusCallbacks:
-    """Plain ASGI in front of the application, for the provider's form-urlencoded status
+    """Plain ASGI in front of the application, for the providers' form-urlencoded status
     callbacks: several per call, they are most of the API's requests, and going through the
     framework's middleware and routing cost more than their own work. Everything else, and a
     callback in any other encoding, goes on to the application.
@@ -139,6 +152,7 @@ class StatusCallbacks:
         if match is None or not headers.get(b"content-type", b"").startswith(FORM_BYTES):
             await self.app(scope, receive, send)
             return
+        callbacks = registry.callbacks_for(match.group("provider"))
         body = bytearray()
         more = True
         while more:
@@ -154,15 +168,16 @@ class StatusCallbacks:
         form = dict(parse_qsl(body.decode("utf-8", "replace")))
         try:
             _check_signature(
+                callbacks,
                 scope["path"],
                 scope.get("query_string", b"").decode(),
                 form,
-                headers.get(b"x-twilio-signature", b"").decode("latin-1"),
+                headers.get(callbacks.signature_header.lower().encode(), b"").decode("latin-1"),
             )
         except Forbidden as error:
             await _answer(scope, receive, send, error.status_code, error)
             return
-        report = _status_report(form)
+        report = _status_report(callbacks, form)
         if report is not None:
             try:
                 await batcher().submit((match.group("call_id"), report))
@@ -183,15 +198,6 @@ async def _answer(
         else JSONResponse({"detail": error.detail()}, status_code=status)
     )
     await response(scope, receive, send)
-
-
-@router.post(
-    "/v1/telephony/twilio/twiml/{call_id}", responses={**FORBIDDEN, **error_responses(413, 422)}
-)
-async def twilio_twiml(call_id: str, request: Request) -> Response:
-    """The TwiML the answered call runs: connect its audio to the voice-agent runtime."""
-    await _verified_twilio_form(request)
-    return Response(calls_service.twiml_for_call(call_id), media_type="application/xml")
 
 
 @router.get(

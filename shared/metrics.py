@@ -1,10 +1,12 @@
-"""Prometheus metrics: the instruments workers record, and the gauges the API computes per scrape.
+"""Prometheus metrics: the instruments workers record, and the registry the API serves (with
+the gauges of ``shared.gauges``, computed per scrape).
 
 Worker metrics live in the worker's process. With ``PROMETHEUS_MULTIPROC_DIR`` set (the dev
 stack, the Procfile and docker-compose set it) every process writes its samples to files in
 that directory and the API's ``/metrics`` aggregates them; otherwise a worker serves its own
 registry on ``SWITCHBOARD_WORKER_METRICS_PORT``. Recording is an in-memory (or mmap) write:
-no database or Redis round trip is added to any call.
+no database or Redis round trip is added to any call. This module imports no SQL: the
+provider adapters record here.
 """
 
 from __future__ import annotations
@@ -12,30 +14,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from typing import get_args
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
-    Metric,
     generate_latest,
     start_http_server,
     values,
 )
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
 
-from shared import messaging
-from shared.db import transaction
 from shared.errors import ProviderError
-from shared.repositories import batches as batches_repo
-from shared.repositories import calls as calls_repo
-from shared.repositories import webhooks as webhooks_repo
-from shared.schemas import BatchStatus
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -118,76 +109,14 @@ def provider_error_code(error: ProviderError) -> str:
     return "ambiguous" if error.ambiguous else "unreachable"
 
 
-class SwitchboardCollector(Collector):
-    """Gauges read from PostgreSQL and the broker at scrape time: one query per family."""
-
-    def describe(self) -> Iterable[Metric]:
-        # Describing without collecting keeps registration free of database reads.
-        return [
-            GaugeMetricFamily("switchboard_calls", "", labels=["status", "outcome"]),
-            GaugeMetricFamily("switchboard_batches", "", labels=["status"]),
-            GaugeMetricFamily("switchboard_queue_depth", "", labels=["queue"]),
-            GaugeMetricFamily("switchboard_dead_lettered_messages", ""),
-            GaugeMetricFamily("switchboard_webhook_deliveries_pending", ""),
-            GaugeMetricFamily("switchboard_webhook_oldest_due_seconds", ""),
-        ]
-
-    def collect(self) -> Iterator[Metric]:
-        with transaction() as session:
-            call_counts = calls_repo.count_by_status_and_outcome(session)
-            batch_counts = batches_repo.count_by_status(session)
-            webhook_backlog = webhooks_repo.pending_backlog(session)
-        calls = GaugeMetricFamily(
-            "switchboard_calls",
-            "Calls by status and outcome (outcome empty while the call has none).",
-            labels=["status", "outcome"],
-        )
-        for status, outcome, count in call_counts:
-            calls.add_metric([status, outcome or ""], count)
-        yield calls
-
-        batches = GaugeMetricFamily("switchboard_batches", "Batches by status.", labels=["status"])
-        # Every status is exported, zero included, so a series never disappears.
-        for status in get_args(BatchStatus):
-            batches.add_metric([status], batch_counts.get(status, 0))
-        yield batches
-
-        depths = GaugeMetricFamily(
-            "switchboard_queue_depth",
-            "Messages waiting in each Celery queue (not those a worker holds).",
-            labels=["queue"],
-        )
-        for queue, length in messaging.queue_lengths(messaging.QUEUES).items():
-            depths.add_metric([queue], length)
-        yield depths
-
-        yield GaugeMetricFamily(
-            "switchboard_webhook_deliveries_pending",
-            "Webhook deliveries not yet delivered nor failed for good (due now or later).",
-            value=webhook_backlog.pending,
-        )
-        yield GaugeMetricFamily(
-            "switchboard_webhook_oldest_due_seconds",
-            "How long the pending webhook delivery due the longest has been due (0 when none "
-            "is): grows while the webhooks workers fall behind.",
-            value=webhook_backlog.oldest_due_s,
-        )
-
-        # Only RabbitMQ dead-letters: on Redis the family is left out rather than stuck at 0.
-        dead_lettered = messaging.dead_lettered()
-        if dead_lettered is not None:
-            yield GaugeMetricFamily(
-                "switchboard_dead_lettered_messages",
-                "Messages in the dead-letter queue: delivered the broker's delivery limit of "
-                "times without being acknowledged (their worker died on each).",
-                value=dead_lettered,
-            )
-
-
 @lru_cache(maxsize=1)
 def scrape_registry() -> CollectorRegistry:
     """What the API's /metrics serves: the gauges above, plus every process's samples from
     the multiprocess directory when it is set (else this process's own metrics)."""
+    # Imported here: the gauges read the database, and this module is imported by code that
+    # must not pull SQL in (the provider adapters record their errors here).
+    from shared.gauges import SwitchboardCollector
+
     if multiprocess_dir() is None:
         from prometheus_client import REGISTRY
 

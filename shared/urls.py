@@ -1,4 +1,6 @@
-"""Every URL we hand to a provider or to the voice-agent runtime is built here, and only here."""
+"""Every URL we hand to a provider or to the voice-agent runtime is built from here: the paths of
+our provider endpoints and their public URLs (a provider's adapter adds what its provider needs,
+such as Twilio's connection overrides), and the signed agent-config URL."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ from urllib.parse import urlencode
 
 from shared.settings import Settings, get_settings
 
-TWILIO_STATUS_PATH = "/v1/telephony/twilio/status/{call_id}"
-TWILIO_TWIML_PATH = "/v1/telephony/twilio/twiml/{call_id}"
-TWILIO_AMD_PATH = "/v1/telephony/twilio/amd/{call_id}"
+# Every provider's callbacks come to /v1/telephony/{provider}/{endpoint}/{call_id}: its status
+# callbacks at ``status``, its machine-detection verdicts at ``amd``, and the answer document at
+# the endpoint its adapter names (Twilio's ``twiml``).
+PROVIDER_PATH = "/v1/telephony/{provider}/{endpoint}/{call_id}"
+STATUS = "status"
+MACHINE_DETECTION = "amd"
 AGENT_CONFIG_PATH = "/v1/voiceai/calls/{call_id}/agent-config"
 AGENT_CONFIG_TTL_S = 6 * 3600
 
@@ -20,31 +25,53 @@ def _base(settings: Settings) -> str:
     return settings.public_base_url.rstrip("/")
 
 
+def provider_path(provider: str, endpoint: str) -> str:
+    """The path template (``{call_id}`` left in) of one of a provider's callback endpoints."""
+    return PROVIDER_PATH.format(provider=provider, endpoint=endpoint, call_id="{call_id}")
+
+
+def provider_url(
+    provider: str, endpoint: str, call_id: str, settings: Settings | None = None
+) -> str:
+    """The public URL of a provider's callback endpoint for one call (the adapter adds what
+    its provider needs, such as Twilio's connection overrides)."""
+    path = PROVIDER_PATH.format(provider=provider, endpoint=endpoint, call_id=call_id)
+    return _base(settings or get_settings()) + path
+
+
+# Compatibility names for the call sites written before the provider port; the adapter
+# (shared/telephony/twilio/urls.py) builds these URLs. Remove once nothing imports them.
+TWILIO_STATUS_PATH = provider_path("twilio", STATUS)
+TWILIO_TWIML_PATH = provider_path("twilio", "twiml")
+TWILIO_AMD_PATH = provider_path("twilio", MACHINE_DETECTION)
+
+
 def twilio_status_callback_url(call_id: str, settings: Settings | None = None) -> str:
-    """Where Twilio posts the status events of a call, with our connection overrides (how
-    Twilio resends a callback that failed) as its fragment."""
-    settings = settings or get_settings()
-    path = TWILIO_STATUS_PATH.format(call_id=call_id)
-    return _base(settings) + path + twilio_callback_fragment(settings)
+    """Compatibility name: ``shared.telephony.twilio.urls.status_callback_url``."""
+    from shared.telephony.twilio import urls
+
+    return urls.status_callback_url(call_id, settings)
 
 
 def twilio_amd_callback_url(call_id: str, settings: Settings | None = None) -> str:
-    """Where Twilio posts a call's answering machine detection verdict (AsyncAmd), with the
-    same connection overrides as the status callbacks."""
-    settings = settings or get_settings()
-    path = TWILIO_AMD_PATH.format(call_id=call_id)
-    return _base(settings) + path + twilio_callback_fragment(settings)
+    """Compatibility name: ``shared.telephony.twilio.urls.amd_callback_url``."""
+    from shared.telephony.twilio import urls
 
-
-def twilio_callback_fragment(settings: Settings | None = None) -> str:
-    """``#`` and Twilio's connection overrides, or nothing when none are configured."""
-    overrides = (settings or get_settings()).twilio_callback_overrides.strip().lstrip("#")
-    return f"#{overrides}" if overrides else ""
+    return urls.amd_callback_url(call_id, settings)
 
 
 def twilio_twiml_url(call_id: str, settings: Settings | None = None) -> str:
-    """Where Twilio fetches the TwiML a call starts with."""
-    return _base(settings or get_settings()) + TWILIO_TWIML_PATH.format(call_id=call_id)
+    """Compatibility name: ``shared.telephony.twilio.urls.twiml_url``."""
+    from shared.telephony.twilio import urls
+
+    return urls.twiml_url(call_id, settings)
+
+
+def twilio_callback_fragment(settings: Settings | None = None) -> str:
+    """Compatibility name: ``shared.telephony.twilio.urls.callback_fragment``."""
+    from shared.telephony.twilio import urls
+
+    return urls.callback_fragment(settings)
 
 
 def public_url(path_and_query: str, settings: Settings | None = None) -> str:

@@ -80,9 +80,9 @@ def apply_statuses(
 ) -> int:
     """Apply the provider status callbacks the API gathered into one message, and delete their
     status inbox rows, in one transaction; a failure retries them all (each is applied at most
-    once). Messages published before the inbox carry no ids."""
-    updates = calls_service.twilio_updates(reports)
-    verdicts = calls_service.machine_verdicts(reports)
+    once). Messages published before the inbox carry no ids; reports queued before the
+    provider port are still read (``shared.telephony.reports``)."""
+    updates, verdicts = status_inbox_service.read_reports(reports)
     if not updates and not verdicts and not inbox_ids:
         return 0
     with transaction() as session:

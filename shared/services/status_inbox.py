@@ -5,6 +5,8 @@ then goes to the status queue in a ``calls.apply_statuses`` message with its inb
 transaction that applies it deletes its row. A report whose message was lost (a publish that
 failed after the commit, Redis restarted empty) stays in the inbox, and the tick publishes it
 again. Applying a report twice is harmless: every transition is guarded by the state it leaves.
+
+Reports are provider-neutral (``shared/telephony/reports.py``): nothing here knows a provider.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from sqlalchemy.orm import Session
 from shared import messaging, metrics
 from shared.db import after_commit
 from shared.lifecycle.plans import ProviderUpdate
+from shared.lifecycle.transitions import MachineVerdict, apply_provider_reports
 from shared.repositories import status_inbox as status_inbox_repo
 from shared.repositories.status_inbox import InboxReport, UnappliedReport
-from shared.services import calls as calls_service
 from shared.settings import get_settings
+from shared.telephony.reports import read_report
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +44,34 @@ def publish_reports(reports: Sequence[InboxReport], inbox_ids: Sequence[int]) ->
     messaging.publish(messaging.TASK_APPLY_STATUSES, [list(reports), list(inbox_ids)])
 
 
+def read_reports(
+    reports: Sequence[InboxReport],
+) -> tuple[list[tuple[str, ProviderUpdate]], list[MachineVerdict]]:
+    """The queued reports in our terms: status updates (call id, update) and machine-detection
+    verdicts; a report of a status we do not know (only the old, provider-shaped reports can
+    hold one) is logged and left out."""
+    updates: list[tuple[str, ProviderUpdate]] = []
+    verdicts: list[MachineVerdict] = []
+    for call_id, report in reports:
+        read = read_report(report)
+        if isinstance(read, ProviderUpdate):
+            updates.append((call_id, read))
+        elif read is not None:
+            verdicts.append(MachineVerdict(call_id, read.sid, read.answered_by))
+        else:
+            log.info("ignoring provider status %r for %s", report.get("status"), call_id)
+    return updates, verdicts
+
+
 def apply_reports(
     session: Session,
     updates: list[tuple[str, ProviderUpdate]],
     inbox_ids: Sequence[int],
-    verdicts: Sequence[calls_service.MachineVerdict] = (),
+    verdicts: Sequence[MachineVerdict] = (),
 ) -> int:
     """Apply provider reports (status reports, and answering machine detection ``verdicts``)
     and take them out of the inbox, in the session's transaction; how many moved a call."""
-    applied = (
-        calls_service.apply_provider_reports(session, updates, verdicts)
-        if updates or verdicts
-        else 0
-    )
+    applied = apply_provider_reports(session, updates, verdicts) if updates or verdicts else 0
     status_inbox_repo.delete_reports(session, inbox_ids)
     return applied
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from api.telephony import _check_signature
+from api import telephony
 from shared.errors import Forbidden
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings, get_settings
-from shared.telephony.twilio import request_signature
+from shared.telephony.twilio import CALLBACKS, request_signature
 from shared.urls import twilio_status_callback_url
 
 BASE = "https://switchboard.example.com"
@@ -24,6 +24,10 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setattr(settings, "twilio_account_sid", "")  # the sandbox's account
     monkeypatch.setattr(settings, "twilio_callback_overrides", OVERRIDES)
     return settings
+
+
+def _check_signature(path: str, query: str, form: dict[str, str], signature: str) -> None:
+    telephony._check_signature(CALLBACKS, path, query, form, signature)
 
 
 def signed(url: str) -> str:
@@ -59,3 +63,10 @@ def test_without_overrides_a_signature_over_a_fragment_is_refused(settings: Sett
     _check_signature(PATH, "", FORM, signed(f"{BASE}{PATH}"))
     with pytest.raises(Forbidden):
         _check_signature(PATH, "", FORM, signed(f"{BASE}{PATH}#{OVERRIDES}"))
+
+
+def test_a_refusal_names_the_twilio_signature_header(settings: Settings):
+    with pytest.raises(Forbidden) as refused:
+        _check_signature(PATH, "", FORM, "")
+    assert refused.value.detail()[0]["loc"] == ["header", "X-Twilio-Signature"]
+    assert refused.value.detail()[0]["msg"] == "invalid Twilio signature"

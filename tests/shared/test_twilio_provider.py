@@ -12,8 +12,9 @@ from twilio.request_validator import RequestValidator
 
 from sandbox import SandboxCarrier, SandboxConfig
 from shared.errors import ProviderError
+from shared.lifecycle.states import CallStatus
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings
-from shared.telephony.base import DialRequest
+from shared.telephony.port import DialRequest
 from shared.telephony.twilio import (
     PooledHttpClient,
     TwilioAccount,
@@ -21,6 +22,7 @@ from shared.telephony.twilio import (
     callback_is_authentic,
     request_signature,
 )
+from shared.voicemail import MachineDetection
 
 CALLER = "+12025550100"
 
@@ -52,7 +54,7 @@ def dial(to: str, send_before: float | None = None) -> DialRequest:
         call_id="c1",
         to=to,
         from_=CALLER,
-        twiml_url="http://127.0.0.1:9/twiml",
+        answer_url="http://127.0.0.1:9/twiml",
         status_callback_url="http://127.0.0.1:9/status",
         ringing_timeout_s=25,
         time_limit_s=1800,
@@ -65,6 +67,9 @@ def test_place_call_sends_every_field_and_reads_the_answer(carrier: SandboxCarri
     placed = provider.place_call(dial("+12125550001"))
     [call] = carrier.calls()
     assert placed.sid == call["sid"] and placed.provider_status == "queued"
+    # The placed call in our terms, with the number it was placed from.
+    assert (placed.status, placed.update.sid) == (CallStatus.DISPATCHED, placed.sid)
+    assert placed.update.from_number == CALLER
     assert (call["to"], call["from"], call["timeout"]) == ("+12125550001", CALLER, 25)
     assert call["time_limit"] == 1800
     assert call["status_callback"] == "http://127.0.0.1:9/status"
@@ -176,3 +181,27 @@ def test_a_lookup_never_takes_an_earlier_attempts_call(carrier: SandboxCarrier):
     current = provider.place_call(dial("+12125550004"))
     found = provider.find_call("+12125550004", [CALLER], since, exclude={earlier.sid})
     assert found is not None and found.sid == current.sid
+
+
+def test_a_dial_without_urls_gets_the_adapters_own(
+    carrier: SandboxCarrier, monkeypatch: pytest.MonkeyPatch
+):
+    provider = provider_at(carrier.base_url)
+    monkeypatch.setattr(provider.settings, "public_base_url", "https://switchboard.example")
+    monkeypatch.setattr(provider.settings, "twilio_callback_overrides", "rc=5")
+    provider.place_call(
+        DialRequest(
+            call_id="c7",
+            to="+12125550005",
+            from_=CALLER,
+            ringing_timeout_s=25,
+            time_limit_s=1800,
+            machine_detection=MachineDetection.ANSWERED_BY,
+        )
+    )
+    [call] = carrier.calls()
+    base = "https://switchboard.example/v1/telephony/twilio"
+    assert call["url"] == f"{base}/twiml/c7"
+    assert call["status_callback"] == f"{base}/status/c7#rc=5"
+    assert call["amd_callback"] == f"{base}/amd/c7#rc=5"
+    assert provider.pacing_key == SANDBOX_ACCOUNT_SID and provider.name == "twilio"

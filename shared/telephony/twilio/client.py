@@ -1,0 +1,279 @@
+"""Twilio, through the official SDK: one account's calls. With no credentials configured the
+client talks to the sandbox carrier (``settings.sandbox_url``), a Twilio-compatible server on
+loopback."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+# The SDK imports its REST resources (the account's call list among them) on first use. They
+# are imported with this module instead: when a worker starts, before it is ready and its heap
+# settles, not during its first dials, with every thread of the pool waiting on the import lock.
+import twilio.rest.api.v2010.account.call  # noqa: F401
+import urllib3
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from shared import metrics
+from shared.errors import ProviderError
+from shared.lifecycle.plans import ProviderUpdate
+from shared.lifecycle.states import CallStatus
+from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings, get_settings
+from shared.telephony.port import DialRequest, PlacedCall
+from shared.telephony.twilio import urls
+from shared.telephony.twilio.http import FencePassed, PooledHttpClient
+from shared.telephony.twilio.statuses import from_resource, from_twilio
+from shared.telephony.twilio.twiml import say_and_hang_up
+from shared.voicemail import MachineDetection
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+AUTH_ERROR_CODES = {20003, 20005}
+# Twilio's MachineDetection values for ours, and back (the setting for connect_agent calls).
+MACHINE_DETECTION = {
+    MachineDetection.ANSWERED_BY: "Enable",
+    MachineDetection.MESSAGE_END: "DetectMessageEnd",
+}
+_DETECTION_SETTING = {value: ours for ours, value in MACHINE_DETECTION.items()}
+
+
+def connect_agent_detection(settings: Settings | None = None) -> MachineDetection:
+    """The detection calls that keep their agent on the line whatever answers are placed with:
+    ``SWITCHBOARD_TWILIO_MACHINE_DETECTION`` (``Enable``, ``DetectMessageEnd``, or empty for
+    none, which saves Twilio's per-call charge but no longer tells a voicemail apart)."""
+    value = (settings or get_settings()).twilio_machine_detection.strip()
+    return _DETECTION_SETTING.get(value, MachineDetection.OFF)
+
+
+# Requests the provider did not process: safe to send again after a pause.
+RETRY_PAUSES_S = (0.2, 0.5, 1.0)
+TWILIO_API_BASE_URL = "https://api.twilio.com"
+
+
+@dataclass(frozen=True)
+class TwilioAccount:
+    """Credentials of one Twilio account, and where its REST API lives."""
+
+    account_sid: str
+    auth_token: str
+    api_base_url: str | None = None  # None: Twilio itself
+
+
+def account_for(settings: Settings, credentials_ref: str = "default") -> TwilioAccount:
+    """The account a caller number's ``credentials_ref`` names.
+
+    Only the ``default`` account (from settings) exists so far; with no Twilio credentials
+    configured it is the sandbox carrier's account.
+    """
+    del credentials_ref  # every number uses the default account until a secret store exists
+    if settings.twilio_account_sid:
+        return TwilioAccount(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token,
+            settings.twilio_api_base_url or None,
+        )
+    return TwilioAccount(SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, settings.sandbox_url)
+
+
+def _provider_error(exc: Exception) -> ProviderError:
+    if isinstance(exc, FencePassed):
+        return ProviderError(str(exc), retryable=True, fenced=True)
+    if isinstance(exc, TwilioRestException):
+        status = exc.status
+        code = exc.code
+        message = exc.msg if isinstance(exc.msg, str) else str(exc)
+        return ProviderError(
+            f"twilio {status}/{code}: {message}",
+            status=status,
+            code=code,
+            retryable=status == 429 or status >= 500 or code == 20429,
+            auth_failed=status == 401 or code in AUTH_ERROR_CODES,
+        )
+    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+        # Refused, unresolved or timed out while connecting (NewConnectionError is one of
+        # these): the connection was never made, so the request was never sent.
+        return ProviderError(f"twilio unreachable: {exc}", retryable=True)
+    # Anything else after the request may have been sent: treat as ambiguous, never re-dial.
+    return ProviderError(f"twilio request failed: {exc!r}", ambiguous=True)
+
+
+class TwilioProvider:
+    """One Twilio account; thread-safe (one SDK client per thread)."""
+
+    def __init__(self, account: TwilioAccount, settings: Settings | None = None) -> None:
+        self.account = account
+        self.settings = settings or get_settings()
+        self._local = threading.local()
+        # The SDK's own client has no timeout at all: this one always has one.
+        self._http = PooledHttpClient(
+            account.api_base_url or TWILIO_API_BASE_URL, self.settings.provider_timeout_s
+        )
+
+    @property
+    def name(self) -> str:
+        """``twilio``."""
+        return urls.NAME
+
+    @property
+    def pacing_key(self) -> str:
+        """The account SID: Twilio paces calls per account."""
+        return self.account.account_sid
+
+    def _client(self) -> Client:
+        client: Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = Client(
+                self.account.account_sid, self.account.auth_token, http_client=self._http
+            )
+            if self.account.api_base_url:
+                client.api.base_url = self.account.api_base_url.rstrip("/")
+            self._local.client = client
+        return client
+
+    def _call(self, request: Callable[[], T]) -> T:
+        """Run one REST request, resending it only when the provider did not process it."""
+        unprocessed: ProviderError | None = None
+        for pause in (*RETRY_PAUSES_S, None):
+            try:
+                return request()
+            except Exception as exc:
+                error = _provider_error(exc)
+                metrics.PROVIDER_ERRORS.labels(code=metrics.provider_error_code(error)).inc()
+                if error.fenced and unprocessed is not None:
+                    # A resend the fence held back: what the caller must know is that the
+                    # provider did not process the request (an outage is counted from it).
+                    raise unprocessed from exc
+                if not error.retryable or error.fenced or pause is None:
+                    raise error from exc
+                unprocessed = error
+                log.warning("provider request not processed (%s); retrying", error.message)
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def place_call(self, request: DialRequest) -> PlacedCall:
+        """Place the call with our TwiML and status-callback URLs; a request that would go out
+        after ``request.send_before`` (or a resend that would) is not sent."""
+        settings = self.settings
+        call_id = request.call_id
+        detection = MACHINE_DETECTION.get(request.machine_detection)
+        amd: dict[str, Any] = {}
+        if detection is not None:
+            # Asynchronous: the call runs its TwiML (the agent) as soon as it is answered, and
+            # the verdict comes later, on a callback of its own.
+            amd = {
+                "machine_detection": detection,
+                "async_amd": "true",
+                "async_amd_status_callback": request.machine_detection_callback_url
+                or urls.amd_callback_url(call_id, settings),
+                "async_amd_status_callback_method": "POST",
+            }
+        answer_url = request.answer_url or urls.twiml_url(call_id, settings)
+        status_url = request.status_callback_url or urls.status_callback_url(call_id, settings)
+        self._http.fence.send_before = request.send_before
+        try:
+            call = self._call(
+                lambda: self._client().calls.create(
+                    to=request.to,
+                    from_=request.from_,
+                    url=answer_url,
+                    method="POST",
+                    status_callback=status_url,
+                    status_callback_method="POST",
+                    status_callback_event=settings.twilio_status_events.split(),
+                    timeout=request.ringing_timeout_s,
+                    time_limit=request.time_limit_s,
+                    **amd,
+                )
+            )
+        finally:
+            self._http.fence.send_before = None
+        sid, status = str(call.sid), str(call.status)
+        update = from_twilio(sid, status, from_number=request.from_) or ProviderUpdate(
+            sid=sid, status=CallStatus.DISPATCHED, provider_status=status, from_number=request.from_
+        )
+        return PlacedCall(sid=sid, provider_status=status, update=update)
+
+    def find_call(
+        self, to: str, callers: Sequence[str], since: datetime, exclude: Collection[str] = ()
+    ) -> ProviderUpdate | None:
+        """The newest call to ``to`` from one of ``callers`` since ``since`` (allowing clock
+        skew), other than those in ``exclude`` (an earlier attempt's calls, which the minute of
+        skew may take in). One caller is filtered at Twilio; a pool is filtered here."""
+        only = callers[0] if len(callers) == 1 else None
+        calls = self._call(
+            lambda: self._client().calls.list(
+                to=to, from_=only, start_time_after=since - timedelta(minutes=1), limit=50
+            )
+        )
+        # The SDK keeps a call's "from" as `_from` (`from` is a keyword).
+        ours = [
+            call
+            for call in calls
+            if getattr(call, "_from", None) in callers and str(call.sid) not in exclude
+        ]
+        if not ours:
+            return None
+        newest = ours[0]
+        return from_twilio(
+            str(newest.sid),
+            str(newest.status),
+            answered_by=newest.answered_by,
+            duration=newest.duration,
+            from_number=getattr(newest, "_from", None),
+        )
+
+    def end_call(self, sid: str, answered: bool) -> ProviderUpdate | None:
+        """Hang up: cancel a call still ringing, complete one that was answered; the call's
+        status as the provider answered it (the end, when it took effect at once)."""
+        first, second = ("completed", "canceled") if answered else ("canceled", "completed")
+        try:
+            call = self._call(lambda: self._client().calls(sid).update(status=first))
+        except ProviderError as error:
+            if error.status != 400:
+                raise
+            # It moved on meanwhile (answered, or ended): try the other way once.
+            call = self._call(lambda: self._client().calls(sid).update(status=second))
+        return from_resource(call)
+
+    def fetch_call(self, sid: str) -> ProviderUpdate | None:
+        """The call's current status at Twilio."""
+        call = self._call(lambda: self._client().calls(sid).fetch())
+        return from_resource(call)
+
+    def hang_up_on_machine(self, sid: str) -> None:
+        """End the call at once (its TwiML replaced by a hang-up)."""
+        self._call(lambda: self._client().calls(sid).update(twiml=say_and_hang_up("")))
+
+    def leave_message(self, sid: str, message: str) -> None:
+        """Replace the call's TwiML: ``<Say>`` the message, then ``<Hangup/>``."""
+        twiml = say_and_hang_up(message)
+        self._call(lambda: self._client().calls(sid).update(twiml=twiml))
+
+    def check_account(self) -> None:
+        """Read the account itself (one cheap request): raise ``ProviderError`` when Twilio
+        refuses the credentials or cannot be reached."""
+        sid = self.account.account_sid
+        self._call(lambda: self._client().api.v2010.accounts(sid).fetch())
+
+
+_providers: dict[str, TwilioProvider] = {}
+_providers_lock = threading.Lock()
+
+
+def provider_for(credentials_ref: str) -> TwilioProvider:
+    """The process-wide provider for a caller number's credentials."""
+    settings = get_settings()
+    account = account_for(settings, credentials_ref)
+    with _providers_lock:
+        provider = _providers.get(account.account_sid)
+        if provider is None:
+            provider = _providers[account.account_sid] = TwilioProvider(account, settings)
+        return provider
