@@ -119,6 +119,12 @@ class Provider(Protocol):
         """The account the provider paces calls by: dials sharing it share a pacing limit."""
         ...
 
+    @property
+    def connect_agent_detection(self) -> MachineDetection:
+        """The machine detection a call that keeps its agent on the line whatever answers is
+        placed with (as the provider's settings say; off when detection costs extra)."""
+        ...
+
     def place_call(self, request: DialRequest) -> PlacedCall:
         """Place the call; raise ProviderError when it was not (or may not have been) placed."""
         ...

@@ -9,7 +9,7 @@ from api import telephony
 from shared.errors import Forbidden
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings, get_settings
 from shared.telephony.twilio import CALLBACKS, request_signature
-from shared.urls import twilio_status_callback_url
+from shared.telephony.twilio.urls import status_callback_url
 
 BASE = "https://switchboard.example.com"
 PATH = "/v1/telephony/twilio/status/call_123"
@@ -35,9 +35,9 @@ def signed(url: str) -> str:
 
 
 def test_the_status_callback_url_carries_the_overrides_unless_there_are_none(settings: Settings):
-    assert twilio_status_callback_url("call_123", settings) == f"{BASE}{PATH}#{OVERRIDES}"
+    assert status_callback_url("call_123", settings) == f"{BASE}{PATH}#{OVERRIDES}"
     settings.twilio_callback_overrides = ""
-    assert twilio_status_callback_url("call_123", settings) == f"{BASE}{PATH}"
+    assert status_callback_url("call_123", settings) == f"{BASE}{PATH}"
 
 
 def test_a_signature_over_the_url_with_or_without_our_fragment_is_accepted(settings: Settings):

@@ -12,7 +12,12 @@ from shared.lifecycle.states import CallStatus, Outcome
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings, get_settings
 from shared.telephony import registry, reports
 from shared.telephony.port import AnsweredBy, DetectionVerdict
-from shared.telephony.twilio import CALLBACKS, TwilioProvider, request_signature
+from shared.telephony.twilio import (
+    CALLBACKS,
+    TwilioProvider,
+    connect_agent_detection,
+    request_signature,
+)
 
 
 def form(**fields: str) -> dict[str, str]:
@@ -176,6 +181,7 @@ def test_the_registry_hands_out_twilio_by_name():
     assert isinstance(provider, TwilioProvider)
     assert registry.provider_for(None, "default") is provider  # one per account
     assert provider.pacing_key == provider.account.account_sid
+    assert provider.connect_agent_detection is connect_agent_detection(provider.settings)
 
 
 def test_the_adapter_pulls_in_no_sql():

@@ -127,6 +127,11 @@ class TwilioProvider:
         """The account SID: Twilio paces calls per account."""
         return self.account.account_sid
 
+    @property
+    def connect_agent_detection(self) -> MachineDetection:
+        """``SWITCHBOARD_TWILIO_MACHINE_DETECTION`` (``connect_agent_detection``)."""
+        return connect_agent_detection(self.settings)
+
     def _client(self) -> Client:
         client: Client | None = getattr(self._local, "client", None)
         if client is None:
