@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, WorkspaceDep
 from api.responses import CONFLICT
+from shared.batches import control, views
+from shared.batches import csv as batch_csv
+from shared.batches import submit as batch_submit
 from shared.db import transaction
 from shared.schemas import BatchDetailResponse, BatchListResponse, BatchResponse, SubmitBatchRequest
-from shared.services import batch_csv
-from shared.services import batches as service
 
 router = APIRouter(tags=["batch-calling"])
 
@@ -33,8 +34,8 @@ def submit_batch(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> BatchResponse:
     """Store the batch and its recipients; calls start at ``scheduled_time_unix`` (or now)."""
-    batch_id = service.submit_batch(session, workspace_id, body, idempotency_key)
-    return service.get_batch(session, workspace_id, batch_id)
+    batch_id = batch_submit.submit_batch(session, workspace_id, body, idempotency_key)
+    return views.get_batch(session, workspace_id, batch_id)
 
 
 @router.post(
@@ -68,7 +69,7 @@ def submit_batch_csv(
         timezone=timezone,
     )
     batch_id = batch_csv.submit_csv_batch(session, workspace_id, data, form, idempotency_key)
-    return service.get_batch(session, workspace_id, batch_id)
+    return views.get_batch(session, workspace_id, batch_id)
 
 
 @router.get("/workspace", response_model=BatchListResponse, summary="List batch calls")
@@ -80,7 +81,7 @@ def list_batches(
     agent_id: str | None = None,
 ) -> BatchListResponse:
     """The workspace's batches, newest first; pass ``next_doc`` back as ``last_doc``."""
-    batches, has_more = service.list_batches(session, workspace_id, limit, last_doc, agent_id)
+    batches, has_more = views.list_batches(session, workspace_id, limit, last_doc, agent_id)
     return BatchListResponse(
         batch_calls=batches,
         next_doc=batches[-1].id if has_more and batches else None,
@@ -93,7 +94,7 @@ def get_batch(
     batch_id: str, session: SessionDep, workspace_id: WorkspaceDep
 ) -> BatchDetailResponse:
     """The batch with every recipient's status."""
-    return service.get_batch_detail(session, workspace_id, batch_id)
+    return views.get_batch_detail(session, workspace_id, batch_id)
 
 
 @router.get(
@@ -144,7 +145,7 @@ def stream_export_batch(
 def delete_batch(batch_id: str, workspace_id: WorkspaceDep) -> Response:
     """Delete the batch and its recipient records for good; a running batch is cancelled
     first (no call is placed once this returns, live calls are hung up)."""
-    service.delete_batch(workspace_id, batch_id, transaction)
+    control.delete_batch(workspace_id, batch_id, transaction)
     return Response(status_code=204)
 
 
@@ -155,9 +156,9 @@ def _control(
     with transaction() as session:
         action(session, workspace_id, batch_id)
     if settle:
-        service.settle_claims(batch_id, transaction, committed_at=time.monotonic())
+        control.settle_claims(batch_id, transaction, committed_at=time.monotonic())
     with transaction() as session:
-        return service.get_batch(session, workspace_id, batch_id)
+        return views.get_batch(session, workspace_id, batch_id)
 
 
 @router.post(
@@ -168,7 +169,7 @@ def _control(
 )
 def cancel_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
     """Cancel: no call is placed once this returns; calls in progress are hung up."""
-    return _control(batch_id, workspace_id, service.cancel_batch, settle=True)
+    return _control(batch_id, workspace_id, control.cancel_batch, settle=True)
 
 
 @router.post(
@@ -179,7 +180,7 @@ def cancel_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
 )
 def pause_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
     """Pause: no new call is placed once this returns; calls in progress go on."""
-    return _control(batch_id, workspace_id, service.pause_batch, settle=True)
+    return _control(batch_id, workspace_id, control.pause_batch, settle=True)
 
 
 @router.post(
@@ -190,7 +191,7 @@ def pause_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
 )
 def resume_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
     """Resume a paused batch where it stopped."""
-    return _control(batch_id, workspace_id, service.resume_batch, settle=False)
+    return _control(batch_id, workspace_id, control.resume_batch, settle=False)
 
 
 @router.post(
@@ -201,4 +202,4 @@ def resume_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
 )
 def retry_batch(batch_id: str, workspace_id: WorkspaceDep) -> BatchResponse:
     """Dial again the recipients whose final outcome was failed, busy or no-answer."""
-    return _control(batch_id, workspace_id, service.retry_batch, settle=False)
+    return _control(batch_id, workspace_id, control.retry_batch, settle=False)

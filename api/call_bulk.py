@@ -8,8 +8,8 @@ from fastapi import APIRouter, Header
 
 from api.deps import SessionDep, WorkspaceDep
 from api.responses import CONFLICT
+from shared.batches import call_bulk as service
 from shared.schemas import CallBulkRequest, CallBulkResponse
-from shared.services import batches as service
 
 router = APIRouter(tags=["call-bulk"])
 

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from api.deps import SessionDep, WorkspaceDep
+from shared.batches import views as service
 from shared.schemas import DashboardResponse
-from shared.services import batches as service
 
 router = APIRouter(tags=["dashboard"])
 

@@ -21,9 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.deps import SessionDep
 from api.responses import FORBIDDEN, error_responses
 from api.status_batcher import batcher
+from shared.dispatch import agent_config as calls_service
 from shared.errors import ErrorItem, Forbidden, SwitchboardError
 from shared.schemas import AgentConfigResponse
-from shared.services import calls as calls_service
 from shared.telephony import registry, reports
 from shared.telephony.port import Callbacks
 from shared.urls import (

@@ -23,9 +23,9 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.telephony import STATUS_BODY_MAX_BYTES
+from shared.batches.csv import MAX_CSV_BYTES
 from shared.db import transaction
 from shared.errors import ErrorItem, SwitchboardError, Unauthorized
-from shared.services.batch_csv import MAX_CSV_BYTES
 from shared.services.workspaces import authenticate
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -153,6 +153,11 @@ class PreparedStatement:
         finally:
             pooled.close()
         return rows
+
+
+# What a service that runs several short transactions of its own is given: a factory of them
+# (``transaction`` below, or a test's).
+Transaction = Callable[[], AbstractContextManager[Session]]
 
 
 def after_commit(session: Session, action: Callable[[], None]) -> None:

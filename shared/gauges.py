@@ -11,9 +11,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shared import messaging
+from shared.batches import repository as batches_repo
 from shared.db import transaction
-from shared.repositories import batches as batches_repo
-from shared.repositories import calls as calls_repo
+from shared.dispatch import repository as calls_repo
 from shared.repositories import webhooks as webhooks_repo
 from shared.schemas import BatchStatus
 

@@ -14,8 +14,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared import messaging
 from shared.db import transaction
-from shared.services import batches as batches_service
-from shared.services import calls as calls_service
+from shared.dispatch import dial as dialing
+from shared.dispatch import fan_out as batch_start
+from shared.dispatch import hang_up as hanging_up
+from shared.dispatch import reconcile as reconciling
+from shared.dispatch import tick as ticking
+from shared.dispatch import voicemail as machines
 from shared.services import status_inbox as status_inbox_service
 from shared.services import webhooks as webhooks_service
 from worker.app import app
@@ -48,14 +52,14 @@ TRANSIENT_RETRY: dict[str, Any] = {
 def start_batch(batch_id: str) -> bool:
     """Start a submitted batch whose time has come and fan its recipients out."""
     with transaction() as session:
-        return batches_service.start_batch(session, batch_id)
+        return batch_start.start_batch(session, batch_id)
 
 
 # Never retried: the next tick, a few seconds later, does the same work.
 @app.task(name=messaging.TASK_TICK)
 def tick() -> dict[str, int]:
     """Beat's heartbeat: start due batches, re-drive lost messages, reconcile stale calls."""
-    report = batches_service.run_tick(transaction)
+    report = ticking.run_tick(transaction)
     if report.batches_started or report.calls_redriven or report.calls_reconciling:
         log.info("tick: %s", report)
     return report.__dict__
@@ -64,14 +68,14 @@ def tick() -> dict[str, int]:
 @app.task(name=messaging.TASK_DIAL, **TRANSIENT_RETRY)
 def dial(call_id: str) -> str:
     """Claim and place one call."""
-    return calls_service.dial_call(call_id, transaction)
+    return dialing.dial_call(call_id, transaction)
 
 
 @app.task(name=messaging.TASK_DIAL_MANY, **TRANSIENT_RETRY)
 def dial_many(call_ids: list[str]) -> dict[str, int]:
     """Claim and place several calls, one after another, and record the provider's answers
     together (a redelivered message finds the calls it already placed claimed, and skips them)."""
-    return dict(Counter(calls_service.dial_calls(call_ids, transaction)))
+    return dict(Counter(dialing.dial_calls(call_ids, transaction)))
 
 
 @app.task(name=messaging.TASK_APPLY_STATUSES, **TRANSIENT_RETRY)
@@ -98,19 +102,19 @@ def apply_status(call_id: str, report: dict[str, Any]) -> int:
 @app.task(name=messaging.TASK_RECONCILE, **TRANSIENT_RETRY)
 def reconcile(call_id: str) -> str:
     """Ask the provider about a call whose answer or final callback is overdue."""
-    return calls_service.reconcile_call(call_id, transaction)
+    return reconciling.reconcile_call(call_id, transaction)
 
 
 @app.task(name=messaging.TASK_HANG_UP, **TRANSIENT_RETRY)
 def hang_up(call_id: str) -> str:
     """End a live call of a cancelled batch through the provider."""
-    return calls_service.hang_up_call(call_id, transaction)
+    return hanging_up.hang_up_call(call_id, transaction)
 
 
 @app.task(name=messaging.TASK_ANSWER_MACHINE, **TRANSIENT_RETRY)
 def answer_machine(call_id: str) -> str:
     """Do what the call's voicemail behaviour says to the machine that answered it."""
-    return calls_service.answer_machine(call_id, transaction)
+    return machines.answer_machine(call_id, transaction)
 
 
 @app.task(name=messaging.TASK_DELIVER_WEBHOOK, **TRANSIENT_RETRY)

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from shared import slots
 from shared.db import after_commit
+from shared.dispatch import repository as calls_repo
 from shared.lifecycle import store
 from shared.lifecycle.plans import BulkMove, CounterDeltas, Transition
 from shared.lifecycle.states import FINAL
-from shared.repositories import calls as calls_repo
+from shared.limits import slots
 from shared.services import webhooks
 
 

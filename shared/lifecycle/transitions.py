@@ -14,7 +14,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from shared import messaging
+from shared.batches import repository as batches_repo
 from shared.db import after_commit
+from shared.dispatch import repository as calls_repo
 from shared.errors import ProviderError
 from shared.lifecycle import plans, store
 from shared.lifecycle.effects import Effects
@@ -28,8 +30,6 @@ from shared.lifecycle.plans import (
     Transition,
 )
 from shared.lifecycle.states import FINAL, BatchStatus, CallStatus, Outcome
-from shared.repositories import batches as batches_repo
-from shared.repositories import calls as calls_repo
 from shared.voicemail import MachineAction, plan_machine_action
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from shared.services.batch_csv import EXPORT_COLUMNS
+from shared.batches.csv import EXPORT_COLUMNS
 from tests.conftest import new_api_key
 from tests.factories import create_agent, register_number
 from tests.support import Stack, wait_for

@@ -7,10 +7,10 @@ import time
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from shared.dispatch import repository as calls_repo
 from shared.lifecycle import store
 from shared.lifecycle.plans import Transition
 from shared.lifecycle.states import CallStatus
-from shared.repositories import calls as calls_repo
 from tests.conftest import new_api_key
 from tests.factories import create_agent, recipients, register_number, submit
 from tests.support import Stack

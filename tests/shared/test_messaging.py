@@ -32,7 +32,7 @@ def test_each_task_lands_in_exactly_its_queue(service_urls):
 
 
 def test_calls_are_grouped_into_dial_messages_but_spread_over_at_least_64():
-    from shared.services.batches import dial_groups
+    from shared.dispatch.fan_out import dial_groups
 
     ids = [f"call_{i}" for i in range(700)]
     assert dial_groups(ids[:5]) == [[i] for i in ids[:5]]

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from shared import ratelimit, slots
-from shared.ratelimit import Limit
+from shared.limits import ratelimit, slots
+from shared.limits.ratelimit import Limit
+from shared.limits.slots import Acquired, SlotLimit
 from shared.settings import get_settings
-from shared.slots import Acquired, SlotLimit
 
 MAX_WAIT_S = 2.0
 

@@ -13,7 +13,7 @@ import pytest
 from amqp.exceptions import NotFound
 from kombu import Connection, Producer
 
-from shared.services.batches import dial_groups
+from shared.dispatch.fan_out import dial_groups
 from tests.factories import recipients, submit
 from tests.support import Stack, rabbitmq_vhost, wait_for
 from tests.worker.test_dispatch import batch_state, dial_counts, setup_workspace, wait_final

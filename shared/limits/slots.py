@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from shared import ratelimit
+from shared.limits import ratelimit
 from shared.settings import get_settings
 
 # The script's parts. KEYS: the marker (the copy is whole), then ``slot_count`` sorted sets of

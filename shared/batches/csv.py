@@ -17,21 +17,32 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from shared.batches import repository as batches_repo
+from shared.batches.submit import submit_batch
+from shared.db import Transaction
 from shared.errors import ErrorItem, NotFound, ValidationFailed
 from shared.lifecycle.states import public_status
 from shared.phones import InvalidPhoneNumber, restore_dropped_plus
-from shared.repositories import batches as batches_repo
-from shared.repositories import calls as calls_repo
 from shared.schemas import SubmitBatchRequest
-from shared.services import batches
-from shared.services.calls import Transaction
 
 MAX_CSV_ROWS = 10_000
+
+
 MAX_CSV_BYTES = 20 * 1024 * 1024
+
+
 PHONE_COLUMN = "phone_number"
+
+
 ID_COLUMN = "id"
+
+
 HEADER_ROW = 1
+
+
 FILE_LOC: list[str | int] = ["body", "file"]
+
+
 EXPORT_COLUMNS = (
     "recipient_id",
     "phone_number",
@@ -268,7 +279,7 @@ def submit_csv_batch(
         ]
         raise _in_file_terms(items, parsed) from None
     try:
-        return batches.submit_batch(session, workspace_id, body, idempotency_key)
+        return submit_batch(session, workspace_id, body, idempotency_key)
     except ValidationFailed as exc:
         raise _in_file_terms(exc.items, parsed) from None
 
@@ -306,7 +317,7 @@ def batch_csv_chunks(
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(EXPORT_COLUMNS)
-    for n, r in enumerate(calls_repo.stream_recipient_rows(session, batch_id, limit), start=1):
+    for n, r in enumerate(batches_repo.stream_recipient_rows(session, batch_id, limit), start=1):
         metadata = (
             json.dumps(r.request_metadata, separators=(",", ":"), sort_keys=True)
             if r.request_metadata

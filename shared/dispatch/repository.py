@@ -1,12 +1,13 @@
-"""Calls: one row per recipient, and what the services read of them (their status moves
-only through ``shared.lifecycle.store``)."""
+"""What dispatch reads and marks of calls: what a dial renders and dials under, what the tick
+re-drives and looks up, what reconcile, hang-up and the answering machine need (their status
+moves only through ``shared.lifecycle.store``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Row, Select, Table, func, select, text
+from sqlalchemy import Row, Table, func, select, text
 from sqlalchemy.orm import Session
 
 from shared.lifecycle.states import (
@@ -22,9 +23,14 @@ from shared.models import Call
 # Core (not ORM) constructs on the hot path: an ORM-enabled UPDATE costs about a millisecond
 # of Python per statement, several times the round trip it makes.
 CALLS = cast(Table, Call.__table__)
+
+
 calls = CALLS.c
 
+
 _PENDING = CallStatus.PENDING.value
+
+
 # Calls the provider has that have not been answered yet.
 _RINGING = sql_list({CallStatus.DISPATCHED, CallStatus.INITIATED})
 
@@ -167,29 +173,6 @@ def reconcile_row(session: Session, call_id: str) -> Row[Any] | None:
     ).one_or_none()
 
 
-_SLOT_HOLDING = SQL_LIVE
-
-
-def slot_holders(session: Session) -> list[Row[Any]]:
-    """Every call that holds a live-call slot (claimed or live): id, batch_id, workspace_id."""
-    return list(
-        session.execute(
-            text(f"SELECT id, batch_id, workspace_id FROM calls WHERE status IN {_SLOT_HOLDING}")
-        )
-    )
-
-
-def not_holding_slots(session: Session, call_ids: Sequence[str]) -> set[str]:
-    """Those of ``call_ids`` that are neither claimed nor live (or do not exist)."""
-    if not call_ids:
-        return set()
-    holding = session.execute(
-        text(f"SELECT id FROM calls WHERE id = ANY(:ids) AND status IN {_SLOT_HOLDING}"),
-        {"ids": list(call_ids)},
-    )
-    return set(call_ids) - {row.id for row in holding}
-
-
 def live_in_cancelled_batches(session: Session, call_ids: Sequence[str]) -> list[str]:
     """Those of ``call_ids`` that are live at the provider in a batch that was cancelled."""
     if not call_ids:
@@ -220,88 +203,6 @@ def defer_unclaimed(session: Session, deferrals: Sequence[tuple[str, float]]) ->
     )
 
 
-def recipient_rows(session: Session, batch_id: str) -> list[Any]:
-    """Every call of the batch in submission order."""
-    return list(session.execute(_recipients_query(batch_id)).all())
-
-
-def stream_recipient_rows(
-    session: Session, batch_id: str, limit: int | None = None, chunk: int = 1000
-) -> Iterator[Any]:
-    """The first ``limit`` (or every) calls of the batch in submission order, fetched
-    ``chunk`` rows at a time through a server-side cursor."""
-    query = _recipients_query(batch_id)
-    if limit is not None:
-        query = query.limit(limit)
-    yield from session.execute(query, execution_options={"yield_per": chunk})
-
-
-def _recipients_query(batch_id: str) -> Select[*tuple[Any, ...]]:
-    return (
-        select(
-            Call.id,
-            Call.recipient_id,
-            Call.phone_number,
-            Call.whatsapp_user_id,
-            Call.status,
-            Call.outcome,
-            Call.attempts,
-            Call.created_at,
-            Call.updated_at,
-            Call.provider_call_sid,
-            Call.caller_number,
-            Call.client_data,
-            Call.attempt_history,
-            Call.duration_s,
-            Call.request_metadata,
-        )
-        .where(Call.batch_id == batch_id)
-        .order_by(Call.position)
-    )
-
-
-def status_counts(session: Session, batch_ids: Sequence[str]) -> list[tuple[str, str, int]]:
-    """(batch_id, status, count) for the calls of these batches, in one GROUP BY."""
-    if not batch_ids:
-        return []
-    rows = session.execute(
-        select(Call.batch_id, Call.status, func.count())
-        .where(Call.batch_id.in_(batch_ids))
-        .group_by(Call.batch_id, Call.status)
-    ).all()
-    return [(batch_id, status, count) for batch_id, status, count in rows]
-
-
-def call_ids_of_batch(session: Session, batch_id: str) -> list[str]:
-    """The batch's call ids in submission order."""
-    return list(
-        session.execute(
-            select(Call.id).where(Call.batch_id == batch_id).order_by(Call.position)
-        ).scalars()
-    )
-
-
-def contact_call_rows(session: Session, workspace_id: str, contact_id: str) -> list[Any]:
-    """Every call placed to a contact, newest first."""
-    return list(
-        session.execute(
-            select(
-                Call.id,
-                Call.batch_id,
-                Call.status,
-                Call.outcome,
-                Call.attempts,
-                Call.provider_call_sid,
-                Call.created_at,
-                Call.updated_at,
-                Call.request_metadata,
-            )
-            .where(Call.workspace_id == workspace_id, Call.contact_id == contact_id)
-            .order_by(Call.id.desc())
-        ).all()
-    )
-
-
 def agent_config_row(session: Session, call_id: str) -> Row[Any] | None:
     """The rendered configuration of a call and its agent's settings."""
     return session.execute(
@@ -323,15 +224,6 @@ def sid_taken(session: Session, sid: str, except_call_id: str) -> bool:
         ).first()
         is not None
     )
-
-
-def live_call_ids(session: Session, batch_id: str) -> list[str]:
-    """Calls of the batch the provider has and that have not ended."""
-    rows = session.execute(
-        text(f"SELECT id FROM calls WHERE batch_id = :batch_id AND status IN {SQL_AT_PROVIDER}"),
-        {"batch_id": batch_id},
-    )
-    return [row.id for row in rows]
 
 
 def hangup_row(session: Session, call_id: str) -> Row[Any] | None:

@@ -1,0 +1,104 @@
+"""What every recipient of a new batch is checked against: its number, its id and the placeholders
+it must fill; and which are never to be dialed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from shared.errors import ErrorItem, Loc
+from shared.lifecycle import plans
+from shared.lifecycle.states import Outcome
+from shared.models import Agent
+from shared.repositories import dnc as dnc_repo
+from shared.schemas import OutboundCallRecipient
+from shared.services.agents import check_voicemail_message
+from shared.templates import placeholders, placeholders_in
+from shared.voicemail import VoicemailBehavior
+
+# A rejected 10,000-recipient batch should say what is wrong, not return megabytes.
+MAX_ERROR_ITEMS = 200
+
+
+def needed_tags(
+    recipient: OutboundCallRecipient, prompt_tags: set[str], first_message_tags: set[str]
+) -> set[str]:
+    """The placeholders a recipient must supply: the agent's, as overridden, and the override's."""
+    data = recipient.conversation_initiation_client_data
+    override = data.conversation_config_override if data else None
+    if override is None:
+        return prompt_tags | first_message_tags
+    agent = override.agent
+    needed = set()
+    prompt = agent.prompt.prompt if agent and agent.prompt else None
+    needed |= placeholders(prompt) if prompt is not None else prompt_tags
+    first = agent.first_message if agent else None
+    needed |= placeholders(first) if first is not None else first_message_tags
+    return needed | placeholders_in([override.model_dump(mode="json", exclude_none=True)])
+
+
+def missing_tags(loc: Loc, needed: set[str], supplied: Iterable[str]) -> ErrorItem | None:
+    """The error naming the placeholders a recipient needs and has no value for, if any."""
+    missing = needed - set(supplied)
+    if not missing:
+        return None
+    names = ", ".join(f"'{m}'" for m in sorted(missing))
+    return ErrorItem(
+        loc,
+        f"no value for placeholder {names} used by the agent's prompt",
+        "missing_dynamic_variable",
+        ctx={"missing": sorted(missing)},
+    )
+
+
+@dataclass(frozen=True)
+class Voicemail:
+    """A batch's voicemail behaviour and message template, and the tags its message needs."""
+
+    behavior: str
+    message: str
+    tags: set[str]
+
+    def options(self) -> dict[str, Any]:
+        """The batch's columns that store it."""
+        return {"voicemail_behavior": self.behavior, "voicemail_message_template": self.message}
+
+
+def batch_voicemail(agent: Agent, behavior: str | None, message: str | None, loc: Loc) -> Voicemail:
+    """The batch's voicemail behaviour: the request's, else the agent's (each field on its
+    own); leave_message needs a message (422 at ``loc``), whose tags every recipient must
+    supply."""
+    behavior = behavior or agent.voicemail_behavior
+    message = agent.voicemail_message if message is None else message
+    check_voicemail_message(behavior, message, loc)
+    needs = placeholders(message) if behavior == VoicemailBehavior.LEAVE_MESSAGE else set()
+    return Voicemail(behavior, message, needs)
+
+
+# Positions in a call row (batches_repo.CALL_COPY_COLUMNS).
+PHONE, STATUS, OUTCOME, CONTACT = 5, 8, 9, 10
+
+
+def exclude_undialable(session: Session, workspace_id: str, rows: list[list[Any]]) -> int:
+    """Mark recipients on the do-not-call list, and repeats of a number, as never to be dialed.
+
+    They stay in the batch (cancelled, with outcome ``dnc`` or ``duplicate``); how many.
+    """
+    listed = dnc_repo.listed_among(
+        session, workspace_id, [row[PHONE] for row in rows if row[PHONE]]
+    )
+    seen: set[str] = set()
+    excluded = 0
+    for row in rows:
+        phone = row[PHONE]
+        if phone is None:
+            continue
+        outcome = Outcome.DNC if phone in listed else Outcome.DUPLICATE if phone in seen else None
+        seen.add(phone)
+        if outcome is not None:
+            row[STATUS], row[OUTCOME] = plans.status_at_submit(outcome)
+            excluded += 1
+    return excluded
