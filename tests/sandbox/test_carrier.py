@@ -313,3 +313,20 @@ def test_every_try_falls_within_the_total_time(receiver: Receiver):
         # resends allowed, but the time is up after two.
         assert 2 <= len(tries) <= 3
         assert receiver.received_at[-1] - receiver.received_at[0] < 1.2
+
+
+def test_unknown_resources_and_methods_answer_twilio_errors():
+    with carrier_with() as carrier:
+        port = int(carrier.base_url.rsplit(":", 1)[1])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/2010-04-01/Accounts/AC1/Queues.json")
+        missing = connection.getresponse()
+        assert missing.status == 404 and json.loads(missing.read())["code"] == 20404
+        connection.request("GET", "/sandbox/nothing")
+        unknown = connection.getresponse()
+        assert unknown.status == 404 and json.loads(unknown.read())["code"] == 20404
+        connection.request("DELETE", "/sandbox/reset")
+        refused = connection.getresponse()
+        assert refused.status == 405 and json.loads(refused.read())["code"] == 20004
+        assert refused.getheader("Content-Type") == "application/json"
+        connection.close()
