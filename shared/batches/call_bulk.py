@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared.batches import repository as batches_repo
-from shared.batches.recipients import CONTACT, MAX_ERROR_ITEMS, PHONE, batch_voicemail, missing_tags
+from shared.batches import calls_repository as calls_repo
+from shared.batches.recipients import (
+    CONTACT,
+    PHONE,
+    Recipient,
+    batch_voicemail,
+    call_rows,
+)
 from shared.batches.submit import (
     NewBatch,
     caller_pool,
     claim_key,
-    earlier_batch,
-    request_fingerprint,
+    replayed,
     store_batch,
 )
 from shared.batches.views import get_batch
-from shared.errors import ErrorItem, ValidationFailed
+from shared.errors import ValidationFailed
 from shared.ids import new_id, new_ids
-from shared.lifecycle.states import CallStatus
 from shared.models import Agent
-from shared.phones import InvalidPhoneNumber, is_known_region, normalize_e164
+from shared.phones import is_known_region
 from shared.repositories import agents as agents_repo
 from shared.repositories import contacts as contacts_repo
 from shared.schemas import CallBulkRequest, CallBulkResponse
@@ -50,42 +54,32 @@ def _bulk_template(session: Session, workspace_id: str, body: CallBulkRequest) -
     return agent
 
 
-@dataclass
-class _Contacts:
-    rows: list[list[Any]]
-    # One entry per number: the first value given for each field among its contacts.
-    book: dict[str, dict[str, Any]]
-
-
-def _validate_contacts(
-    body: CallBulkRequest,
-    batch_id: str,
-    workspace_id: str,
-    agent: Agent,
-    voicemail_tags: set[str],
-) -> _Contacts:
-    """Normalise and check every contact; raise one 422 naming each bad one by index."""
-    errors: list[ErrorItem] = []
+def _recipients(
+    body: CallBulkRequest, agent: Agent, voicemail_tags: set[str]
+) -> Iterator[Recipient]:
+    """The request's contacts, for ``call_rows``."""
     needed = placeholders(agent.prompt) | placeholders(agent.first_message) | voicemail_tags
-    call_ids = new_ids("call", len(body.contacts))
-    rows: list[list[Any]] = []
-    book: dict[str, dict[str, Any]] = {}
     for index, contact in enumerate(body.contacts):
-        loc: list[str | int] = ["body", "contacts", index]
-        phone: str | None = None
-        try:
-            phone = normalize_e164(contact.number_to_call, body.country_code)
-        except InvalidPhoneNumber as exc:
-            errors.append(ErrorItem([*loc, "numberToCall"], str(exc), "value_error.phone"))
         tags = contact.prompt_tags or {}
-        missing = missing_tags([*loc, "promptTags"], needed, tags.keys())
-        if missing:
-            errors.append(missing)
-        if len(errors) >= MAX_ERROR_ITEMS:
-            break
-        if errors:
-            continue
-        assert phone is not None
+        yield Recipient(
+            loc=["body", "contacts", index],
+            phone=contact.number_to_call,
+            phone_field="numberToCall",
+            whatsapp_user_id=None,
+            recipient_id=None,
+            needed=needed,
+            values=tags,
+            values_loc=["promptTags"],
+            client_data={"dynamic_variables": tags},
+            metadata=contact.metadata,
+        )
+
+
+def _contact_book(body: CallBulkRequest, rows: list[list[Any]]) -> dict[str, dict[str, Any]]:
+    """One entry per number: the first value given for each field among its contacts."""
+    book: dict[str, dict[str, Any]] = {}
+    for contact, row in zip(body.contacts, rows, strict=True):
+        phone = row[PHONE]
         entry = book.setdefault(
             phone,
             {"phone_number": phone, "first_name": None, "last_name": None, "email": None},
@@ -97,25 +91,7 @@ def _validate_contacts(
         ):
             if entry[field] is None:
                 entry[field] = value
-        rows.append(
-            [
-                call_ids[index],
-                batch_id,
-                workspace_id,
-                index,
-                call_ids[index],
-                phone,
-                None,
-                {"dynamic_variables": tags},
-                CallStatus.PENDING,
-                None,
-                None,
-                contact.metadata,
-            ]
-        )
-    if errors:
-        raise ValidationFailed(errors)
-    return _Contacts(rows=rows, book=book)
+    return book
 
 
 def submit_call_bulk(
@@ -126,11 +102,9 @@ def submit_call_bulk(
 
     The same idempotency rules as ``submit_batch`` apply.
     """
-    fingerprint = request_fingerprint(body) if idempotency_key else ""
-    if idempotency_key:
-        earlier = earlier_batch(session, workspace_id, idempotency_key, fingerprint)
-        if earlier is not None:
-            return earlier
+    fingerprint, earlier = replayed(session, workspace_id, body, idempotency_key)
+    if earlier is not None:
+        return earlier
     if body.country_code is not None and not is_known_region(body.country_code):
         raise ValidationFailed.one(
             ["body", "countryCode"], f"unknown region code '{body.country_code}'"
@@ -140,7 +114,14 @@ def submit_call_bulk(
         agent, body.voicemail_behavior, body.voicemail_message, ["body", "voicemailMessage"]
     )
     batch_id = new_id("batch")
-    contacts = _validate_contacts(body, batch_id, workspace_id, agent, voicemail.tags)
+    rows = call_rows(
+        _recipients(body, agent, voicemail.tags),
+        len(body.contacts),
+        batch_id,
+        workspace_id,
+        region=body.country_code,
+    )
+    book = _contact_book(body, rows)
     pool = caller_pool(session, workspace_id, [], True, ["body"])
     earlier = claim_key(session, workspace_id, idempotency_key, fingerprint, batch_id)
     if earlier is not None:
@@ -151,13 +132,11 @@ def submit_call_bulk(
         workspace_id,
         [
             {**entry, "id": contact_id}
-            for entry, contact_id in zip(
-                contacts.book.values(), new_ids("contact", len(contacts.book)), strict=True
-            )
+            for entry, contact_id in zip(book.values(), new_ids("contact", len(book)), strict=True)
         ],
         body.update_existing,
     )
-    for row in contacts.rows:
+    for row in rows:
         row[CONTACT] = contact_ids[row[PHONE]]
     now = datetime.now(UTC)
     store_batch(
@@ -168,7 +147,7 @@ def submit_call_bulk(
             name=f"call-bulk {now.strftime('%Y-%m-%d %H:%M:%S')} UTC",
             agent=agent,
             pool=pool,
-            rows=contacts.rows,
+            rows=rows,
             scheduled_at=now,
             options={"fan_out_chunk_size": body.batch_size, **voicemail.options()},
         ),
@@ -181,6 +160,6 @@ def call_bulk_result(session: Session, workspace_id: str, batch_id: str) -> Call
     batch = get_batch(session, workspace_id, batch_id)
     return CallBulkResponse(
         batch_id=batch_id,
-        call_ids=batches_repo.call_ids_of_batch(session, batch_id),
+        call_ids=calls_repo.call_ids_of_batch(session, batch_id),
         status=batch.status,
     )

@@ -4,12 +4,13 @@ cancel or pause, settling the dials that had claimed its calls."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from shared import messaging
+from shared.batches import calls_repository as calls_repo
 from shared.batches import repository as batches_repo
+from shared.batches.repository import LockedBatch
 from shared.db import Transaction
 from shared.dispatch.fan_out import fan_out, publish_after_commit, publish_dials_after_commit
 from shared.dispatch.fence import DIAL_FENCE_S
@@ -22,7 +23,7 @@ from shared.provider_outage import PAUSED_MANUALLY
 from shared.services import webhooks
 
 
-def _locked_batch(session: Session, workspace_id: str, batch_id: str) -> Any:
+def _locked_batch(session: Session, workspace_id: str, batch_id: str) -> LockedBatch:
     row = batches_repo.lock_batch(session, workspace_id, batch_id)
     if row is None:
         raise NotFound(["path", "batch_id"], f"batch '{batch_id}' not found")
@@ -88,7 +89,7 @@ def delete_batch(workspace_id: str, batch_id: str, transaction: Transaction) -> 
     if running:
         settle_claims(batch_id, transaction, committed_at=time.monotonic())
     with transaction() as session:
-        live = batches_repo.live_call_ids(session, batch_id)
+        live = calls_repo.live_call_ids(session, batch_id)
     # Ended here rather than by the queued hang-ups: those find no row once it is deleted.
     for call_id in live:
         hang_up_call(call_id, transaction)
@@ -114,5 +115,5 @@ def settle_claims(batch_id: str, transaction: Transaction, committed_at: float) 
     with transaction() as session:
         if batches_repo.batch_status(session, batch_id) == BatchStatus.CANCELLED:
             publish_after_commit(
-                session, messaging.TASK_HANG_UP, batches_repo.live_call_ids(session, batch_id)
+                session, messaging.TASK_HANG_UP, calls_repo.live_call_ids(session, batch_id)
             )

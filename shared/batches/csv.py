@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from shared.batches import calls_repository as calls_repo
 from shared.batches import repository as batches_repo
 from shared.batches.submit import submit_batch
 from shared.db import Transaction
@@ -317,7 +318,7 @@ def batch_csv_chunks(
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(EXPORT_COLUMNS)
-    for n, r in enumerate(batches_repo.stream_recipient_rows(session, batch_id, limit), start=1):
+    for n, r in enumerate(calls_repo.stream_recipient_rows(session, batch_id, limit), start=1):
         metadata = (
             json.dumps(r.request_metadata, separators=(",", ":"), sort_keys=True)
             if r.request_metadata

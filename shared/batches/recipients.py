@@ -3,16 +3,18 @@ it must fill; and which are never to be dialed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared.errors import ErrorItem, Loc
+from shared.errors import ErrorItem, Loc, ValidationFailed
+from shared.ids import new_ids
 from shared.lifecycle import plans
-from shared.lifecycle.states import Outcome
+from shared.lifecycle.states import CallStatus, Outcome
 from shared.models import Agent
+from shared.phones import InvalidPhoneNumber, normalize_e164
 from shared.repositories import dnc as dnc_repo
 from shared.schemas import OutboundCallRecipient
 from shared.services.agents import check_voicemail_message
@@ -102,3 +104,86 @@ def exclude_undialable(session: Session, workspace_id: str, rows: list[list[Any]
             row[STATUS], row[OUTCOME] = plans.status_at_submit(outcome)
             excluded += 1
     return excluded
+
+
+@dataclass(slots=True)
+class Recipient:
+    """One recipient of a submit (``recipients[i]``) or call-bulk (``contacts[i]``) request,
+    in the terms the checks share."""
+
+    loc: Loc
+    # Its number as given, and the field that gives it (an error about it points there).
+    phone: str | None
+    phone_field: str
+    whatsapp_user_id: str | None
+    # Its own id, if it gave one (else it is known by its call's id).
+    recipient_id: str | None
+    # The placeholders it must fill, the values it gives, and where it gives them.
+    needed: set[str]
+    values: Mapping[str, Any]
+    values_loc: Loc
+    # What the call row stores of it.
+    client_data: Any
+    metadata: Any = None
+
+
+def call_rows(
+    recipients: Iterable[Recipient],
+    count: int,
+    batch_id: str,
+    workspace_id: str,
+    region: str | None = None,
+) -> list[list[Any]]:
+    """Normalise and check every recipient, and the call row each becomes (in
+    ``store.CALL_COPY_COLUMNS`` order); one 422 naming each bad one by index (at most
+    ``MAX_ERROR_ITEMS``). Numbers without a ``+`` are read in ``region``."""
+    errors: list[ErrorItem] = []
+    call_ids = new_ids("call", count)
+    seen_ids: set[str] = set()
+    rows: list[list[Any]] = []
+    for index, recipient in enumerate(recipients):
+        loc = recipient.loc
+        phone: str | None = None
+        if recipient.phone:
+            try:
+                phone = normalize_e164(recipient.phone, region)
+            except InvalidPhoneNumber as exc:
+                errors.append(
+                    ErrorItem([*loc, recipient.phone_field], str(exc), "value_error.phone")
+                )
+        elif not recipient.whatsapp_user_id:
+            errors.append(
+                ErrorItem(loc, "a recipient needs phone_number or whatsapp_user_id", "missing")
+            )
+        recipient_id = recipient.recipient_id or call_ids[index]
+        if recipient_id in seen_ids:
+            errors.append(
+                ErrorItem([*loc, "id"], f"recipient id '{recipient_id}' is repeated", "duplicate")
+            )
+        seen_ids.add(recipient_id)
+        missing = missing_tags(
+            [*loc, *recipient.values_loc], recipient.needed, recipient.values.keys()
+        )
+        if missing:
+            errors.append(missing)
+        if len(errors) >= MAX_ERROR_ITEMS:
+            break
+        rows.append(
+            [
+                call_ids[index],
+                batch_id,
+                workspace_id,
+                index,
+                recipient_id,
+                phone,
+                recipient.whatsapp_user_id,
+                recipient.client_data,
+                CallStatus.PENDING,
+                None,
+                None,
+                recipient.metadata,
+            ]
+        )
+    if errors:
+        raise ValidationFailed(errors)
+    return rows

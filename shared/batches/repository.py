@@ -3,17 +3,18 @@ deleting them (their status and counters are written by ``shared.lifecycle.store
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, Select, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from shared.db import PreparedStatement
 from shared.lifecycle.plans import RunState, run_state
-from shared.lifecycle.states import SQL_AT_PROVIDER, BatchStatus
-from shared.models import Agent, Batch, Call, IdempotencyKey
+from shared.lifecycle.states import BatchStatus
+from shared.models import Agent, Batch, IdempotencyKey
+from shared.schemas import BatchStatus as ShownBatchStatus
+from shared.schemas import PhoneProvider
 
 _BATCH_COLUMNS = (
     Batch.id,
@@ -46,18 +47,51 @@ _BATCH_COLUMNS = (
 )
 
 
-def get_batch_row(session: Session, workspace_id: str, batch_id: str) -> Row[Any] | None:
+class BatchRow(NamedTuple):
+    """A batch as the API shows it, with its agent's name (``_BATCH_COLUMNS``)."""
+
+    id: str
+    workspace_id: str
+    name: str
+    agent_id: str
+    agent_name: str
+    phone_number_id: str | None
+    phone_number_ids: list[str]
+    phone_provider: PhoneProvider | None
+    status: ShownBatchStatus
+    created_at: datetime
+    scheduled_at: datetime
+    last_updated_at: datetime
+    whatsapp_params: dict[str, Any] | None
+    timezone: str | None
+    telephony_call_config: dict[str, Any] | None
+    target_concurrency_limit: int | None
+    total_calls_scheduled: int
+    total_calls_dispatched: int
+    total_calls_finished: int
+    retry_count: int
+    failure_reason: str | None
+    retry_policy: dict[str, Any] | None
+    calling_window: dict[str, Any] | None
+    paused_at: datetime | None
+    paused_reason: str | None
+    voicemail_behavior: str
+    voicemail_message_template: str
+
+
+def get_batch_row(session: Session, workspace_id: str, batch_id: str) -> BatchRow | None:
     """The batch with its agent's name, if it is in this workspace."""
-    return session.execute(
+    row = session.execute(
         select(*_BATCH_COLUMNS)
         .join(Agent, Agent.id == Batch.agent_id)
         .where(Batch.id == batch_id, Batch.workspace_id == workspace_id)
     ).one_or_none()
+    return None if row is None else BatchRow._make(row)
 
 
 def list_batch_rows(
     session: Session, workspace_id: str, limit: int, before_id: str | None, agent_id: str | None
-) -> list[Row[Any]]:
+) -> list[BatchRow]:
     """Newest first (ids are time-ordered); ``before_id`` continues after that batch."""
     stmt = (
         select(*_BATCH_COLUMNS)
@@ -68,32 +102,50 @@ def list_batch_rows(
         stmt = stmt.where(Batch.id < before_id)
     if agent_id is not None:
         stmt = stmt.where(Batch.agent_id == agent_id)
-    return list(session.execute(stmt.order_by(Batch.id.desc()).limit(limit)).all())
+    return [
+        BatchRow._make(row) for row in session.execute(stmt.order_by(Batch.id.desc()).limit(limit))
+    ]
 
 
-def dashboard_batch_rows(session: Session, workspace_id: str, limit: int) -> list[Any]:
+class DashboardRow(NamedTuple):
+    """A batch's counters, for the dashboard."""
+
+    id: str
+    name: str
+    status: ShownBatchStatus
+    paused_at: datetime | None
+    paused_reason: str | None
+    created_at: datetime
+    total_calls_scheduled: int
+    total_calls_dispatched: int
+    total_calls_finished: int
+    retry_count: int
+    total_recipients: int
+    calls_final: int
+
+
+def dashboard_batch_rows(session: Session, workspace_id: str, limit: int) -> list[DashboardRow]:
     """The newest ``limit`` batches with their counters, for the dashboard."""
-    return list(
-        session.execute(
-            select(
-                Batch.id,
-                Batch.name,
-                Batch.status,
-                Batch.paused_at,
-                Batch.paused_reason,
-                Batch.created_at,
-                Batch.total_calls_scheduled,
-                Batch.total_calls_dispatched,
-                Batch.total_calls_finished,
-                Batch.retry_count,
-                Batch.total_recipients,
-                Batch.calls_final,
-            )
-            .where(Batch.workspace_id == workspace_id)
-            .order_by(Batch.id.desc())
-            .limit(limit)
-        ).all()
+    rows = session.execute(
+        select(
+            Batch.id,
+            Batch.name,
+            Batch.status,
+            Batch.paused_at,
+            Batch.paused_reason,
+            Batch.created_at,
+            Batch.total_calls_scheduled,
+            Batch.total_calls_dispatched,
+            Batch.total_calls_finished,
+            Batch.retry_count,
+            Batch.total_recipients,
+            Batch.calls_final,
+        )
+        .where(Batch.workspace_id == workspace_id)
+        .order_by(Batch.id.desc())
+        .limit(limit)
     )
+    return [DashboardRow._make(row) for row in rows]
 
 
 def fan_out_chunk_size(session: Session, batch_id: str) -> int | None:
@@ -137,17 +189,25 @@ def claim_idempotency_key(
     return row is not None
 
 
-def lock_batch(session: Session, workspace_id: str, batch_id: str) -> Any:
+class LockedBatch(NamedTuple):
+    """A batch's status and pause mark, locked for a control request."""
+
+    status: str
+    paused_at: datetime | None
+
+
+def lock_batch(session: Session, workspace_id: str, batch_id: str) -> LockedBatch | None:
     """The batch's status and pause mark, locked against concurrent control requests.
 
     FOR NO KEY UPDATE, like every UPDATE of a batch: a plain FOR UPDATE would also block the
     foreign-key checks of call updates, and deadlock against claims in flight.
     """
-    return session.execute(
+    row = session.execute(
         select(Batch.status, Batch.paused_at)
         .where(Batch.id == batch_id, Batch.workspace_id == workspace_id)
         .with_for_update(key_share=True)
     ).one_or_none()
+    return None if row is None else LockedBatch._make(row)
 
 
 def note_unreachable(session: Session, batch_id: str) -> float | None:
@@ -253,94 +313,3 @@ def delete_batch(session: Session, workspace_id: str, batch_id: str) -> int:
         text("DELETE FROM batches WHERE workspace_id = :workspace_id AND id = :batch_id"), params
     )
     return int(calls.rowcount)  # type: ignore[attr-defined]
-
-
-def recipient_rows(session: Session, batch_id: str) -> list[Any]:
-    """Every call of the batch in submission order."""
-    return list(session.execute(_recipients_query(batch_id)).all())
-
-
-def stream_recipient_rows(
-    session: Session, batch_id: str, limit: int | None = None, chunk: int = 1000
-) -> Iterator[Any]:
-    """The first ``limit`` (or every) calls of the batch in submission order, fetched
-    ``chunk`` rows at a time through a server-side cursor."""
-    query = _recipients_query(batch_id)
-    if limit is not None:
-        query = query.limit(limit)
-    yield from session.execute(query, execution_options={"yield_per": chunk})
-
-
-def _recipients_query(batch_id: str) -> Select[*tuple[Any, ...]]:
-    return (
-        select(
-            Call.id,
-            Call.recipient_id,
-            Call.phone_number,
-            Call.whatsapp_user_id,
-            Call.status,
-            Call.outcome,
-            Call.attempts,
-            Call.created_at,
-            Call.updated_at,
-            Call.provider_call_sid,
-            Call.caller_number,
-            Call.client_data,
-            Call.attempt_history,
-            Call.duration_s,
-            Call.request_metadata,
-        )
-        .where(Call.batch_id == batch_id)
-        .order_by(Call.position)
-    )
-
-
-def status_counts(session: Session, batch_ids: Sequence[str]) -> list[tuple[str, str, int]]:
-    """(batch_id, status, count) for the calls of these batches, in one GROUP BY."""
-    if not batch_ids:
-        return []
-    rows = session.execute(
-        select(Call.batch_id, Call.status, func.count())
-        .where(Call.batch_id.in_(batch_ids))
-        .group_by(Call.batch_id, Call.status)
-    ).all()
-    return [(batch_id, status, count) for batch_id, status, count in rows]
-
-
-def call_ids_of_batch(session: Session, batch_id: str) -> list[str]:
-    """The batch's call ids in submission order."""
-    return list(
-        session.execute(
-            select(Call.id).where(Call.batch_id == batch_id).order_by(Call.position)
-        ).scalars()
-    )
-
-
-def live_call_ids(session: Session, batch_id: str) -> list[str]:
-    """Calls of the batch the provider has and that have not ended."""
-    rows = session.execute(
-        text(f"SELECT id FROM calls WHERE batch_id = :batch_id AND status IN {SQL_AT_PROVIDER}"),
-        {"batch_id": batch_id},
-    )
-    return [row.id for row in rows]
-
-
-def contact_call_rows(session: Session, workspace_id: str, contact_id: str) -> list[Any]:
-    """Every call placed to a contact, newest first."""
-    return list(
-        session.execute(
-            select(
-                Call.id,
-                Call.batch_id,
-                Call.status,
-                Call.outcome,
-                Call.attempts,
-                Call.provider_call_sid,
-                Call.created_at,
-                Call.updated_at,
-                Call.request_metadata,
-            )
-            .where(Call.workspace_id == workspace_id, Call.contact_id == contact_id)
-            .order_by(Call.id.desc())
-        ).all()
-    )

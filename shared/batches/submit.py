@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,19 +17,17 @@ from sqlalchemy.orm import Session
 from shared import messaging
 from shared.batches import repository as batches_repo
 from shared.batches.recipients import (
-    MAX_ERROR_ITEMS,
+    Recipient,
     batch_voicemail,
+    call_rows,
     exclude_undialable,
-    missing_tags,
     needed_tags,
 )
 from shared.db import after_commit
 from shared.errors import Conflict, ErrorItem, Loc, ValidationFailed
-from shared.ids import new_id, new_ids
+from shared.ids import new_id
 from shared.lifecycle import store
-from shared.lifecycle.states import CallStatus
 from shared.models import Agent, PhoneNumber
-from shared.phones import InvalidPhoneNumber, normalize_e164
 from shared.repositories import agents as agents_repo
 from shared.repositories import phone_numbers as numbers_repo
 from shared.schemas import SubmitBatchRequest
@@ -39,82 +38,43 @@ from shared.windows import CallingWindow
 DIALABLE_PROVIDERS = frozenset({"twilio"})
 
 
+def replayed(
+    session: Session, workspace_id: str, body: BaseModel, idempotency_key: str | None
+) -> tuple[str, str | None]:
+    """The request's fingerprint (empty without a key), and the batch an identical request
+    already made under the same key within the TTL, if any (409 for a different request)."""
+    if not idempotency_key:
+        return "", None
+    fingerprint = request_fingerprint(body)
+    return fingerprint, earlier_batch(session, workspace_id, idempotency_key, fingerprint)
+
+
 def request_fingerprint(body: BaseModel) -> str:
     """A hash of the request, to tell a retried submit from a different one under one key."""
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@dataclass
-class _Recipients:
-    rows: list[list[Any]]
-    needs_caller_number: bool
-
-
-def _validate_recipients(
-    body: SubmitBatchRequest,
-    batch_id: str,
-    workspace_id: str,
-    agent: Agent,
-    voicemail_tags: set[str],
-) -> _Recipients:
-    """Normalise and check every recipient; raise one 422 naming each bad one by index."""
-    errors: list[ErrorItem] = []
+def _recipients(
+    body: SubmitBatchRequest, agent: Agent, voicemail_tags: set[str]
+) -> Iterator[Recipient]:
+    """The request's recipients, for ``call_rows``."""
     prompt_tags = placeholders(agent.prompt)
     first_message_tags = placeholders(agent.first_message)
-    call_ids = new_ids("call", len(body.recipients))
-    seen_ids: set[str] = set()
-    rows: list[list[Any]] = []
-    needs_caller_number = False
     for index, recipient in enumerate(body.recipients):
-        loc: list[str | int] = ["body", "recipients", index]
-        phone: str | None = None
-        if recipient.phone_number:
-            needs_caller_number = True
-            try:
-                phone = normalize_e164(recipient.phone_number)
-            except InvalidPhoneNumber as exc:
-                errors.append(ErrorItem([*loc, "phone_number"], str(exc), "value_error.phone"))
-        elif not recipient.whatsapp_user_id:
-            errors.append(
-                ErrorItem(loc, "a recipient needs phone_number or whatsapp_user_id", "missing")
-            )
-        recipient_id = recipient.id or call_ids[index]
-        if recipient_id in seen_ids:
-            errors.append(
-                ErrorItem([*loc, "id"], f"recipient id '{recipient_id}' is repeated", "duplicate")
-            )
-        seen_ids.add(recipient_id)
         data = recipient.conversation_initiation_client_data
-        missing = missing_tags(
-            [*loc, "conversation_initiation_client_data", "dynamic_variables"],
-            needed_tags(recipient, prompt_tags, first_message_tags) | voicemail_tags,
-            data.dynamic_variables.keys() if data else (),
+        yield Recipient(
+            loc=["body", "recipients", index],
+            phone=recipient.phone_number,
+            phone_field="phone_number",
+            whatsapp_user_id=recipient.whatsapp_user_id,
+            recipient_id=recipient.id,
+            needed=needed_tags(recipient, prompt_tags, first_message_tags) | voicemail_tags,
+            values=data.dynamic_variables if data else {},
+            values_loc=["conversation_initiation_client_data", "dynamic_variables"],
+            # As JSON text already: COPY takes it as is, without a dict in between.
+            client_data=data.model_dump_json(exclude_unset=True) if data else None,
         )
-        if missing:
-            errors.append(missing)
-        if len(errors) >= MAX_ERROR_ITEMS:
-            break
-        rows.append(
-            [
-                call_ids[index],
-                batch_id,
-                workspace_id,
-                index,
-                recipient_id,
-                phone,
-                recipient.whatsapp_user_id,
-                # As JSON text already: COPY takes it as is, without a dict in between.
-                data.model_dump_json(exclude_unset=True) if data else None,
-                CallStatus.PENDING,
-                None,
-                None,
-                None,
-            ]
-        )
-    if errors:
-        raise ValidationFailed(errors)
-    return _Recipients(rows=rows, needs_caller_number=needs_caller_number)
 
 
 def _requested_callers(body: SubmitBatchRequest) -> list[tuple[Loc, str]]:
@@ -249,11 +209,9 @@ def submit_batch(
     With an idempotency key already used for the same request within the TTL, nothing is
     written and the first batch's id is returned.
     """
-    fingerprint = request_fingerprint(body) if idempotency_key else ""
-    if idempotency_key:
-        earlier = earlier_batch(session, workspace_id, idempotency_key, fingerprint)
-        if earlier is not None:
-            return earlier
+    fingerprint, earlier = replayed(session, workspace_id, body, idempotency_key)
+    if earlier is not None:
+        return earlier
 
     agent = agents_repo.get_agent(session, workspace_id, body.agent_id)
     if agent is None:
@@ -272,12 +230,14 @@ def submit_batch(
         agent, body.voicemail_behavior, body.voicemail_message, ["body", "voicemail_message"]
     )
     batch_id = new_id("batch")
-    recipients = _validate_recipients(body, batch_id, workspace_id, agent, voicemail.tags)
+    rows = call_rows(
+        _recipients(body, agent, voicemail.tags), len(body.recipients), batch_id, workspace_id
+    )
     pool = caller_pool(
         session,
         workspace_id,
         _requested_callers(body),
-        recipients.needs_caller_number,
+        any(recipient.phone_number for recipient in body.recipients),
         ["body", "agent_phone_number_id"],
     )
     earlier = claim_key(session, workspace_id, idempotency_key, fingerprint, batch_id)
@@ -297,7 +257,7 @@ def submit_batch(
             name=body.call_name,
             agent=agent,
             pool=pool,
-            rows=recipients.rows,
+            rows=rows,
             scheduled_at=scheduled,
             options={
                 "whatsapp_params": body.whatsapp_params.model_dump(mode="json")

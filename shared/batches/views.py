@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
+from shared.batches import calls_repository as calls_repo
 from shared.batches import repository as batches_repo
+from shared.batches.repository import BatchRow, DashboardRow
 from shared.dispatch.dial import ringing_timeout_s
 from shared.errors import NotFound
 from shared.lifecycle.states import public_status
@@ -25,7 +26,7 @@ from shared.timestamps import unix
 from shared.voicemail import VoicemailBehavior
 
 
-def _batch_response(row: Row[Any], cls: type[BatchResponse] = BatchResponse, **extra: Any) -> Any:
+def _batch_response(row: BatchRow, cls: type[BatchResponse] = BatchResponse, **extra: Any) -> Any:
     return cls(
         id=row.id,
         name=row.name,
@@ -38,7 +39,7 @@ def _batch_response(row: Row[Any], cls: type[BatchResponse] = BatchResponse, **e
         phone_number_id=row.phone_number_id,
         phone_number_ids=row.phone_number_ids,
         phone_provider=row.phone_provider,
-        whatsapp_params=row.whatsapp_params,
+        whatsapp_params=row.whatsapp_params,  # type: ignore[arg-type]  # JSON the model validates
         total_calls_dispatched=row.total_calls_dispatched,
         total_calls_scheduled=row.total_calls_scheduled,
         total_calls_finished=row.total_calls_finished,
@@ -51,8 +52,8 @@ def _batch_response(row: Row[Any], cls: type[BatchResponse] = BatchResponse, **e
             }
         ),
         target_concurrency_limit=row.target_concurrency_limit,
-        retry_policy=row.retry_policy,
-        calling_window=row.calling_window,
+        retry_policy=row.retry_policy,  # type: ignore[arg-type]  # JSON the model validates
+        calling_window=row.calling_window,  # type: ignore[arg-type]  # JSON the model validates
         voicemail_behavior=VoicemailBehavior(row.voicemail_behavior),
         voicemail_message=row.voicemail_message_template,
         paused=row.paused_at is not None,
@@ -61,7 +62,7 @@ def _batch_response(row: Row[Any], cls: type[BatchResponse] = BatchResponse, **e
     )
 
 
-def _paused_reason(row: Row[Any]) -> PausedReason | None:
+def _paused_reason(row: BatchRow | DashboardRow) -> PausedReason | None:
     # A batch paused before reasons were recorded was paused through the endpoint.
     if row.paused_at is None:
         return None
@@ -97,7 +98,7 @@ def get_batch_detail(session: Session, workspace_id: str, batch_id: str) -> Batc
             conversation_initiation_client_data=r.client_data,
             attempt_history=r.attempt_history,
         )
-        for r in batches_repo.recipient_rows(session, batch_id)
+        for r in calls_repo.recipient_rows(session, batch_id)
     ]
     return _batch_response(row, BatchDetailResponse, recipients=recipients)
 
@@ -114,7 +115,7 @@ def dashboard_batches(session: Session, workspace_id: str, limit: int) -> Dashbo
     """The newest batches with their counters and their recipients counted by public status."""
     rows = batches_repo.dashboard_batch_rows(session, workspace_id, limit)
     counts: dict[str, dict[str, int]] = {row.id: {} for row in rows}
-    for batch_id, status, count in batches_repo.status_counts(session, list(counts)):
+    for batch_id, status, count in calls_repo.status_counts(session, list(counts)):
         by_status = counts[batch_id]
         # `dialing` is counted as `pending`, as every recipient response shows it.
         shown = public_status(status)

@@ -19,10 +19,13 @@ from shared.dispatch.dial_errors import record_dial_error
 from shared.dispatch.fence import Fence, stopped_before_dial
 from shared.dispatch.gates import outside_window, undo_claim_unless_due
 from shared.dispatch.pacing import pacing_limits, wait_for_pacing
+from shared.dispatch.repository import RenderInputs
+from shared.dispatch.results import DialResult
 from shared.errors import ProviderError
 from shared.lifecycle import store
 from shared.lifecycle.plans import ProviderUpdate
 from shared.lifecycle.states import CallStatus
+from shared.lifecycle.store import ClaimedCall
 from shared.lifecycle.transitions import apply_provider_reports
 from shared.limits import slots
 from shared.limits.ratelimit import Reservation
@@ -47,12 +50,12 @@ SLOT_RETRY_DELAY_S = 1.0
 ANSWERS_RECORDED_WITHIN_S = 1.0
 
 
-def dial_call(call_id: str, transaction: Transaction) -> str:
+def dial_call(call_id: str, transaction: Transaction) -> DialResult:
     """Claim, render and place one call; returns what happened, for logs, tests and metrics."""
     return dial_calls([call_id], transaction)[0]
 
 
-def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
+def dial_calls(call_ids: list[str], transaction: Transaction) -> list[DialResult]:
     """Claim, render and place these calls one after another; what happened to each.
 
     The prompts are rendered first, from the calls' client data and templates read at once
@@ -69,29 +72,26 @@ def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
     claimed: the tick reconciles it with the provider, as it does any dial whose answer never
     came.
     """
-    results: list[str] = []
+    results: list[DialResult] = []
     answers: list[tuple[str, ProviderUpdate]] = []
-    unclaimed: list[_Unclaimed] = []
+    unclaimed: list[tuple[str, float]] = []
     oldest = 0.0
     with transaction() as session:
         inputs = calls_repo.render_inputs(session, call_ids)
     try:
         for call_id in call_ids:
             if call_id not in inputs:
-                results.append("not_claimed")
+                results.append(DialResult.NOT_CLAIMED)
                 continue
-            outcome = _place_call(call_id, inputs[call_id], transaction)
-            if isinstance(outcome, _Unclaimed):
-                results.append(outcome.result)
-                unclaimed.append(outcome)
+            placement = _place_call(call_id, inputs[call_id], transaction)
+            results.append(placement.result)
+            if placement.due_again_at is not None:
+                unclaimed.append((call_id, placement.due_again_at))
+            if placement.answer is None:
                 continue
-            if isinstance(outcome, str):
-                results.append(outcome)
-                continue
-            results.append("dispatched")
             if not answers:
                 oldest = time.monotonic()
-            answers.append((call_id, outcome))
+            answers.append((call_id, placement.answer))
             if time.monotonic() - oldest >= ANSWERS_RECORDED_WITHIN_S:
                 _record_answers(answers, [], transaction)
                 answers = []
@@ -105,7 +105,7 @@ def dial_calls(call_ids: list[str], transaction: Transaction) -> list[str]:
 
 def _record_answers(
     answers: list[tuple[str, ProviderUpdate]],
-    unclaimed: list[_Unclaimed],
+    unclaimed: list[tuple[str, float]],
     transaction: Transaction,
 ) -> None:
     with transaction() as session:
@@ -119,7 +119,7 @@ def _record_answers(
         if unclaimed:
             now = time.monotonic()
             calls_repo.defer_unclaimed(
-                session, [(u.call_id, max(u.due_at - now, 0.0)) for u in unclaimed]
+                session, [(call_id, max(due_at - now, 0.0)) for call_id, due_at in unclaimed]
             )
 
 
@@ -127,7 +127,7 @@ def _hang_up_all(call_ids: Sequence[str]) -> None:
     messaging.publish_many(messaging.TASK_HANG_UP, [[call_id] for call_id in call_ids])
 
 
-def _rendered(inputs: Any) -> tuple[str, str, dict[str, Any] | None]:
+def _rendered(inputs: RenderInputs) -> tuple[str, str, dict[str, Any] | None]:
     """The call's prompt, first message and override, its dynamic variables filled in."""
     data: dict[str, Any] = inputs.client_data or {}
     variables: dict[str, Any] = data.get("dynamic_variables") or {}
@@ -142,19 +142,19 @@ def _rendered(inputs: Any) -> tuple[str, str, dict[str, Any] | None]:
     )
 
 
-@dataclass(frozen=True)
-class _Unclaimed:
-    """A call left pending without a claim, due again at ``due_at`` (``time.monotonic()``)."""
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What became of one call: ``result``, with the provider's answer when it was placed,
+    or, when it was left pending without a claim, the moment it is due again
+    (``time.monotonic()``)."""
 
-    call_id: str
-    result: str
-    due_at: float
+    result: DialResult
+    answer: ProviderUpdate | None = None
+    due_again_at: float | None = None
 
 
-def _place_call(
-    call_id: str, inputs: Any, transaction: Transaction
-) -> str | _Unclaimed | ProviderUpdate:
-    """What happened to the call, or the provider's answer when it was placed."""
+def _place_call(call_id: str, inputs: RenderInputs, transaction: Transaction) -> Placement:
+    """Take the call's slots, claim it, pass its gates, pace it and place it."""
     # The live-call slot comes first, from Redis: a call without one is not claimed (no
     # transaction spent on a call that cannot be placed). A standing claim (a dialing call)
     # always holds one; a claim not made, or undone since, gives back a slot taken here. A slot
@@ -168,13 +168,13 @@ def _place_call(
     acquired, first = _take_slots(call_id, inputs, callers if to_pace else None, transaction)
     if acquired is slots.Acquired.NONE:
         if first is None:
-            return _Unclaimed(call_id, "no_slot", time.monotonic() + SLOT_RETRY_DELAY_S)
+            return Placement(DialResult.NO_SLOT, due_again_at=time.monotonic() + SLOT_RETRY_DELAY_S)
         metrics.PACING_HANDED_BACK.inc()
-        return _Unclaimed(call_id, "paced", first.made_at + first.wait_s)
+        return Placement(DialResult.PACED, due_again_at=first.made_at + first.wait_s)
     names = slots.slot_names(inputs.batch_id, inputs.workspace_id)
     token = uuid.uuid4().hex
     row = None
-    undone: str | None = None
+    undone: DialResult | None = None
     # The claim takes the call only while its batch runs: the dial's fence starts before it.
     fence = Fence(inputs.batch_id, time.monotonic())
     try:
@@ -185,14 +185,14 @@ def _place_call(
         if (row is None or undone is not None) and acquired is slots.Acquired.TAKEN:
             slots.release(call_id, names)
     if row is None:
-        return "not_claimed"
+        return Placement(DialResult.NOT_CLAIMED)
     if undone is not None:
-        return undone
+        return Placement(undone)
     return _place_claimed_call(call_id, row, token, names, callers, first, fence, transaction)
 
 
 def _take_slots(
-    call_id: str, row: Any, callers: list[str] | None, transaction: Transaction
+    call_id: str, row: RenderInputs, callers: list[str] | None, transaction: Transaction
 ) -> tuple[slots.Acquired, Reservation | None]:
     """A live-call slot under the workspace cap and the batch's target_concurrency_limit; with
     ``callers``, and in the same step, a pacing slot for one of them (``pacing_limits``).
@@ -205,7 +205,7 @@ def _take_slots(
             if callers is None:
                 acquired, reservation = slots.acquire(call_id, limits), None
             else:
-                pacing, pool = pacing_limits(row.credentials_ref, callers)
+                pacing, pool = pacing_limits(row.credentials_ref or "default", callers)
                 acquired, reservation = slots.acquire_and_reserve(
                     call_id, limits, pacing, settings.max_pacing_sleep_s, pool
                 )
@@ -219,31 +219,33 @@ def _take_slots(
 
 def _place_claimed_call(
     call_id: str,
-    row: Any,
+    row: ClaimedCall,
     token: str,
     names: list[str],
     callers: list[str],
     first: Reservation | None,
     fence: Fence,
     transaction: Transaction,
-) -> str | ProviderUpdate:
+) -> Placement:
     """Pace (from the reservation taken with the slot, if any) and place a claimed call holding
-    its slot: what happened, or the provider's answer. The request goes out only within the
-    dial's fence (``Fence``): a batch cancelled or paused meanwhile stops it."""
+    its slot: what happened, with the provider's answer when it was placed. The request goes
+    out only within the dial's fence (``Fence``): a batch cancelled or paused meanwhile stops
+    it."""
     settings = get_settings()
-    provider = provider_for(row.credentials_ref)
+    provider = provider_for(row.credentials_ref or "default")
     paced = wait_for_pacing(call_id, row, token, callers, first, fence, transaction)
-    if isinstance(paced, str):
+    if paced.stopped is not None:
         slots.release(call_id, names)
-        return paced
+        return Placement(paced.stopped)
     stopped = stopped_before_dial(call_id, token, fence, transaction)
     if stopped is not None:
         slots.release(call_id, names)
-        return stopped
+        return Placement(stopped)
+    assert row.phone_number is not None  # the gates let no call without a number through
     request = DialRequest(
         call_id=call_id,
         to=row.phone_number,
-        from_=callers[paced],
+        from_=callers[paced.caller],
         twiml_url=twilio_twiml_url(call_id, settings),
         status_callback_url=twilio_status_callback_url(call_id, settings),
         ringing_timeout_s=ringing_timeout_s(row.telephony_call_config),
@@ -262,14 +264,14 @@ def _place_claimed_call(
         if not error.ambiguous:  # an ambiguous call may be live: its lease keeps the slot
             slots.release(call_id, names)
         with transaction() as session:
-            return record_dial_error(session, call_id, row.batch_id, token, error)
+            return Placement(record_dial_error(session, call_id, row.batch_id, token, error))
     metrics.DIAL_SECONDS.labels(result=metrics.DIAL_ACCEPTED).observe(time.perf_counter() - started)
     if row.provider_unreachable:
         # The first dials accepted after an outage end the batch's run of unprocessed ones
         # (rare: the claim said a run was under way, so no dial pays this otherwise).
         with transaction() as session:
             batches_repo.clear_unreachable(session, row.batch_id)
-    return from_twilio(
+    answer = from_twilio(
         placed.sid, placed.provider_status, from_number=request.from_
     ) or ProviderUpdate(
         sid=placed.sid,
@@ -277,6 +279,7 @@ def _place_claimed_call(
         provider_status=placed.provider_status,
         from_number=request.from_,
     )
+    return Placement(DialResult.DISPATCHED, answer)
 
 
 def ringing_timeout_s(telephony_call_config: dict[str, Any] | None) -> int:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from shared.batches import repository as batches_repo
 from shared.db import Transaction
+from shared.dispatch.results import DialResult
 from shared.lifecycle.plans import RunState
 from shared.lifecycle.states import Outcome
 from shared.lifecycle.transitions import hand_back, skip_claimed_call
@@ -56,7 +57,7 @@ class Fence:
 
 def stopped_before_dial(
     call_id: str, token: str, fence: Fence, transaction: Transaction
-) -> str | None:
+) -> DialResult | None:
     """None when the batch was seen running recently enough for the request to go out within
     the fence; else the claim is undone as the batch's state says: ``cancelled``, or
     ``paused`` (handed back, due at once, for when it resumes)."""
@@ -66,13 +67,13 @@ def stopped_before_dial(
     return stop_claim(call_id, token, state, transaction)
 
 
-def stop_claim(call_id: str, token: str, state: RunState, transaction: Transaction) -> str:
+def stop_claim(call_id: str, token: str, state: RunState, transaction: Transaction) -> DialResult:
     """Undo the claim of a call whose batch stopped running (``state``, as the fence read
     it): cancelled ends it; otherwise (paused, failed) it is handed back, due at once, and
     ends with a failed batch or waits for a paused one to resume."""
     with transaction() as session:
         if state is RunState.CANCELLED:
             skip_claimed_call(session, call_id, Outcome.BATCH_CANCELLED)
-            return "cancelled"
+            return DialResult.CANCELLED
         hand_back(session, call_id, token, 0)
-    return "paused"
+    return DialResult.PAUSED

@@ -6,6 +6,7 @@ import logging
 
 from shared.db import Transaction
 from shared.dispatch import repository as calls_repo
+from shared.dispatch.results import HangUpResult
 from shared.errors import ProviderError
 from shared.lifecycle.states import LIVE, CallStatus
 from shared.lifecycle.transitions import apply_provider_update
@@ -14,7 +15,7 @@ from shared.telephony.twilio import provider_for
 log = logging.getLogger(__name__)
 
 
-def hang_up_call(call_id: str, transaction: Transaction) -> str:
+def hang_up_call(call_id: str, transaction: Transaction) -> HangUpResult:
     """End a live call of a cancelled batch through the provider; its callback finalises it.
 
     When the provider says there is nothing to end, the call is already over there (its final
@@ -23,7 +24,7 @@ def hang_up_call(call_id: str, transaction: Transaction) -> str:
     with transaction() as session:
         row = calls_repo.hangup_row(session, call_id)
     if row is None or row.status not in LIVE or not row.provider_call_sid:
-        return "nothing_to_do"
+        return HangUpResult.NOTHING_TO_DO
     provider = provider_for(row.credentials_ref or "default")
     try:
         ended = provider.end_call(
@@ -36,15 +37,15 @@ def hang_up_call(call_id: str, transaction: Transaction) -> str:
         if ended is not None:
             with transaction() as session:
                 apply_provider_update(session, call_id, ended)
-        return "ended"
+        return HangUpResult.ENDED
     try:
         update = provider.fetch_call(row.provider_call_sid)
     except ProviderError as error:
         log.warning(
             "status of %s unavailable; the tick will reconcile it: %s", call_id, error.message
         )
-        return "unknown"
+        return HangUpResult.UNKNOWN
     if update is not None:
         with transaction() as session:
             apply_provider_update(session, call_id, update)
-    return "reconciled"
+    return HangUpResult.RECONCILED

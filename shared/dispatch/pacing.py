@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any
+from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
 from shared import metrics
 from shared.db import Transaction
 from shared.dispatch.fence import Fence, stop_claim
+from shared.dispatch.results import DialResult
 from shared.lifecycle.plans import RunState
+from shared.lifecycle.store import ClaimedCall
 from shared.lifecycle.transitions import hand_back
 from shared.limits.ratelimit import Limit, Reservation, reserve
 from shared.settings import get_settings
@@ -60,19 +62,28 @@ def pacing_limits(credentials_ref: str, callers: list[str]) -> tuple[list[Limit]
     return limits, pool
 
 
+@dataclass(frozen=True, slots=True)
+class Paced:
+    """A dial's pacing: the index of the caller number to dial from, now that its slot has
+    come, or (``stopped``) what happened instead."""
+
+    caller: int = 0
+    stopped: DialResult | None = None
+
+
 def wait_for_pacing(
     call_id: str,
-    row: Any,
+    row: ClaimedCall,
     token: str,
     callers: list[str],
     first: Reservation | None,
     fence: Fence,
     transaction: Transaction,
-) -> int | str:
+) -> Paced:
     """Take a pacing slot for one of the batch's caller numbers (the one free first) and for
     the provider account, shared by every worker through Redis (``first``, when it was taken
-    with the call's live-call slot); the index of the caller number to dial from once the slot
-    has come, or what happened instead.
+    with the call's live-call slot); the caller number to dial from once the slot has come,
+    or what happened instead.
 
     A slot further away than ``max_pacing_sleep_s`` is not taken: the call goes back to
     pending, due then, rather than holding a worker thread.
@@ -83,19 +94,19 @@ def wait_for_pacing(
             if first is not None:
                 reservation, first = first, None
             else:
-                limits, pool = pacing_limits(row.credentials_ref, callers)
+                limits, pool = pacing_limits(row.credentials_ref or "default", callers)
                 reservation = reserve(limits, settings.max_pacing_sleep_s, alternatives=pool)
         except RedisError as exc:
             # Nothing was placed: hand the call back, due shortly, rather than dial unpaced.
             log.warning("pacing unavailable for %s: %s", call_id, exc)
             with transaction() as session:
                 hand_back(session, call_id, token, TRANSIENT_RETRY_DELAY_S)
-            return "pacing_unavailable"
+            return Paced(stopped=DialResult.PACING_UNAVAILABLE)
         if not reservation.reserved:
             metrics.PACING_HANDED_BACK.inc()
             with transaction() as session:
                 hand_back(session, call_id, token, reservation.wait_s)
-            return "paced"
+            return Paced(stopped=DialResult.PACED)
         metrics.PACING_WAIT_SECONDS.observe(reservation.wait_s)
         slot_at = reservation.made_at + reservation.wait_s
         if reservation.wait_s >= 1.0:
@@ -106,7 +117,7 @@ def wait_for_pacing(
             time.sleep(max(slot_at - PACING_CHECK_LEAD_S - time.monotonic(), 0.0))
             state = fence.check()
             if state is not RunState.RUNNING:
-                return stop_claim(call_id, token, state, transaction)
+                return Paced(stopped=stop_claim(call_id, token, state, transaction))
         remaining = slot_at - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
@@ -114,10 +125,10 @@ def wait_for_pacing(
         # next slot's call and crowd the provider's second: it lets the slot go and takes the
         # next free one instead.
         if time.monotonic() - slot_at <= PACING_LATE_S:
-            return caller_index(reservation, len(callers))
+            return Paced(caller=caller_index(reservation, len(callers)))
     with transaction() as session:
         hand_back(session, call_id, token, 0)
-    return "paced_late"
+    return Paced(stopped=DialResult.PACED_LATE)
 
 
 def caller_index(reservation: Reservation, callers: int) -> int:

@@ -8,6 +8,7 @@ from shared import messaging
 from shared.batches import repository as batches_repo
 from shared.db import Transaction, after_commit
 from shared.dispatch import repository as calls_repo
+from shared.dispatch.results import ReconcileResult
 from shared.errors import ProviderError
 from shared.lifecycle.states import LIVE, BatchStatus, CallStatus
 from shared.lifecycle.transitions import apply_provider_update, hand_back
@@ -17,7 +18,7 @@ from shared.telephony.twilio import provider_for
 log = logging.getLogger(__name__)
 
 
-def reconcile_call(call_id: str, transaction: Transaction) -> str:
+def reconcile_call(call_id: str, transaction: Transaction) -> ReconcileResult:
     """Ask the provider about a call whose answer or final callback never came.
 
     A claim is looked for among the provider's calls to the number since the claim, never
@@ -27,21 +28,21 @@ def reconcile_call(call_id: str, transaction: Transaction) -> str:
     with transaction() as session:
         row = calls_repo.reconcile_row(session, call_id)
     if row is None or row.status not in LIVE:
-        return "nothing_to_do"
+        return ReconcileResult.NOTHING_TO_DO
     provider = provider_for(row.credentials_ref or "default")
     try:
-        if row.status == CallStatus.DIALING and row.phone_number is None:
+        if row.status != CallStatus.DIALING:
+            found = provider.fetch_call(row.provider_call_sid) if row.provider_call_sid else None
+        elif row.phone_number is None or row.claimed_at is None:
             found = None  # no number (a WhatsApp recipient): never dialed through the provider
-        elif row.status == CallStatus.DIALING:
+        else:
             callers = [number for number in row.caller_numbers if number]
             found = provider.find_call(
                 row.phone_number, callers, row.claimed_at, exclude=set(row.earlier_sids)
             )
-        else:
-            found = provider.fetch_call(row.provider_call_sid) if row.provider_call_sid else None
     except ProviderError as error:
         log.warning("reconciling %s failed, will retry next tick: %s", call_id, error.message)
-        return "provider_unavailable"
+        return ReconcileResult.PROVIDER_UNAVAILABLE
     with transaction() as session:
         if (
             found is not None
@@ -52,19 +53,23 @@ def reconcile_call(call_id: str, transaction: Transaction) -> str:
         if found is not None:
             apply_provider_update(session, call_id, found)
             if found.status not in LIVE:
-                return "updated"
+                return ReconcileResult.UPDATED
             names = slots.slot_names(row.batch_id, row.workspace_id)
             after_commit(session, lambda: slots.renew([(call_id, names)]))
             if batches_repo.batch_status(session, row.batch_id) == BatchStatus.CANCELLED:
                 # Found live in a batch cancelled meanwhile: end it like the cancel's hang-ups.
                 after_commit(session, lambda: messaging.publish(messaging.TASK_HANG_UP, [call_id]))
-                return "hang_up"
-            return "live"
-        if row.status == CallStatus.DIALING and hand_back(session, call_id, row.claim_token, 0):
+                return ReconcileResult.HANG_UP
+            return ReconcileResult.LIVE
+        if (
+            row.status == CallStatus.DIALING
+            and row.claim_token is not None
+            and hand_back(session, call_id, row.claim_token, 0)
+        ):
             # The provider has no such call: the dial never happened, so dial again now. Its
             # claim's slot is given back first (the redial takes one of its own).
             names = slots.slot_names(row.batch_id, row.workspace_id)
             after_commit(session, lambda: slots.release(call_id, names))
             after_commit(session, lambda: messaging.publish(messaging.TASK_DIAL, [call_id]))
-            return "redial"
-    return "unchanged"
+            return ReconcileResult.REDIAL
+    return ReconcileResult.UNCHANGED

@@ -5,7 +5,8 @@ moves only through ``shared.lifecycle.store``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from datetime import datetime
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Row, Table, func, select, text
 from sqlalchemy.orm import Session
@@ -69,12 +70,30 @@ _RENDER_INPUTS = text(
 )
 
 
-def render_inputs(session: Session, call_ids: Sequence[str]) -> dict[str, Row[Any]]:
+class RenderInputs(NamedTuple):
+    """A call as its dial message reads it, before the claim (``_RENDER_INPUTS``' columns)."""
+
+    id: str
+    batch_id: str
+    workspace_id: str
+    client_data: dict[str, Any] | None
+    phone_number: str | None
+    prompt_template: str
+    first_message_template: str
+    target_concurrency_limit: int | None
+    calling_window: dict[str, Any] | None
+    timezone: str | None
+    caller_numbers: list[str | None]
+    credentials_ref: str | None
+    running: bool
+
+
+def render_inputs(session: Session, call_ids: Sequence[str]) -> dict[str, RenderInputs]:
     """What these calls' prompts are rendered from (fixed at submit: their client data and
     their batches' templates), the live-call and pacing limits they dial under, their calling
     windows and whether their batches run, by call id."""
     rows = session.execute(_RENDER_INPUTS, {"ids": list(call_ids)})
-    return {row.id: row for row in rows}
+    return {row.id: RenderInputs._make(row) for row in rows}
 
 
 def redrive_candidates(
@@ -156,10 +175,25 @@ def stale_live_calls(
     return [row.id for row in rows]
 
 
-def reconcile_row(session: Session, call_id: str) -> Row[Any] | None:
+class ReconcileRow(NamedTuple):
+    """What reconciling a call needs (``reconcile_row``' columns)."""
+
+    status: str
+    batch_id: str
+    workspace_id: str
+    claimed_at: datetime | None
+    claim_token: str | None
+    phone_number: str | None
+    provider_call_sid: str | None
+    caller_numbers: list[str | None]
+    credentials_ref: str | None
+    earlier_sids: list[str]
+
+
+def reconcile_row(session: Session, call_id: str) -> ReconcileRow | None:
     """What reconciling a call with its provider needs, with the provider SIDs of its earlier
     attempts (``earlier_sids``), which are never this attempt's call."""
-    return session.execute(
+    row = session.execute(
         text(
             "SELECT c.status, c.batch_id, c.workspace_id, c.claimed_at, c.claim_token, "
             f"c.phone_number, c.provider_call_sid, {_CALLER_POOL} AS caller_numbers, "
@@ -171,6 +205,7 @@ def reconcile_row(session: Session, call_id: str) -> Row[Any] | None:
         ),
         {"id": call_id},
     ).one_or_none()
+    return None if row is None else ReconcileRow._make(row)
 
 
 def live_in_cancelled_batches(session: Session, call_ids: Sequence[str]) -> list[str]:
@@ -226,9 +261,17 @@ def sid_taken(session: Session, sid: str, except_call_id: str) -> bool:
     )
 
 
-def hangup_row(session: Session, call_id: str) -> Row[Any] | None:
+class HangUpRow(NamedTuple):
+    """What ending a live call at the provider needs (``hangup_row``' columns)."""
+
+    status: str
+    provider_call_sid: str | None
+    credentials_ref: str | None
+
+
+def hangup_row(session: Session, call_id: str) -> HangUpRow | None:
     """What ending a live call at the provider needs."""
-    return session.execute(
+    row = session.execute(
         text(
             "SELECT c.status, c.provider_call_sid, p.credentials_ref "
             "FROM calls c JOIN batches b ON b.id = c.batch_id "
@@ -236,6 +279,7 @@ def hangup_row(session: Session, call_id: str) -> Row[Any] | None:
         ),
         {"id": call_id},
     ).one_or_none()
+    return None if row is None else HangUpRow._make(row)
 
 
 _LOG_DIALS = text(
@@ -306,11 +350,24 @@ def machines_left_unanswered(session: Session, after_s: float, limit: int) -> li
     )
 
 
-def machine_action_row(session: Session, call_id: str) -> Row[Any] | None:
+class MachineActionRow(NamedTuple):
+    """What acting on a machine verdict needs (``machine_action_row``' columns)."""
+
+    status: str
+    provider_call_sid: str | None
+    answered_by: str | None
+    voicemail_action: str | None
+    client_data: dict[str, Any] | None
+    voicemail_behavior: str
+    voicemail_message_template: str
+    credentials_ref: str | None
+
+
+def machine_action_row(session: Session, call_id: str) -> MachineActionRow | None:
     """What acting on a machine verdict needs: the call's state, verdict and action taken so
     far, its batch's voicemail behaviour and message template, its dynamic data, and the
     provider credentials."""
-    return session.execute(
+    row = session.execute(
         text(
             "SELECT c.status, c.provider_call_sid, c.answered_by, c.voicemail_action, "
             "c.client_data, b.voicemail_behavior, b.voicemail_message_template, "
@@ -320,6 +377,7 @@ def machine_action_row(session: Session, call_id: str) -> Row[Any] | None:
         ),
         {"id": call_id},
     ).one_or_none()
+    return None if row is None else MachineActionRow._make(row)
 
 
 def record_voicemail_action(session: Session, call_id: str, sid: str, action: str) -> bool:

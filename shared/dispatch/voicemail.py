@@ -6,6 +6,7 @@ import logging
 
 from shared.db import Transaction
 from shared.dispatch import repository as calls_repo
+from shared.dispatch.results import MachineResult
 from shared.errors import ProviderError
 from shared.lifecycle.states import LIVE
 from shared.telephony.twilio import provider_for
@@ -15,7 +16,7 @@ from shared.voicemail import ACTION_TAKEN, MachineAction, plan_machine_action
 log = logging.getLogger(__name__)
 
 
-def answer_machine(call_id: str, transaction: Transaction) -> str:
+def answer_machine(call_id: str, transaction: Transaction) -> MachineResult:
     """Do to the live call a machine answered what its voicemail behaviour says: end it, or
     play the voicemail message rendered with the recipient's variables and then end it; what
     was done. Recorded on the call only once the provider took it, so that the call's final
@@ -23,11 +24,11 @@ def answer_machine(call_id: str, transaction: Transaction) -> str:
     with transaction() as session:
         row = calls_repo.machine_action_row(session, call_id)
     if row is None or not row.provider_call_sid:
-        return "nothing_to_do"
+        return MachineResult.NOTHING_TO_DO
     live = row.status in LIVE and row.voicemail_action is None
     action = plan_machine_action(row.voicemail_behavior, row.answered_by, live)
     if action is MachineAction.NOTHING:
-        return "nothing_to_do"
+        return MachineResult.NOTHING_TO_DO
     provider = provider_for(row.credentials_ref or "default")
     try:
         if action is MachineAction.HANG_UP:
@@ -39,9 +40,9 @@ def answer_machine(call_id: str, transaction: Transaction) -> str:
     except ProviderError as error:
         # Most often the call ended first (the machine hung up); the agent stays on otherwise.
         log.info("%s on the machine of %s not done: %s", action, call_id, error.message)
-        return "not_done"
+        return MachineResult.NOT_DONE
     with transaction() as session:
         calls_repo.record_voicemail_action(
             session, call_id, row.provider_call_sid, ACTION_TAKEN[action]
         )
-    return str(action)
+    return MachineResult(action)

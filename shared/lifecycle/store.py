@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import insert, text
@@ -125,13 +126,30 @@ _CLAIM = PreparedStatement(
 )
 
 
+class ClaimedCall(NamedTuple):
+    """A call just claimed for its dial: what dialing it needs (``_CLAIM``'s columns)."""
+
+    id: str
+    batch_id: str
+    workspace_id: str
+    phone_number: str | None
+    telephony_call_config: dict[str, Any] | None
+    calling_window: dict[str, Any] | None
+    timezone: str | None
+    credentials_ref: str | None
+    provider_unreachable: bool
+    do_not_call: bool
+    week_of_dials: list[datetime]
+    voicemail_behavior: str
+
+
 def claim_for_dial(
     call_id: str,
     claim_token: str,
     prompt: str,
     first_message: str,
     override: dict[str, Any] | None,
-) -> Any | None:
+) -> ClaimedCall | None:
     """pending → dialing (``plans.CLAIM``), only while the call is due and its batch runs,
     keeping the rendered prompt, first message and override the call is to be made with. A
     transaction of its own (one statement in autocommit mode): everything that may undo the
@@ -151,7 +169,7 @@ def claim_for_dial(
             "override": None if override is None else json.dumps(override),
         }
     )
-    return rows[0] if rows else None
+    return ClaimedCall._make(rows[0]) if rows else None
 
 
 def release_claim(session: Session, call_id: str, claim_token: str, delay_s: float) -> bool:

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared.batches import repository as calls_repo
+from shared.batches import calls_repository as calls_repo
 from shared.errors import NotFound
 from shared.lifecycle.states import public_status
 from shared.models import Contact
