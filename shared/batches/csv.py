@@ -27,17 +27,9 @@ from shared.phones import InvalidPhoneNumber, restore_dropped_plus
 from shared.schemas import SubmitBatchRequest
 
 MAX_CSV_ROWS = 10_000
-
-
 MAX_CSV_BYTES = 20 * 1024 * 1024
-
-
 PHONE_COLUMN = "phone_number"
-
-
 ID_COLUMN = "id"
-
-
 HEADER_ROW = 1
 
 

@@ -80,7 +80,7 @@ def batch_voicemail(agent: Agent, behavior: str | None, message: str | None, loc
     return Voicemail(behavior, message, needs)
 
 
-# Positions in a call row (batches_repo.CALL_COPY_COLUMNS).
+# Positions in a call row (``store.CALL_COPY_COLUMNS``).
 PHONE, STATUS, OUTCOME, CONTACT = 5, 8, 9, 10
 
 

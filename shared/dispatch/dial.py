@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 # A call that found every concurrency slot taken is due again after:
 SLOT_RETRY_DELAY_S = 1.0
 
-
 # The provider's answers to the dials of one message are recorded together, at the latest
 # this long after the first of them came (a call's status callbacks may come first; they
 # are applied all the same):

@@ -20,11 +20,7 @@ from shared.lifecycle.transitions import hand_back, skip_claimed_call
 # so no request can go out after the answer: one sent later would need a read of the batch
 # made after the commit, which sees it stopped.
 DIAL_SEND_WINDOW_S = 0.75
-
-
 FENCE_REFRESH_S = 0.25
-
-
 DIAL_FENCE_S = 1.0
 
 

@@ -30,16 +30,12 @@ log = logging.getLogger(__name__)
 # is long enough (shared/provider_outage.py).
 TRANSIENT_RETRY_DELAY_S = 15.0
 
-
 # A dial paced a second or more away reads its batch's status this long before its slot:
 PACING_CHECK_LEAD_S = 0.5
-
 
 # A dial that wakes later than this after its pacing slot takes a new slot (at most
 # PACING_ATTEMPTS slots; then the call is handed back, due at once):
 PACING_LATE_S = 0.05
-
-
 PACING_ATTEMPTS = 4
 
 

@@ -31,7 +31,6 @@ calls = CALLS.c
 
 _PENDING = CallStatus.PENDING.value
 
-
 # Calls the provider has that have not been answered yet.
 _RINGING = sql_list({CallStatus.DISPATCHED, CallStatus.INITIATED})
 

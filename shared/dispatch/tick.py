@@ -39,10 +39,8 @@ class TickReport:
 # at once (their messages were lost with it); later ones were published to the new broker.
 RESET_REDRIVE_AFTER_S = 2.0
 
-
 # How long after a batch was cancelled or failed the tick still looks for calls left pending.
 ORPHAN_WINDOW_S = 3600.0
-
 
 # How often the live-call slots in Redis are checked against PostgreSQL for leaks.
 SLOT_AUDIT_INTERVAL_S = 30.0
