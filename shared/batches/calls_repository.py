@@ -10,37 +10,7 @@ from sqlalchemy import Select, func, select, text
 from sqlalchemy.orm import Session
 
 from shared.lifecycle.states import SQL_AT_PROVIDER
-from shared.models import Agent, Batch, Call
-
-_BATCH_COLUMNS = (
-    Batch.id,
-    Batch.workspace_id,
-    Batch.name,
-    Batch.agent_id,
-    Agent.name.label("agent_name"),
-    Batch.phone_number_id,
-    Batch.phone_number_ids,
-    Batch.phone_provider,
-    Batch.status,
-    Batch.created_at,
-    Batch.scheduled_at,
-    Batch.last_updated_at,
-    Batch.whatsapp_params,
-    Batch.timezone,
-    Batch.telephony_call_config,
-    Batch.target_concurrency_limit,
-    Batch.total_calls_scheduled,
-    Batch.total_calls_dispatched,
-    Batch.total_calls_finished,
-    Batch.retry_count,
-    Batch.failure_reason,
-    Batch.retry_policy,
-    Batch.calling_window,
-    Batch.paused_at,
-    Batch.paused_reason,
-    Batch.voicemail_behavior,
-    Batch.voicemail_message_template,
-)
+from shared.models import Call
 
 
 def recipient_rows(session: Session, batch_id: str) -> list[Any]:
