@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -39,8 +38,7 @@ sys.path.insert(0, str(ROOT))
 from harness.factories import create_agent, recipients, register_number, submit  # noqa: E402
 from harness.stack import (  # noqa: E402
     Stack,
-    create_database,
-    drop_database,
+    migrated_template,
     new_api_key,
     running_stack,
 )
@@ -56,34 +54,20 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _services(stack: ExitStack, state: Path) -> tuple[str, str, Path | None]:
-    from cli.devstack import start_embedded_postgres, start_embedded_redis
+def _services(resources: ExitStack, state: Path) -> tuple[str, str, Path | None]:
+    """(PostgreSQL server URL, Redis URL, PostgreSQL's log when it is embedded): DATABASE_URL /
+    REDIS_URL when set, else embedded servers in ``state``, stopped when ``resources`` closes."""
+    from cli.stack.services import resolve_services
 
-    database_url = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    pg_log = None
-    if not database_url:
-        server = start_embedded_postgres(state / "pg")
-        stack.callback(server.stop)
-        database_url = server.url
-        logs = sorted((state / "pg").rglob("log"))
-        pg_log = next((p for p in logs if p.is_file()), None)
-    if not redis_url:
-        redis_server = start_embedded_redis(state / "redis")
-        stack.callback(redis_server.stop)
-        redis_url = redis_server.url
-    return database_url, redis_url, pg_log
+    services = resources.enter_context(resolve_services(state))
+    pg_log = state / "pg" / "log" if "postgres" in services.embedded else None
+    return services.database_url, services.redis_url, pg_log
 
 
 def _migrated_template(resources: ExitStack, server_url: str) -> str:
     """A database at the newest migration that each stack's database is copied from; dropped
     when ``resources`` closes."""
-    from shared.db import migrate
-
-    template = f"sbbench_template_{uuid.uuid4().hex[:8]}"
-    migrate(create_database(server_url, template))
-    resources.callback(drop_database, server_url, template)
-    return template
+    return resources.enter_context(migrated_template(server_url, "sbbench_template_"))
 
 
 # A line of PostgreSQL's statement log (log_line_prefix '%m [%p] '): the backend, the statement.

@@ -4,7 +4,7 @@ PostgreSQL, with the dial queue empty and with 10,000 dial messages queued, on e
     python bench/status_latency.py [--brokers redis rabbitmq] [--callbacks 50]
                                    [--backlog 10000] [--rabbitmq-url amqp://...]
 
-Each broker gets a fresh dev stack (cli/devstack.py: embedded PostgreSQL and Redis in a
+Each broker gets a fresh dev stack (cli/stack/launcher.py: embedded PostgreSQL and Redis in a
 temporary directory, the sandbox carrier, API, workers, beat), with its workers as each broker
 wants them: on Redis one worker for batch-control, status and dial (its priority order takes
 status first); on RabbitMQ a worker for batch-control and status and another for dial, in a
@@ -49,16 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cli.demo import demo_recipients  # noqa: E402
-from cli.devstack import (  # noqa: E402
-    BROKER_URL_VARIABLES,
-    LOCALHOST,
-    ApiClient,
-    RunningStack,
-    StackPorts,
-    free_port,
-    launch_stack,
-    private_rabbitmq_vhost,
-)
+from cli.stack.launcher import RunningStack, launch_private_stack  # noqa: E402
+from cli.stack.net import ApiClient  # noqa: E402
+from cli.stack.services import BROKER_URL_VARIABLES  # noqa: E402
 
 # Every call is answered at once and then talks for an hour: it stays in progress until the
 # benchmark's own callback ends it.
@@ -234,29 +227,14 @@ def _start_stack(
     broker: str, rabbitmq_url: str, resources: ExitStack, state_dir: Path
 ) -> RunningStack:
     """A fresh dev stack of ``broker``, stopped when ``resources`` closes."""
-    overrides = {
-        "SWITCHBOARD_TWILIO_ACCOUNT_SID": "",
-        "SWITCHBOARD_TWILIO_AUTH_TOKEN": "",
-        "SWITCHBOARD_REDIS_KEY_PREFIX": f"switchboard-bench-{uuid.uuid4().hex[:8]}:",
-    }
-    if broker == "rabbitmq":
-        url = resources.enter_context(
-            private_rabbitmq_vhost(rabbitmq_url, "switchboard-bench-", announce=_say)
-        )
-        overrides.update(dict.fromkeys(BROKER_URL_VARIABLES, url))
-    api, flower, sandbox = (free_port() for _ in range(3))
-    while len({api, flower, sandbox}) < 3:
-        api, flower, sandbox = (free_port() for _ in range(3))
-    overrides["SWITCHBOARD_PUBLIC_BASE_URL"] = f"http://{LOCALHOST}:{api}"
     sandbox_config = state_dir / "sandbox.json"
     sandbox_config.write_text(SANDBOX_CONFIG)
     return resources.enter_context(
-        launch_stack(
+        launch_private_stack(
             state_dir,
-            StackPorts(api=api, flower=flower, sandbox=sandbox),
-            log_dir=state_dir / "logs",
+            "bench",
             sandbox_config=sandbox_config,
-            env_overrides=overrides,
+            broker_url=rabbitmq_url if broker == "rabbitmq" else None,
             stop_event=threading.Event(),
             announce=_say,
         )
@@ -312,7 +290,7 @@ def run_broker(broker: str, args: argparse.Namespace) -> dict[str, Phase]:
 
 def _worker_queues() -> list[str]:
     """The stack's Celery workers and their queues, as launch_stack started them."""
-    from cli.devstack import worker_processes
+    from cli.stack.commands import worker_processes
     from shared.settings import get_settings
 
     workers = worker_processes(get_settings().broker_url)

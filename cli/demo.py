@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 from collections import Counter
@@ -12,7 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from cli.devstack import ApiClient, ApiError, DevWorkspace, RunningStack
+from cli.run import say
+from cli.stack.launcher import STARTUP_ERRORS, DevWorkspace, RunningStack, launch_private_stack
+from cli.stack.net import ApiClient, ApiError
+from cli.stack.processes import StopRequested, stop_on_signals
 
 # Mixed outcomes with short rings and talks, so 200 calls finish in well under a minute; the
 # seed makes two runs of the demo draw the same outcomes.
@@ -217,3 +223,37 @@ def run_demo(
         out.write(f"The batch ended as {batch.get('status')}, not completed.\n")
         return 1
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start a private stack on free ports, run the sample batch through it, stop it."""
+    temporary = args.state_dir is None
+    # A fresh directory under /tmp: its own database, and socket paths stay short.
+    state_dir = Path(tempfile.mkdtemp(prefix="sbdemo-")) if temporary else Path(args.state_dir)
+    sandbox_config = write_sandbox_config(state_dir / "sandbox.json")
+    log_dir = state_dir / "logs"
+    stop_event = threading.Event()
+    with stop_on_signals(stop_event):
+        try:
+            with launch_private_stack(
+                state_dir,
+                "demo",
+                sandbox_config=sandbox_config,
+                stop_event=stop_event,
+                announce=say,
+            ) as stack:
+                say(f"Stack is up: API {stack.api_url}, Flower {stack.flower_url}")
+                say(f"Process logs: {log_dir}")
+                code = run_demo(stack, recipients=args.recipients, timeout_s=args.timeout)
+                say("Stopping the stack")
+        except StopRequested:
+            say("Demo interrupted; the stack is stopped.")
+            code = 130
+        except STARTUP_ERRORS as exc:
+            print(f"switchboard demo: {exc}", file=sys.stderr)
+            code = 1
+    if code == 1:
+        print(f"Logs of every process are kept in {log_dir}", file=sys.stderr)
+    elif temporary:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return code

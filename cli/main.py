@@ -4,78 +4,25 @@ commands (submit a CSV, watch, list, export) that talk to the HTTP API."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import shlex
-import shutil
-import signal
 import sys
-import tempfile
-import threading
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from cli.batches import CommandFailed, add_batch_commands
-from cli.devstack import (
-    BROKER_URL_VARIABLES,
-    LOCALHOST,
-    PROJECT_ROOT,
-    ApiError,
-    ChildDied,
-    RunningStack,
-    ServiceUnavailable,
-    StackPorts,
-    StopRequested,
-    check_database,
-    configured_broker_url,
-    free_port,
-    launch_stack,
-    port_in_use,
-    private_rabbitmq_vhost,
-    redact_url,
-    running_dev_database_url,
-)
+from cli.demo import cmd_demo
+from cli.run import cmd_run
+from cli.stack.databases import check_database
+from cli.stack.embedded import running_dev_database_url
+from cli.stack.net import PROJECT_ROOT, ServiceUnavailable, redact_url
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Where the database is, as Settings reads it (the bare name wins).
 DATABASE_URL_VARIABLES = ("DATABASE_URL", "SWITCHBOARD_DATABASE_URL")
-# What startup can fail with, beyond bugs: each carries a message worth showing as it is.
-STARTUP_ERRORS = (ServiceUnavailable, ChildDied, TimeoutError, ApiError)
 
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     return int(value) if value else default
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop_event: threading.Event) -> Iterator[None]:
-    """While active, SIGINT/SIGTERM/SIGHUP set ``stop_event`` instead of killing the process."""
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        # Only set the flag: raising here could interrupt a shutdown already under way, and
-        # the shutdown is bounded (SIGKILL after the grace period), so repeats are ignored.
-        if not stop_event.is_set():
-            print(
-                f"\n{signal.Signals(signum).name} received; stopping", file=sys.stderr, flush=True
-            )
-        stop_event.set()
-
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, request_stop)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,8 +60,8 @@ def cmd_api_key_create(args: argparse.Namespace) -> int:
     """Create an API key for a workspace (created if missing) and print it once; without
     DATABASE_URL, in the database of the dev stack running here, if one is."""
     from shared.db import transaction
-    from shared.services.workspaces import create_api_key
     from shared.settings import get_settings
+    from shared.workspaces.service import create_api_key
 
     dev_database = use_running_dev_database()
     if dev_database is not None:
@@ -144,7 +91,7 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 def cmd_doctor(_args: argparse.Namespace) -> int:
     """Check a going-live configuration and print every problem; 1 when there is one."""
-    from cli.devstack import check_redis
+    from cli.stack.services import check_redis
     from shared.errors import ProviderError
     from shared.settings import get_settings
     from shared.telephony.twilio import TwilioProvider, account_for
@@ -174,189 +121,6 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
         "it to the calls per second the account has bought)"
     )
     return 0
-
-
-# --------------------------------------------------------------------------------------------
-# run
-
-
-def _curl_example(stack: RunningStack) -> str:
-    body = {
-        "call_name": "hello",
-        "agent_id": stack.workspace.agent_id,
-        "agent_phone_number_id": stack.workspace.phone_number_id,
-        "recipients": [
-            {
-                "phone_number": "+12125550001",
-                "conversation_initiation_client_data": {
-                    "dynamic_variables": {"first_name": "Ada", "amount": "$42.00"}
-                },
-            }
-        ],
-    }
-    return (
-        f"curl -sS -X POST {stack.api_url}/v1/voiceai/batch-calling/submit \\\n"
-        f"    -H 'content-type: application/json' "
-        f"-H {shlex.quote('x-api-key: ' + stack.workspace.api_key)} \\\n"
-        f"    -d {shlex.quote(json.dumps(body, separators=(',', ':')))}"
-    )
-
-
-def stack_banner(stack: RunningStack) -> str:
-    """What a developer needs from a started stack: URLs, credentials, ids, a first request."""
-    services = stack.services
-    embedded = set(services.embedded)
-    db_note = " (embedded)" if "postgres" in embedded else ""
-    redis_note = " (embedded)" if "redis" in embedded else ""
-    return "\n".join(
-        [
-            "",
-            "Switchboard is running.",
-            f"  API              {stack.api_url}",
-            f"  API docs         {stack.api_url}/docs",
-            f"  Metrics          {stack.metrics_url}  (Prometheus; API and workers)",
-            f"  Flower           {stack.flower_url}  "
-            f"(user {stack.flower_user}, password {stack.flower_password})",
-            f"  Sandbox carrier  {stack.sandbox_url}  (counters at /sandbox/stats)",
-            f"  Database         {redact_url(services.database_url)}{db_note}",
-            f"  Redis            {redact_url(services.redis_url)}{redis_note}",
-            "",
-            f"  API key          {stack.workspace.api_key}  (workspace dev; a new key each start)",
-            f"  Agent id         {stack.workspace.agent_id}",
-            f"  Phone number id  {stack.workspace.phone_number_id}",
-            "",
-            "Submit a batch:",
-            "  " + _curl_example(stack),
-            "",
-            "Watch it:",
-            f"  curl -sS -H {shlex.quote('x-api-key: ' + stack.workspace.api_key)} "
-            f"{stack.api_url}/v1/voiceai/batch-calling/BATCH_ID",
-            "",
-            # The embedded database is found from the state directory; another needs its URL.
-            "More keys: "
-            + (
-                ""
-                if "postgres" in embedded
-                else f"DATABASE_URL={shlex.quote(services.database_url)} "
-            )
-            + ".venv/bin/switchboard api-key create --workspace NAME",
-            "Press Ctrl-C to stop.",
-            "",
-        ]
-    )
-
-
-def _busy_ports(ports: StackPorts) -> list[str]:
-    named = {
-        "--api-port": ports.api,
-        "--flower-port": ports.flower,
-        "--sandbox-port": ports.sandbox,
-    }
-    return [f"{flag} {port}" for flag, port in named.items() if port_in_use(port)]
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run the whole stack in the foreground until SIGINT/SIGTERM."""
-    ports = StackPorts(api=args.api_port, flower=args.flower_port, sandbox=args.sandbox_port)
-    busy = _busy_ports(ports)
-    if busy:
-        print(
-            f"switchboard run: already in use on {LOCALHOST}: {', '.join(busy)}; "
-            "pick other ports with those flags (or SWITCHBOARD_API_PORT, SWITCHBOARD_FLOWER_PORT, "
-            "SWITCHBOARD_SANDBOX_PORT)",
-            file=sys.stderr,
-        )
-        return 1
-    stop_event = threading.Event()
-    with stop_on_signals(stop_event):
-        try:
-            with launch_stack(
-                Path(args.state_dir),
-                ports,
-                sandbox_config=Path(args.sandbox_config) if args.sandbox_config else None,
-                stop_event=stop_event,
-                announce=_say,
-            ) as stack:
-                stack.supervisor.print(stack_banner(stack))
-                stack.supervisor.wait()
-        except StopRequested:
-            _say("Stopped.")
-            return 0
-        except STARTUP_ERRORS as exc:
-            print(f"switchboard run: {exc}", file=sys.stderr)
-            return 1
-    return 0  # pragma: no cover - wait() only returns by raising
-
-
-# --------------------------------------------------------------------------------------------
-# demo
-
-
-def _distinct_free_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Start a private stack on free ports, run the sample batch through it, stop it."""
-    from cli.demo import run_demo, write_sandbox_config
-    from shared.settings import is_rabbitmq_url
-
-    temporary = args.state_dir is None
-    # A fresh directory under /tmp: its own database, and socket paths stay short.
-    state_dir = Path(tempfile.mkdtemp(prefix="sbdemo-")) if temporary else Path(args.state_dir)
-    api, flower, sandbox = _distinct_free_ports(3)
-    ports = StackPorts(api=api, flower=flower, sandbox=sandbox)
-    overrides = {
-        "SWITCHBOARD_PUBLIC_BASE_URL": f"http://{LOCALHOST}:{api}",
-        # The demo always dials the sandbox, whatever Twilio credentials the shell holds.
-        "SWITCHBOARD_TWILIO_ACCOUNT_SID": "",
-        "SWITCHBOARD_TWILIO_AUTH_TOKEN": "",
-        # With a shared REDIS_URL, a private key prefix keeps the demo's queues apart.
-        "SWITCHBOARD_REDIS_KEY_PREFIX": f"switchboard-demo-{uuid.uuid4().hex[:8]}:",
-    }
-    sandbox_config = write_sandbox_config(state_dir / "sandbox.json")
-    log_dir = state_dir / "logs"
-    stop_event = threading.Event()
-    code = 1
-    broker_url = configured_broker_url()
-    with stop_on_signals(stop_event), contextlib.ExitStack() as broker:
-        if broker_url is not None and is_rabbitmq_url(broker_url):
-            # RabbitMQ's queues carry no prefix: a virtual host of its own keeps the demo's
-            # apart from another stack's on the same server.
-            private_url = broker.enter_context(
-                private_rabbitmq_vhost(broker_url, "switchboard-demo-", announce=_say)
-            )
-            overrides.update(dict.fromkeys(BROKER_URL_VARIABLES, private_url))
-        try:
-            with launch_stack(
-                state_dir,
-                ports,
-                log_dir=log_dir,
-                sandbox_config=sandbox_config,
-                env_overrides=overrides,
-                stop_event=stop_event,
-                announce=_say,
-            ) as stack:
-                _say(f"Stack is up: API {stack.api_url}, Flower {stack.flower_url}")
-                _say(f"Process logs: {log_dir}")
-                code = run_demo(stack, recipients=args.recipients, timeout_s=args.timeout)
-                _say("Stopping the stack")
-        except StopRequested:
-            _say("Demo interrupted; the stack is stopped.")
-            code = 130
-        except STARTUP_ERRORS as exc:
-            print(f"switchboard demo: {exc}", file=sys.stderr)
-            code = 1
-    if code == 1:
-        print(f"Logs of every process are kept in {log_dir}", file=sys.stderr)
-    elif temporary:
-        shutil.rmtree(state_dir, ignore_errors=True)
-    return code
 
 
 # --------------------------------------------------------------------------------------------

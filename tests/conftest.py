@@ -3,56 +3,31 @@ embedded servers started here), a migrated template database, and a running stac
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 
-from harness.stack import Stack, create_database, drop_database, new_api_key, running_stack
-from shared.db import migrate
+from cli.stack.services import resolve_services
+from harness.stack import Stack, migrated_template, new_api_key, running_stack
 
 
 @pytest.fixture(scope="session")
 def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(PostgreSQL server URL, Redis URL): from the environment, else embedded servers."""
-    from cli.devstack import start_embedded_postgres, start_embedded_redis
-
-    started: list[Any] = []
-    database_url = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    state = Path(tmp_path_factory.mktemp("services"))
-    try:
-        if not database_url:
-            server = start_embedded_postgres(state / "pg")
-            started.append(server)
-            database_url = server.url
-        if not redis_url:
-            server = start_embedded_redis(state / "redis")
-            started.append(server)
-            redis_url = server.url
-        # A configured server that does not answer fails the run; it is never skipped.
-        redis.Redis.from_url(redis_url, socket_timeout=5).ping()
-        yield database_url, redis_url
-    finally:
-        for server in reversed(started):
-            server.stop()
+    """(PostgreSQL server URL, Redis URL): DATABASE_URL / REDIS_URL, checked (a configured
+    server that does not answer fails the run; it is never skipped), else embedded servers."""
+    with resolve_services(Path(tmp_path_factory.mktemp("services"))) as services:
+        yield services.database_url, services.redis_url
 
 
 @pytest.fixture(scope="session")
 def template_database(service_urls: tuple[str, str]) -> Iterator[str]:
     """A database migrated to head, copied by every stack."""
     server_url, _ = service_urls
-    name = f"sbtest_template_{uuid.uuid4().hex[:8]}"
-    url = create_database(server_url, name)
-    migrate(url)
-    # Engines from migrate are disposed; nobody may stay connected to a template.
-    yield name
-    drop_database(server_url, name)
+    with migrated_template(server_url) as name:
+        yield name
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from cli.devstack import (
+from cli.stack import (
     ServiceUnavailable,
     running_dev_database_url,
     start_embedded_postgres,
     start_embedded_redis,
 )
 from shared.db import migrate
-from shared.services.workspaces import hash_api_key
+from shared.workspaces.service import hash_api_key
 
 BIN = Path(sys.executable).parent
 

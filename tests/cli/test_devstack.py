@@ -1,4 +1,5 @@
-"""The dev stack's building blocks: embedded servers, the supervisor, the deployment files."""
+"""The stack launcher's building blocks (``cli.stack``): embedded servers, the supervisor, the
+command lines of the dev and the isolated stack, the deployment files."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from cli.devstack import (
+from cli.stack import (
     ChildDied,
     ProcessSupervisor,
     ServiceUnavailable,
@@ -351,8 +352,24 @@ def test_supervisor_reports_a_child_that_dies(tmp_path: Path) -> None:
     assert (tmp_path / "crasher.log").read_text() == "boom\n"
 
 
+def test_supervisor_starts_a_name_again_once_its_child_has_exited(tmp_path: Path) -> None:
+    supervisor = ProcessSupervisor(log_dir=tmp_path, console=io.StringIO())
+    try:
+        supervisor.start("api", _python("print('first', flush=True); raise SystemExit(1)"))
+        with pytest.raises(ChildDied):
+            supervisor.wait(poll_interval=0.05)
+        supervisor.start("api", ["sleep", "300"])
+        with pytest.raises(ValueError, match="already running"):
+            supervisor.start("api", ["sleep", "300"])
+        supervisor.check()  # the child that exited is no longer watched
+    finally:
+        supervisor.stop()
+    # Both wrote to one log, which the supervisor reads back as the child's output.
+    assert supervisor.output("api") == ["first"]
+
+
 def test_wait_http_times_out_on_a_closed_port() -> None:
-    from cli.devstack import free_port
+    from cli.stack import free_port
 
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="did not answer 200"):
@@ -381,7 +398,7 @@ def test_watch_batch_follows_a_batch_to_its_end_and_summarises_it() -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from cli.demo import format_summary, watch_batch
-    from cli.devstack import ApiClient
+    from cli.stack import ApiClient
 
     polls: list[str | None] = []
 
@@ -441,7 +458,7 @@ def test_watch_batch_follows_a_batch_to_its_end_and_summarises_it() -> None:
 
 def test_watch_batch_gives_up_at_the_timeout() -> None:
     from cli.demo import watch_batch
-    from cli.devstack import ApiClient, free_port
+    from cli.stack import ApiClient, free_port
 
     out = io.StringIO()
     started = time.monotonic()
@@ -471,7 +488,7 @@ def _queues(argv: list[str]) -> str:
 def test_on_rabbitmq_status_and_dials_run_in_workers_of_their_own(
     broker_url: str, tmp_path: Path
 ) -> None:
-    from cli.devstack import StackPorts, stack_commands, worker_node
+    from cli.stack import StackPorts, stack_commands, worker_node
 
     ports = StackPorts(api=8000, flower=5555, sandbox=8055)
     commands = stack_commands(ports, tmp_path, "user", "password", broker_url=broker_url)
@@ -488,7 +505,7 @@ def test_on_rabbitmq_status_and_dials_run_in_workers_of_their_own(
 
 
 def test_on_redis_one_worker_takes_status_before_dials(tmp_path: Path) -> None:
-    from cli.devstack import StackPorts, stack_commands, worker_node
+    from cli.stack import StackPorts, stack_commands, worker_node
 
     ports = StackPorts(api=8000, flower=5555, sandbox=8055)
     commands = stack_commands(
@@ -502,7 +519,7 @@ def test_on_redis_one_worker_takes_status_before_dials(tmp_path: Path) -> None:
 def test_the_broker_url_the_environment_names_picks_the_workers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from cli.devstack import configured_broker_url
+    from cli.stack import configured_broker_url
     from shared.settings import Settings
 
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
@@ -513,3 +530,35 @@ def test_the_broker_url_the_environment_names_picks_the_workers(
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
     assert configured_broker_url() == "redis://127.0.0.1:6379/0"
     assert not Settings().broker_is_rabbitmq
+
+
+def test_the_isolated_stack_runs_the_dev_stack_command_lines_and_environment(
+    tmp_path: Path,
+) -> None:
+    from cli.stack import Stack, StackPorts, stack_commands
+    from cli.stack.commands import child_environment
+
+    commands = stack_commands(
+        StackPorts(api=8000, flower=5555, sandbox=8055), tmp_path, "u", "p", broker_url=""
+    )
+    carrier = type("Carrier", (), {"base_url": "http://127.0.0.1:1"})()
+    stack = Stack("postgresql+psycopg2://db", "redis://r", "p:", carrier=carrier, log_dir=tmp_path)
+    started: dict[str, list[str]] = {}
+    stack.supervisor.start = lambda name, argv, **_: started.setdefault(name, argv)  # type: ignore[method-assign]
+    stack.start_worker(name="worker0", events=True)
+    stack.start_beat()
+    worker, isolated = commands["worker"], started["worker0"]
+    # The same worker command line but for the node name, the threads and the test's flags.
+    assert isolated[isolated.index("-n") + 1].startswith("worker0-")
+    assert set(isolated) - {isolated[isolated.index("-n") + 1], "8"} == (
+        set(worker) - {worker[worker.index("-n") + 1], "16"}
+    ) | {"--without-gossip", "--without-mingle"}
+    assert started["beat"][:-1] == commands["beat"][:-1]
+    # One environment builder: the dev stack's with the isolated stack's settings over it.
+    env = stack.env()
+    dev = child_environment(
+        "postgresql+psycopg2://db", "redis://r", api_url=stack.api_url, sandbox_url="x"
+    )
+    assert env["NO_PROXY"] == dev["NO_PROXY"] and env["SWITCHBOARD_ENV"] == "dev"
+    assert env["SWITCHBOARD_REDIS_KEY_PREFIX"] == "p:"
+    assert env["SWITCHBOARD_CALLS_PER_SECOND_PER_ACCOUNT"] == "1000"

