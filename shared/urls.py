@@ -39,39 +39,9 @@ def provider_url(
     return _base(settings or get_settings()) + path
 
 
-# Compatibility names for the call sites written before the provider port; the adapter
-# (shared/telephony/twilio/urls.py) builds these URLs. Remove once nothing imports them.
+# Where Twilio posts status callbacks (bench/status_latency.py posts there too); the Twilio
+# adapter builds its URLs in shared/telephony/twilio/urls.py.
 TWILIO_STATUS_PATH = provider_path("twilio", STATUS)
-TWILIO_TWIML_PATH = provider_path("twilio", "twiml")
-TWILIO_AMD_PATH = provider_path("twilio", MACHINE_DETECTION)
-
-
-def twilio_status_callback_url(call_id: str, settings: Settings | None = None) -> str:
-    """Compatibility name: ``shared.telephony.twilio.urls.status_callback_url``."""
-    from shared.telephony.twilio import urls
-
-    return urls.status_callback_url(call_id, settings)
-
-
-def twilio_amd_callback_url(call_id: str, settings: Settings | None = None) -> str:
-    """Compatibility name: ``shared.telephony.twilio.urls.amd_callback_url``."""
-    from shared.telephony.twilio import urls
-
-    return urls.amd_callback_url(call_id, settings)
-
-
-def twilio_twiml_url(call_id: str, settings: Settings | None = None) -> str:
-    """Compatibility name: ``shared.telephony.twilio.urls.twiml_url``."""
-    from shared.telephony.twilio import urls
-
-    return urls.twiml_url(call_id, settings)
-
-
-def twilio_callback_fragment(settings: Settings | None = None) -> str:
-    """Compatibility name: ``shared.telephony.twilio.urls.callback_fragment``."""
-    from shared.telephony.twilio import urls
-
-    return urls.callback_fragment(settings)
 
 
 def public_url(path_and_query: str, settings: Settings | None = None) -> str:

@@ -24,17 +24,15 @@ from shared.dispatch.results import DialResult
 from shared.errors import ProviderError
 from shared.lifecycle import store
 from shared.lifecycle.plans import ProviderUpdate
-from shared.lifecycle.states import CallStatus
 from shared.lifecycle.store import ClaimedCall
 from shared.lifecycle.transitions import apply_provider_reports
 from shared.limits import slots
 from shared.limits.ratelimit import Reservation
 from shared.limits.upkeep import restore_slots
 from shared.settings import get_settings
-from shared.telephony.base import DialRequest
-from shared.telephony.twilio import connect_agent_detection, from_twilio, provider_for
+from shared.telephony import registry
+from shared.telephony.port import DialRequest
 from shared.templates import render, render_tree
-from shared.urls import twilio_amd_callback_url, twilio_status_callback_url, twilio_twiml_url
 from shared.voicemail import detection_for
 
 log = logging.getLogger(__name__)
@@ -231,7 +229,7 @@ def _place_claimed_call(
     out only within the dial's fence (``Fence``): a batch cancelled or paused meanwhile stops
     it."""
     settings = get_settings()
-    provider = provider_for(row.credentials_ref or "default")
+    provider = registry.provider_for(registry.DEFAULT_PROVIDER, row.credentials_ref)
     paced = wait_for_pacing(call_id, row, token, callers, first, fence, transaction)
     if paced.stopped is not None:
         slots.release(call_id, names)
@@ -245,13 +243,10 @@ def _place_claimed_call(
         call_id=call_id,
         to=row.phone_number,
         from_=callers[paced.caller],
-        twiml_url=twilio_twiml_url(call_id, settings),
-        status_callback_url=twilio_status_callback_url(call_id, settings),
         ringing_timeout_s=ringing_timeout_s(row.telephony_call_config),
         time_limit_s=settings.max_call_duration_s,
         send_before=fence.send_before,
-        machine_detection=detection_for(row.voicemail_behavior, connect_agent_detection(settings)),
-        machine_detection_callback_url=twilio_amd_callback_url(call_id, settings),
+        machine_detection=detection_for(row.voicemail_behavior, provider.connect_agent_detection),
     )
     started = time.perf_counter()
     try:
@@ -270,15 +265,7 @@ def _place_claimed_call(
         # (rare: the claim said a run was under way, so no dial pays this otherwise).
         with transaction() as session:
             batches_repo.clear_unreachable(session, row.batch_id)
-    answer = from_twilio(
-        placed.sid, placed.provider_status, from_number=request.from_
-    ) or ProviderUpdate(
-        sid=placed.sid,
-        status=CallStatus.DISPATCHED,
-        provider_status=placed.provider_status,
-        from_number=request.from_,
-    )
-    return Placement(DialResult.DISPATCHED, answer)
+    return Placement(DialResult.DISPATCHED, placed.update)
 
 
 def ringing_timeout_s(telephony_call_config: dict[str, Any] | None) -> int:

@@ -10,7 +10,7 @@ from shared.dispatch.results import HangUpResult
 from shared.errors import ProviderError
 from shared.lifecycle.states import LIVE, CallStatus
 from shared.lifecycle.transitions import apply_provider_update
-from shared.telephony.twilio import provider_for
+from shared.telephony import registry
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def hang_up_call(call_id: str, transaction: Transaction) -> HangUpResult:
         row = calls_repo.hangup_row(session, call_id)
     if row is None or row.status not in LIVE or not row.provider_call_sid:
         return HangUpResult.NOTHING_TO_DO
-    provider = provider_for(row.credentials_ref or "default")
+    provider = registry.provider_for(registry.DEFAULT_PROVIDER, row.credentials_ref)
     try:
         ended = provider.end_call(
             row.provider_call_sid, answered=row.status == CallStatus.IN_PROGRESS

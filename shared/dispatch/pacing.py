@@ -19,7 +19,7 @@ from shared.lifecycle.store import ClaimedCall
 from shared.lifecycle.transitions import hand_back
 from shared.limits.ratelimit import Limit, Reservation, reserve
 from shared.settings import get_settings
-from shared.telephony.twilio import provider_for
+from shared.telephony import registry
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def pacing_limits(credentials_ref: str, callers: list[str]) -> tuple[list[Limit]
     """The pacing limits a dial takes a slot under: the provider account's, and one of the
     caller numbers' (the pool of alternatives) when numbers are paced."""
     settings = get_settings()
-    account_sid = provider_for(credentials_ref).account.account_sid
+    account = registry.provider_for(registry.DEFAULT_PROVIDER, credentials_ref).pacing_key
     per_number = settings.per_number_pacing
     pool = (
         [Limit(f"number:{number}", per_number, settings.pacing_burst) for number in callers]
@@ -51,9 +51,7 @@ def pacing_limits(credentials_ref: str, callers: list[str]) -> tuple[list[Limit]
         else []
     )
     limits = [
-        Limit(
-            f"account:{account_sid}", settings.calls_per_second_per_account, settings.pacing_burst
-        ),
+        Limit(f"account:{account}", settings.calls_per_second_per_account, settings.pacing_burst),
     ]
     return limits, pool
 

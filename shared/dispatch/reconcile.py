@@ -13,7 +13,7 @@ from shared.errors import ProviderError
 from shared.lifecycle.states import LIVE, BatchStatus, CallStatus
 from shared.lifecycle.transitions import apply_provider_update, hand_back
 from shared.limits import slots
-from shared.telephony.twilio import provider_for
+from shared.telephony import registry
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def reconcile_call(call_id: str, transaction: Transaction) -> ReconcileResult:
         row = calls_repo.reconcile_row(session, call_id)
     if row is None or row.status not in LIVE:
         return ReconcileResult.NOTHING_TO_DO
-    provider = provider_for(row.credentials_ref or "default")
+    provider = registry.provider_for(registry.DEFAULT_PROVIDER, row.credentials_ref)
     try:
         if row.status != CallStatus.DIALING:
             found = provider.fetch_call(row.provider_call_sid) if row.provider_call_sid else None

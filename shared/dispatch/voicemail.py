@@ -9,7 +9,7 @@ from shared.dispatch import repository as calls_repo
 from shared.dispatch.results import MachineResult
 from shared.errors import ProviderError
 from shared.lifecycle.states import LIVE
-from shared.telephony.twilio import provider_for
+from shared.telephony import registry
 from shared.templates import render
 from shared.voicemail import ACTION_TAKEN, MachineAction, plan_machine_action
 
@@ -29,7 +29,7 @@ def answer_machine(call_id: str, transaction: Transaction) -> MachineResult:
     action = plan_machine_action(row.voicemail_behavior, row.answered_by, live)
     if action is MachineAction.NOTHING:
         return MachineResult.NOTHING_TO_DO
-    provider = provider_for(row.credentials_ref or "default")
+    provider = registry.provider_for(registry.DEFAULT_PROVIDER, row.credentials_ref)
     try:
         if action is MachineAction.HANG_UP:
             provider.hang_up_on_machine(row.provider_call_sid)
