@@ -13,7 +13,7 @@ from shared.schemas import (
     WebhookEndpointCreated,
     WebhookEndpointList,
 )
-from shared.services import webhooks as service
+from shared.webhooks import endpoints as service
 
 router = APIRouter(tags=["webhooks"])
 

@@ -14,8 +14,8 @@ from shared import messaging
 from shared.batches import repository as batches_repo
 from shared.db import transaction
 from shared.dispatch import repository as calls_repo
-from shared.repositories import webhooks as webhooks_repo
 from shared.schemas import BatchStatus
+from shared.webhooks import repository as webhooks_repo
 
 
 class SwitchboardCollector(Collector):

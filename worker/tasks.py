@@ -21,7 +21,7 @@ from shared.dispatch import reconcile as reconciling
 from shared.dispatch import tick as ticking
 from shared.dispatch import voicemail as machines
 from shared.services import status_inbox as status_inbox_service
-from shared.services import webhooks as webhooks_service
+from shared.webhooks import delivery as webhooks_service
 from worker.app import app
 
 log = logging.getLogger(__name__)

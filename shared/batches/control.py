@@ -20,7 +20,7 @@ from shared.lifecycle import plans, store, transitions
 from shared.lifecycle.plans import Control, ControlPlan
 from shared.lifecycle.states import BATCH_OPEN, BatchStatus
 from shared.provider_outage import PAUSED_MANUALLY
-from shared.services import webhooks
+from shared.webhooks import events as webhooks
 
 
 def _locked_batch(session: Session, workspace_id: str, batch_id: str) -> LockedBatch:

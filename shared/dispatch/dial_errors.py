@@ -14,8 +14,8 @@ from shared.errors import ProviderError
 from shared.lifecycle import store
 from shared.lifecycle.states import Outcome
 from shared.lifecycle.transitions import fail_batch, fail_claimed_call, hand_back
-from shared.services import webhooks
 from shared.settings import get_settings
+from shared.webhooks import events as webhooks
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from shared.dispatch import repository as calls_repo
 from shared.lifecycle import store
 from shared.lifecycle.states import BatchStatus
 from shared.limits import slots
-from shared.services import webhooks
 from shared.settings import get_settings
+from shared.webhooks import events as webhooks
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from shared.dispatch.fan_out import (
 from shared.lifecycle import store, transitions
 from shared.limits import slots
 from shared.limits.upkeep import audit_slots, restore_slots
-from shared.repositories import webhooks as webhooks_repo
 from shared.services.status_inbox import redrive_status_inbox
 from shared.settings import get_settings
+from shared.webhooks import repository as webhooks_repo
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from shared.lifecycle import store
 from shared.lifecycle.plans import BulkMove, CounterDeltas, Transition
 from shared.lifecycle.states import FINAL
 from shared.limits import slots
-from shared.services import webhooks
+from shared.webhooks import events as webhooks
 
 
 @dataclass

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from shared import webhook_admission
 from shared.settings import get_settings
-from shared.webhook_admission import COOL_DOWN_MAX_S, COOL_DOWN_MIN_S, Target, Verdict
+from shared.webhooks import admission as webhook_admission
+from shared.webhooks.admission import COOL_DOWN_MAX_S, COOL_DOWN_MIN_S, Target, Verdict
 
 LEASE_S = 25.0
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from shared.repositories import webhooks as webhooks_repo
+from shared.webhooks import repository as webhooks_repo
 from tests.conftest import new_api_key
 from tests.support import Stack
 

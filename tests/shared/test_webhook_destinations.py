@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared.services import webhooks
 from shared.settings import get_settings
+from shared.webhooks import delivery
 
 
 class _Accept(BaseHTTPRequestHandler):
@@ -36,7 +36,7 @@ def _send_on_new_thread(url: str) -> tuple[int | None, str | None]:
     # A fresh thread has a fresh HTTP session: no connection kept alive from another test.
     row = SimpleNamespace(payload={}, event_id="evt", event_type="call.ended", secret="s", url=url)
     result: list[tuple[int | None, str | None]] = []
-    thread = threading.Thread(target=lambda: result.append(webhooks._send(row, 5.0)))
+    thread = threading.Thread(target=lambda: result.append(delivery._send(row, 5.0)))
     thread.start()
     thread.join()
     return result[0]

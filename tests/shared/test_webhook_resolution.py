@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from shared.services import webhooks
 from shared.settings import get_settings
+from shared.webhooks import delivery, destinations
 
 CONNECT_TIMEOUT_S = 0.3
 
@@ -52,7 +52,7 @@ def hanging_names(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(webhooks, "_resolver", webhooks._Resolver())
+    monkeypatch.setattr(destinations, "_resolver", destinations._Resolver())
     yield asked
     release.set()
 
@@ -61,7 +61,7 @@ def _send_on_new_thread(url: str) -> tuple[int | None, str | None]:
     row = SimpleNamespace(payload={}, event_id="evt", event_type="call.ended", secret="s", url=url)
     result: list[tuple[int | None, str | None]] = []
     thread = threading.Thread(
-        target=lambda: result.append(webhooks._send(row, 5.0, CONNECT_TIMEOUT_S))
+        target=lambda: result.append(delivery._send(row, 5.0, CONNECT_TIMEOUT_S))
     )
     thread.start()
     thread.join()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shared.services.webhooks import verify_signature
+from shared.webhooks.delivery import verify_signature
 from tests.api.test_call_bulk import CALL_BULK, SEED_REQUEST, seed_body, seed_template
 from tests.conftest import new_api_key
 from tests.factories import recipients, submit
