@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import SessionDep, WorkspaceDep
 from api.responses import CONFLICT
+from shared.agents import service
 from shared.models import Agent, PhoneNumber
 from shared.schemas import (
     AgentCreate,
@@ -17,7 +18,6 @@ from shared.schemas import (
     PhoneNumberCreate,
     PhoneNumberResponse,
 )
-from shared.services import agents as service
 from shared.timestamps import unix
 from shared.voicemail import VoicemailBehavior
 

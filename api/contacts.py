@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import SessionDep, WorkspaceDep
+from shared.contacts import service
 from shared.schemas import ContactDetailResponse, ContactListResponse
-from shared.services import contacts as service
 
 router = APIRouter(tags=["contacts"])
 

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from shared.db import transaction
 from shared.errors import ErrorItem, ValidationFailed
-from shared.services.workspaces import authenticate
 from shared.storable import text_problem
+from shared.workspaces.service import authenticate
 
 
 def _db_session(request: Request) -> Iterator[Session]:

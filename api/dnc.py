@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, WorkspaceDep
-from shared.services import dnc as service
+from shared.dnc import service
 from shared.storable import Text
 
 router = APIRouter(tags=["do-not-call"])

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query
 
 from api.agents import agent_response
 from api.deps import SessionDep, WorkspaceDep
+from shared.agents import service
 from shared.models import Agent
 from shared.schemas import AgentCreate, SettingsTemplateListResponse, SettingsTemplateResponse
-from shared.services import agents as service
 
 router = APIRouter(tags=["settings-templates"])
 

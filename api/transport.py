@@ -26,7 +26,7 @@ from api.telephony import STATUS_BODY_MAX_BYTES
 from shared.batches.csv import MAX_CSV_BYTES
 from shared.db import transaction
 from shared.errors import ErrorItem, SwitchboardError, Unauthorized
-from shared.services.workspaces import authenticate
+from shared.workspaces.service import authenticate
 
 log = logging.getLogger(__name__)
 

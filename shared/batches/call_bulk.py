@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from shared.agents import repository as agents_repo
 from shared.batches import calls_repository as calls_repo
 from shared.batches.recipients import (
     CONTACT,
@@ -24,12 +25,11 @@ from shared.batches.submit import (
     store_batch,
 )
 from shared.batches.views import get_batch
+from shared.contacts import repository as contacts_repo
 from shared.errors import ValidationFailed
 from shared.ids import new_id, new_ids
 from shared.models import Agent
-from shared.phones import is_known_region
-from shared.repositories import agents as agents_repo
-from shared.repositories import contacts as contacts_repo
+from shared.phone_numbers.e164 import is_known_region
 from shared.schemas import CallBulkRequest, CallBulkResponse
 from shared.templates import placeholders
 

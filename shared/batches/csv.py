@@ -23,7 +23,7 @@ from shared.batches.submit import submit_batch
 from shared.db import Transaction
 from shared.errors import ErrorItem, NotFound, ValidationFailed
 from shared.lifecycle.states import public_status
-from shared.phones import InvalidPhoneNumber, restore_dropped_plus
+from shared.phone_numbers.e164 import InvalidPhoneNumber, restore_dropped_plus
 from shared.schemas import SubmitBatchRequest
 
 MAX_CSV_ROWS = 10_000

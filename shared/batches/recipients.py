@@ -9,15 +9,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from shared.agents.service import check_voicemail_message
+from shared.dnc import repository as dnc_repo
 from shared.errors import ErrorItem, Loc, ValidationFailed
 from shared.ids import new_ids
 from shared.lifecycle import plans
 from shared.lifecycle.states import CallStatus, Outcome
 from shared.models import Agent
-from shared.phones import InvalidPhoneNumber, normalize_e164
-from shared.repositories import dnc as dnc_repo
+from shared.phone_numbers.e164 import InvalidPhoneNumber, normalize_e164
 from shared.schemas import OutboundCallRecipient
-from shared.services.agents import check_voicemail_message
 from shared.templates import placeholders, placeholders_in
 from shared.voicemail import VoicemailBehavior
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from shared import messaging
+from shared.agents import repository as agents_repo
 from shared.batches import repository as batches_repo
 from shared.batches.recipients import (
     Recipient,
@@ -28,8 +29,7 @@ from shared.errors import Conflict, ErrorItem, Loc, ValidationFailed
 from shared.ids import new_id
 from shared.lifecycle import store
 from shared.models import Agent, PhoneNumber
-from shared.repositories import agents as agents_repo
-from shared.repositories import phone_numbers as numbers_repo
+from shared.phone_numbers import repository as numbers_repo
 from shared.schemas import SubmitBatchRequest
 from shared.settings import get_settings
 from shared.templates import placeholders

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import phonenumbers
 import pytest
 
-from shared.phones import InvalidPhoneNumber, normalize_e164
+from shared.phone_numbers.e164 import InvalidPhoneNumber, normalize_e164
 
 ARABIC_INDIC_ZERO = 0x0660
 FULLWIDTH_ZERO = 0xFF10

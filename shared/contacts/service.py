@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from shared.batches import calls_repository as calls_repo
+from shared.contacts import repository as contacts_repo
 from shared.errors import NotFound
 from shared.lifecycle.states import public_status
 from shared.models import Contact
-from shared.repositories import contacts as contacts_repo
 from shared.schemas import ContactCallResponse, ContactDetailResponse, ContactResponse
 from shared.timestamps import unix
 

@@ -8,7 +8,7 @@ import secrets
 from sqlalchemy.orm import Session
 
 from shared.errors import Unauthorized
-from shared.repositories import workspaces as repo
+from shared.workspaces import repository as repo
 
 KEY_PREFIX = "sb_"
 

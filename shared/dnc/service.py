@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from shared.dnc import repository as repo
 from shared.errors import ErrorItem, NotFound, ValidationFailed
-from shared.phones import InvalidPhoneNumber, normalize_e164
-from shared.repositories import dnc as repo
+from shared.phone_numbers.e164 import InvalidPhoneNumber, normalize_e164
 from shared.timestamps import unix
 
 

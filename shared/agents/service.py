@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from shared.agents import repository as agents_repo
 from shared.errors import Conflict, Loc, NotFound, ValidationFailed
 from shared.ids import new_id
 from shared.models import Agent, PhoneNumber
-from shared.phones import InvalidPhoneNumber, normalize_e164
-from shared.repositories import agents as agents_repo
-from shared.repositories import phone_numbers as numbers_repo
+from shared.phone_numbers import repository as numbers_repo
+from shared.phone_numbers.e164 import InvalidPhoneNumber, normalize_e164
 from shared.schemas import AgentCreate, AgentUpdate, PhoneNumberCreate
 from shared.voicemail import lacks_message
 

@@ -1,0 +1,5 @@
+"""Workspaces and their API keys.
+
+* ``service``: creating keys and authenticating requests by them;
+* ``repository``: every query on ``workspaces`` and ``api_keys``.
+"""
