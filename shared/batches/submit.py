@@ -32,10 +32,12 @@ from shared.models import Agent, PhoneNumber
 from shared.phone_numbers import repository as numbers_repo
 from shared.schemas import SubmitBatchRequest
 from shared.settings import get_settings
+from shared.telephony import registry
 from shared.templates import placeholders
 from shared.windows import CallingWindow
 
-DIALABLE_PROVIDERS = frozenset({"twilio"})
+# The providers with an adapter on the port (``shared/telephony/registry.py``).
+DIALABLE_PROVIDERS = frozenset(registry.ADAPTERS)
 
 
 def replayed(
