@@ -100,6 +100,29 @@ class PhoneNumber(Base):
     __table_args__ = (UniqueConstraint("workspace_id", "phone_number"),)
 
 
+class ProviderConnection(Base):
+    """A workspace's account at a provider; phone numbers name it in ``credentials_ref``."""
+
+    __tablename__ = "provider_connections"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), nullable=False)
+    provider: Mapped[str] = mapped_column(Text, nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    # The account's public identifier (Twilio account SID, Vobiz auth id, trunk address).
+    account_id: Mapped[str] = mapped_column(Text, nullable=False)
+    # Fernet token of the JSON object of its secrets (shared/connections/); never returned.
+    secret: Mapped[str] = mapped_column(Text, nullable=False)
+    # Settings that are not secret (a SIP trunk's transport, media encryption, headers).
+    config: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+
 class Batch(Base):
     __tablename__ = "batches"
 
