@@ -202,7 +202,7 @@ def _take_slots(
             if callers is None:
                 acquired, reservation = slots.acquire(call_id, limits), None
             else:
-                pacing, pool = pacing_limits(row.credentials_ref or "default", callers)
+                pacing, pool = pacing_limits(row.provider, row.credentials_ref, callers)
                 acquired, reservation = slots.acquire_and_reserve(
                     call_id, limits, pacing, settings.max_pacing_sleep_s, pool
                 )
@@ -229,7 +229,7 @@ def _place_claimed_call(
     out only within the dial's fence (``Fence``): a batch cancelled or paused meanwhile stops
     it."""
     settings = get_settings()
-    provider = registry.provider_for(registry.DEFAULT_PROVIDER, row.credentials_ref)
+    provider = registry.provider_for(row.provider, row.credentials_ref)
     paced = wait_for_pacing(call_id, row, token, callers, first, fence, transaction)
     if paced.stopped is not None:
         slots.release(call_id, names)

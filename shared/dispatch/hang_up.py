@@ -25,7 +25,7 @@ def hang_up_call(call_id: str, transaction: Transaction) -> HangUpResult:
         row = calls_repo.hangup_row(session, call_id)
     if row is None or row.status not in LIVE or not row.provider_call_sid:
         return HangUpResult.NOTHING_TO_DO
-    provider = registry.provider_for(registry.DEFAULT_PROVIDER, row.credentials_ref)
+    provider = registry.provider_for(row.provider, row.credentials_ref)
     try:
         ended = provider.end_call(
             row.provider_call_sid, answered=row.status == CallStatus.IN_PROGRESS

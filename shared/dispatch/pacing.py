@@ -39,11 +39,14 @@ PACING_LATE_S = 0.05
 PACING_ATTEMPTS = 4
 
 
-def pacing_limits(credentials_ref: str, callers: list[str]) -> tuple[list[Limit], list[Limit]]:
-    """The pacing limits a dial takes a slot under: the provider account's, and one of the
-    caller numbers' (the pool of alternatives) when numbers are paced."""
+def pacing_limits(
+    provider: str | None, credentials_ref: str | None, callers: list[str]
+) -> tuple[list[Limit], list[Limit]]:
+    """The pacing limits a dial takes a slot under: the account's of the caller number's
+    provider, and one of the caller numbers' (the pool of alternatives) when numbers are
+    paced."""
     settings = get_settings()
-    account = registry.provider_for(registry.DEFAULT_PROVIDER, credentials_ref).pacing_key
+    account = registry.provider_for(provider, credentials_ref).pacing_key
     per_number = settings.per_number_pacing
     pool = (
         [Limit(f"number:{number}", per_number, settings.pacing_burst) for number in callers]
@@ -88,7 +91,7 @@ def wait_for_pacing(
             if first is not None:
                 reservation, first = first, None
             else:
-                limits, pool = pacing_limits(row.credentials_ref or "default", callers)
+                limits, pool = pacing_limits(row.provider, row.credentials_ref, callers)
                 reservation = reserve(limits, settings.max_pacing_sleep_s, alternatives=pool)
         except RedisError as exc:
             # Nothing was placed: hand the call back, due shortly, rather than dial unpaced.

@@ -29,7 +29,7 @@ def reconcile_call(call_id: str, transaction: Transaction) -> ReconcileResult:
         row = calls_repo.reconcile_row(session, call_id)
     if row is None or row.status not in LIVE:
         return ReconcileResult.NOTHING_TO_DO
-    provider = registry.provider_for(registry.DEFAULT_PROVIDER, row.credentials_ref)
+    provider = registry.provider_for(row.provider, row.credentials_ref)
     try:
         if row.status != CallStatus.DIALING:
             found = provider.fetch_call(row.provider_call_sid) if row.provider_call_sid else None

@@ -62,7 +62,7 @@ _RENDER_INPUTS = text(
     "SELECT c.id, c.batch_id, c.workspace_id, c.client_data, c.phone_number, "
     "b.prompt_template, b.first_message_template, b.target_concurrency_limit, "
     "b.calling_window, b.timezone, "
-    f"{_CALLER_POOL} AS caller_numbers, p.credentials_ref, "
+    f"{_CALLER_POOL} AS caller_numbers, p.credentials_ref, p.provider, "
     f"{SQL_BATCH_RUNNING} AS running "
     "FROM calls c JOIN batches b ON b.id = c.batch_id "
     "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id WHERE c.id = ANY(:ids)"
@@ -84,6 +84,7 @@ class RenderInputs(NamedTuple):
     timezone: str | None
     caller_numbers: list[str | None]
     credentials_ref: str | None
+    provider: str | None  # the caller number's provider (None: no number)
     running: bool
 
 
@@ -186,6 +187,7 @@ class ReconcileRow(NamedTuple):
     provider_call_sid: str | None
     caller_numbers: list[str | None]
     credentials_ref: str | None
+    provider: str | None
     earlier_sids: list[str]
 
 
@@ -196,7 +198,7 @@ def reconcile_row(session: Session, call_id: str) -> ReconcileRow | None:
         text(
             "SELECT c.status, c.batch_id, c.workspace_id, c.claimed_at, c.claim_token, "
             f"c.phone_number, c.provider_call_sid, {_CALLER_POOL} AS caller_numbers, "
-            "p.credentials_ref, ARRAY(SELECT e ->> 'provider_call_sid' "
+            "p.credentials_ref, p.provider, ARRAY(SELECT e ->> 'provider_call_sid' "
             "FROM jsonb_array_elements(c.attempt_history) AS e "
             "WHERE e ->> 'provider_call_sid' IS NOT NULL) AS earlier_sids "
             "FROM calls c JOIN batches b ON b.id = c.batch_id "
@@ -266,13 +268,14 @@ class HangUpRow(NamedTuple):
     status: str
     provider_call_sid: str | None
     credentials_ref: str | None
+    provider: str | None
 
 
 def hangup_row(session: Session, call_id: str) -> HangUpRow | None:
     """What ending a live call at the provider needs."""
     row = session.execute(
         text(
-            "SELECT c.status, c.provider_call_sid, p.credentials_ref "
+            "SELECT c.status, c.provider_call_sid, p.credentials_ref, p.provider "
             "FROM calls c JOIN batches b ON b.id = c.batch_id "
             "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id WHERE c.id = :id"
         ),
@@ -360,6 +363,7 @@ class MachineActionRow(NamedTuple):
     voicemail_behavior: str
     voicemail_message_template: str
     credentials_ref: str | None
+    provider: str | None
 
 
 def machine_action_row(session: Session, call_id: str) -> MachineActionRow | None:
@@ -370,7 +374,7 @@ def machine_action_row(session: Session, call_id: str) -> MachineActionRow | Non
         text(
             "SELECT c.status, c.provider_call_sid, c.answered_by, c.voicemail_action, "
             "c.client_data, b.voicemail_behavior, b.voicemail_message_template, "
-            "p.credentials_ref "
+            "p.credentials_ref, p.provider "
             "FROM calls c JOIN batches b ON b.id = c.batch_id "
             "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id WHERE c.id = :id"
         ),

@@ -29,7 +29,7 @@ def answer_machine(call_id: str, transaction: Transaction) -> MachineResult:
     action = plan_machine_action(row.voicemail_behavior, row.answered_by, live)
     if action is MachineAction.NOTHING:
         return MachineResult.NOTHING_TO_DO
-    provider = registry.provider_for(registry.DEFAULT_PROVIDER, row.credentials_ref)
+    provider = registry.provider_for(row.provider, row.credentials_ref)
     try:
         if action is MachineAction.HANG_UP:
             provider.hang_up_on_machine(row.provider_call_sid)

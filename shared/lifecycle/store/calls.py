@@ -87,7 +87,7 @@ _CLAIM = PreparedStatement(
     f"WHERE c.id = :id AND c.status = '{CLAIM.from_status.value}' AND c.due_at <= now() "
     f"AND b.id = c.batch_id AND {SQL_BATCH_RUNNING} "
     "RETURNING c.id, c.batch_id, c.workspace_id, c.phone_number, "
-    "b.telephony_call_config, b.calling_window, b.timezone, p.credentials_ref, "
+    "b.telephony_call_config, b.calling_window, b.timezone, p.credentials_ref, p.provider, "
     # Whether the batch's provider has left dials unprocessed since its last accepted one: an
     # accepted dial then ends that run (shared/provider_outage.py).
     "b.first_unreachable_at IS NOT NULL AS provider_unreachable, "
@@ -121,6 +121,7 @@ class ClaimedCall(NamedTuple):
     calling_window: dict[str, Any] | None
     timezone: str | None
     credentials_ref: str | None
+    provider: str | None  # the caller number's provider
     provider_unreachable: bool
     do_not_call: bool
     week_of_dials: list[datetime]
