@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     twilio_callback_overrides: str = "ct=2000&rt=5000&tt=15000&rc=5&rp=all"
     # Socket timeout of every provider request (connect, and each read).
     provider_timeout_s: float = 10.0
+    # Fernet key(s) that encrypt provider connections' secrets at rest, comma-separated: the
+    # first encrypts, all decrypt (rotation: README, Provider connections). No default: without
+    # it connections cannot be stored or read; the dev stack and the tests set their own.
+    secrets_key: str = ""
+    # How long a process keeps a provider connection it read (its account and secrets).
+    connection_cache_ttl_s: float = 30.0
 
     db_pool_size: int = 20
     db_max_overflow: int = 10
