@@ -106,8 +106,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy api worker shared cli sandbox
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), sharing one PostgreSQL and one Redis;
+# most of a full-stack test's time is spent waiting on calls, so more processes than cores pay.
+TEST_WORKERS ?= 4
 test: install lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python bench/dispatch.py $(ARGS)

@@ -3,6 +3,10 @@ embedded servers started here), a migrated template database, and a running stac
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +16,30 @@ import pytest
 
 from cli.stack.services import resolve_services
 from harness.stack import Stack, migrated_template, new_api_key, running_stack
+
+_SERVICES = pytest.StashKey[contextlib.ExitStack]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n``), the controller resolves the services once, before its
+    workers start, and hands them their URLs in the environment: every worker then shares one
+    PostgreSQL and one Redis (each stack still gets a database and a key prefix of its own),
+    instead of each starting embedded servers of its own."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    started = contextlib.ExitStack()
+    state_dir = Path(tempfile.mkdtemp(prefix="switchboard-services-"))
+    started.callback(shutil.rmtree, state_dir, True)
+    services = started.enter_context(resolve_services(state_dir))
+    config.stash[_SERVICES] = started
+    os.environ["DATABASE_URL"] = services.database_url
+    os.environ["REDIS_URL"] = services.redis_url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    started = config.stash.get(_SERVICES, None)
+    if started is not None:
+        started.close()
 
 
 @pytest.fixture(scope="session")
