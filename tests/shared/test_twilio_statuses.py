@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import pytest
+
 from shared.lifecycle.states import CallStatus, Outcome
 from shared.telephony.twilio import from_twilio
 
 
-def test_twilio_statuses_map_to_statuses_and_outcomes():
-    expected = {
-        "queued": (CallStatus.DISPATCHED, None),
-        "initiated": (CallStatus.INITIATED, None),
-        "ringing": (CallStatus.INITIATED, None),
-        "in-progress": (CallStatus.IN_PROGRESS, None),
-        "completed": (CallStatus.COMPLETED, Outcome.ANSWERED),
-        "busy": (CallStatus.FAILED, Outcome.BUSY),
-        "no-answer": (CallStatus.FAILED, Outcome.NO_ANSWER),
-        "failed": (CallStatus.FAILED, Outcome.CALL_FAILED),
-        "canceled": (CallStatus.CANCELLED, Outcome.CANCELED),
-    }
-    for twilio_status, mapped in expected.items():
-        update = from_twilio("CA1", twilio_status, duration="7")
-        assert update is not None and (update.status, update.outcome) == mapped
-        assert update.provider_status == twilio_status and update.duration_s == 7
+# Twilio's CallStatus words, and the status and outcome each must become (docs/ARCHITECTURE.md).
+@pytest.mark.parametrize(
+    ("word", "status", "outcome"),
+    [
+        ("queued", "dispatched", None),
+        ("initiated", "initiated", None),
+        ("ringing", "initiated", None),
+        ("in-progress", "in_progress", None),
+        ("completed", "completed", "answered"),
+        ("busy", "failed", "busy"),
+        ("no-answer", "failed", "no_answer"),
+        ("failed", "failed", "call_failed"),
+        ("canceled", "cancelled", "canceled"),
+    ],
+)
+def test_twilio_statuses_map_to_statuses_and_outcomes(word, status, outcome):
+    update = from_twilio("CA1", word, duration="7")
+    assert update is not None
+    assert (update.status, update.outcome) == (CallStatus(status), outcome and Outcome(outcome))
+    assert update.provider_status == word and update.duration_s == 7
+
+
+def test_an_unknown_twilio_status_needs_no_work():
     assert from_twilio("CA1", "something-new") is None
 
 
