@@ -19,6 +19,9 @@ SANDBOX_ACCOUNT_SID = "AC00000000000000000000000000000000"
 DATABASE_DRIVER = "postgresql+psycopg2"
 _DRIVERLESS_SCHEMES = ("postgresql", "postgres")
 SANDBOX_AUTH_TOKEN = "sandbox-auth-token"
+# The sandbox carrier's Vobiz account (its auth id and auth token).
+SANDBOX_VOBIZ_AUTH_ID = "MA00000000SANDBOX000"
+SANDBOX_VOBIZ_AUTH_TOKEN = "sandbox-vobiz-auth-token"
 
 
 def is_rabbitmq_url(url: str) -> bool:
@@ -76,6 +79,16 @@ class Settings(BaseSettings):
     # Twilio edge's or an egress proxy's base URL (https://api.dublin.ie1.twilio.com, ...).
     twilio_api_base_url: str = ""
     sandbox_url: str = "http://127.0.0.1:8055"
+    # Vobiz credentials (the auth id and auth token of the console); when the auth id is empty
+    # the sandbox carrier's Vobiz API is used.
+    vobiz_auth_id: str = ""
+    vobiz_auth_token: str = ""
+    # Where Vobiz's REST API is reached: empty for Vobiz itself (https://api.vobiz.ai/api), or
+    # an egress proxy's base URL, in the same form.
+    vobiz_api_base_url: str = ""
+    # Whether Vobiz calls ask for answering machine detection when their agent stays on the
+    # line whatever answers (connect_agent): it tells a voicemail from a person.
+    vobiz_machine_detection: bool = True
     # The call-progress events Twilio posts to the status callback, space-separated. Each one
     # costs a request, a worker's transition and a row version per call. The default asks for
     # what moves a call through the states Switchboard acts on: answered (in_progress) and
