@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sandbox import sip
 from sandbox.calls import Calls
 from sandbox.config import SandboxConfig
 from sandbox.twilio_api import (
@@ -83,7 +84,7 @@ def build_app(calls: Calls) -> Starlette:
             return 200, calls.page(account_sid, request.url.path, query(request))
         received_at = time.time()  # a call's created_at: pacing is measured at the wire
         fields = await form(request)
-        rule = calls.config.rule_for(fields.get("To", [""])[0])
+        rule = calls.config.rule_for(sip.dialed_number(fields.get("To", [""])[0]))
         if rule.api_latency_ms:
             await asyncio.sleep(rule.api_latency_ms / 1000)
         created = calls.create(account_sid, fields, received_at)

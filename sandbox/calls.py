@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from sandbox import sip
 from sandbox.callbacks import Outbox
 from sandbox.config import Rule, SandboxConfig
 from sandbox.loop import LoopThread
@@ -100,9 +101,10 @@ class Calls:
         """Place a call, as the number's rule says; its resource (or raise ``Reply``)."""
         first = {k: v[0] for k, v in form.items()}
         to, from_ = first.get("To", ""), first.get("From", "")
+        number = sip.dialed_number(to)
         with self.lock:
             config = self.config
-            rule = config.rule_for(to)
+            rule = config.rule_for(number)
             attempt = self._attempts[to]
             request_index = self._requests[to]
             self._requests[to] += 1
@@ -122,19 +124,29 @@ class Calls:
                     or ("Too Many Requests" if too_many else "Internal Server Error"),
                 ),
             )
-        if not E164.match(to):
+        uri = sip.parse(to)
+        if not E164.match(number) or (uri is None and sip.is_sip(to)):
             raise Reply(
                 400, twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
             )
         if not first.get("Url") and not first.get("Twiml"):
             raise Reply(400, twilio_error(400, 21205, "Url parameter is required."))
         outcome = _outcome(rule, attempt, rng)
+        sip_record, sip_response = None, None
+        if uri is not None:
+            # A SIP-URI dial: its trunk's answer decides the outcome (sandbox.sip).
+            sip_response, sip_record = sip.check(uri, config.sip_trunks, first)
+            if sip_response is None:
+                sip_response = rule.sip_response or sip.RESPONSE_OF_OUTCOME[outcome]
+            if sip_response >= 300 or rule.sip_response:
+                outcome = sip.outcome_of(sip_response)
         now = received_at + (rule.api_latency_ms or 0) / 1000
         sid = "CA" + uuid.uuid4().hex
         call: dict[str, Any] = {
             "sid": sid,
             "account_sid": account_sid,
             "to": to,
+            "number": number,
             "from": from_,
             "status": "queued",
             "outcome": outcome,
@@ -166,6 +178,9 @@ class Calls:
             "callbacks_lost": [],
             "twiml": None,
             "agent_config": None,
+            # A SIP-URI dial: what reached the trunk, and its final response.
+            "sip": sip_record,
+            "sip_response": sip_response,
         }
         ring = rule.ring_seconds if rule.ring_seconds is not None else config.default_ring_seconds
         talk = rule.talk_seconds if rule.talk_seconds is not None else config.default_talk_seconds
@@ -173,6 +188,8 @@ class Calls:
             # Like Twilio: a call that rings longer than the request's Timeout ends no-answer.
             ring, outcome = call["timeout"], "no-answer"
             call["outcome"] = outcome
+            if call["sip"] is not None:
+                call["sip_response"] = sip.RESPONSE_OF_OUTCOME[outcome]
         with self.lock:
             self._attempts[to] += 1
             self._calls[sid] = call
@@ -336,7 +353,7 @@ class Calls:
                 url = call["amd_callback"]
                 token = self.config.accounts.get(call["account_sid"], "")
                 params = amd_callback_form(call, verdict, seconds)
-            if url and not self.config.rule_for(call["to"]).drop_callbacks:
+            if url and not self.config.rule_for(call["number"]).drop_callbacks:
                 self.outbox.post(call, url, params, token)
         finally:
             with self.lock:
@@ -356,7 +373,7 @@ class Calls:
             self._callback(ended)
 
     def _callback(self, call: dict[str, Any]) -> None:
-        if not call["status_callback"] or self.config.rule_for(call["to"]).drop_callbacks:
+        if not call["status_callback"] or self.config.rule_for(call["number"]).drop_callbacks:
             return
         with self.lock:
             params = status_callback_form(call, time.time())

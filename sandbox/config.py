@@ -36,6 +36,9 @@ class Rule:
     # How long asynchronous answering machine detection takes, from the answer to its verdict
     # (None: the config's default).
     amd_seconds: float | None = None
+    # A SIP-URI dial to the number gets this final SIP response from its trunk (486 busy,
+    # 480 no answer, 404, 403, ...), instead of the outcome above (``sandbox.sip``).
+    sip_response: int | None = None
 
     def matches(self, number: str) -> bool:
         """Whether this rule applies to a call to ``number``."""
@@ -77,6 +80,10 @@ class SandboxConfig:
     default_amd_seconds: float = 0.02
     # How long a <Say> of TwiML applied to a live call takes to speak, before what follows it.
     say_seconds: float = 0.2
+    # The SIP trunks SIP-URI dials may reach, by address (host[:port]): what each expects,
+    # ``{"username", "password", "transport"}`` (each optional). A dial to another address
+    # gets a 404, one without the credentials a 407, with wrong ones a 403 (``sandbox.sip``).
+    sip_trunks: dict[str, dict[str, str]] = field(default_factory=dict)
     # Which rule each number matched, as it is looked up several times per call.
     _matched: dict[str, Rule] = field(default_factory=dict, init=False, repr=False, compare=False)
 

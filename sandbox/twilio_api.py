@@ -168,7 +168,11 @@ def status_callback_form(call: dict[str, Any], timestamp: float) -> dict[str, st
         params["Duration"] = str(math.ceil((call["duration"] or 0) / 60))
     if call["answered_by"]:
         params["AnsweredBy"] = call["answered_by"]
-    if call["status"] == "failed":
+    if call.get("sip_response") is not None:
+        # A SIP-URI dial: the trunk's final response, once the call has ended.
+        if call["status"] in FINAL:
+            params["SipResponseCode"] = str(call["sip_response"])
+    elif call["status"] == "failed":
         params["SipResponseCode"] = "500"
         params["ErrorCode"] = "32009"
     return params

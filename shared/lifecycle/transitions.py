@@ -61,6 +61,9 @@ class _Planned:
     move: Move
     batch_id: str
     workspace_id: str
+    # The provider's report says our credentials were refused (a SIP trunk's 403/407): the
+    # call's batch fails with this reason once the report is applied.
+    fails_batch: str | None = None
 
     def note(self, effects: Effects) -> None:
         effects.applied(self.move.call_id, self.batch_id, self.workspace_id, self.move.transition)
@@ -111,7 +114,18 @@ def _plan_provider_update(
         return None
     ended = _ended_attempt(snapshot, transition, update.sid, update.outcome, update.duration_s)
     move = Move(call_id, transition, _update_values(update), ended)
-    return _Planned(move, locked.batch_id, locked.workspace_id)
+    fails_batch = None
+    if update.outcome == Outcome.PROVIDER_AUTH_FAILED:
+        fails_batch = f"provider rejected the credentials: {update.error_message or ''}".strip()
+    return _Planned(move, locked.batch_id, locked.workspace_id, fails_batch)
+
+
+def _fail_refused_batches(session: Session, refused: dict[str, str]) -> None:
+    """Fail the batches whose calls the provider refused our credentials for (after their
+    calls' moves; batch rows in id order, as everywhere)."""
+    for batch_id in sorted(refused):
+        if fail_batch(session, batch_id, refused[batch_id]):
+            log.error("failing batch %s: %s", batch_id, refused[batch_id])
 
 
 def apply_provider_update(
@@ -120,14 +134,24 @@ def apply_provider_update(
     update: ProviderUpdate,
     effects: Effects | None = None,
     locked: store.LockedCall | None = None,
+    refused: dict[str, str] | None = None,
 ) -> bool:
-    """Move a call forward on a provider report; duplicates and stale reports change nothing."""
+    """Move a call forward on a provider report; duplicates and stale reports change nothing.
+    A report that our credentials were refused fails the call's batch too (with ``effects``,
+    the caller does that once they are finished: the batch is noted in ``refused``)."""
     locked = locked or store.lock_call(session, call_id)
     if locked is None:
         log.warning("provider report for unknown call %s", call_id)
         return False
     planned = _plan_provider_update(call_id, update, locked)
-    return planned is not None and _apply(session, planned, effects)
+    if planned is None or not _apply(session, planned, effects):
+        return False
+    if planned.fails_batch is not None:
+        if effects is None:
+            _fail_refused_batches(session, {planned.batch_id: planned.fails_batch})
+        elif refused is not None:
+            refused.setdefault(planned.batch_id, planned.fails_batch)
+    return True
 
 
 @dataclass(frozen=True)
@@ -205,16 +229,20 @@ def apply_provider_reports(
         if plan is not None:
             planned.append(plan)
     moved = store.apply_transitions(session, [plan.move for plan in planned])
+    refused: dict[str, str] = {}
     for plan in planned:
         if plan.move.call_id in moved:
             plan.note(effects)
+            if plan.fails_batch is not None:
+                refused.setdefault(plan.batch_id, plan.fails_batch)
     count = len(moved)
     for call_id, update in reports:
         if reported[call_id] > 1:
             # None for a call's later reports: apply_provider_update reads the call again.
             first_read = snapshots.pop(call_id, None)
-            count += apply_provider_update(session, call_id, update, effects, first_read)
+            count += apply_provider_update(session, call_id, update, effects, first_read, refused)
     effects.finish(session)
+    _fail_refused_batches(session, refused)
     return count
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -163,9 +163,17 @@ class TwilioProvider:
                 time.sleep(pause)
         raise AssertionError("unreachable")
 
-    def place_call(self, request: DialRequest) -> PlacedCall:
+    def place_call(
+        self,
+        request: DialRequest,
+        *,
+        to: str | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> PlacedCall:
         """Place the call with our TwiML and status-callback URLs; a request that would go out
-        after ``request.send_before`` (or a resend that would) is not sent."""
+        after ``request.send_before`` (or a resend that would) is not sent. ``to`` and
+        ``extra`` serve adapters that dial through this account: a destination other than
+        ``request.to`` (a SIP URI), and more of the SDK's ``calls.create`` arguments."""
         settings = self.settings
         call_id = request.call_id
         detection = MACHINE_DETECTION.get(request.machine_detection)
@@ -186,7 +194,7 @@ class TwilioProvider:
         try:
             call = self._call(
                 lambda: self._client().calls.create(
-                    to=request.to,
+                    to=to or request.to,
                     from_=request.from_,
                     url=answer_url,
                     method="POST",
@@ -196,6 +204,7 @@ class TwilioProvider:
                     timeout=request.ringing_timeout_s,
                     time_limit=request.time_limit_s,
                     **amd,
+                    **(extra or {}),
                 )
             )
         finally:
