@@ -20,6 +20,7 @@ from api import (
     agents,
     batch_calling,
     call_bulk,
+    connections,
     contacts,
     dashboard,
     dnc,
@@ -68,6 +69,7 @@ for router in (
     telephony.router,
     batch_calling.router,
     agents.router,
+    connections.router,
     dnc.router,
     webhooks.router,
     dashboard.router,
@@ -85,6 +87,7 @@ for prefix in ("/v1/voiceai", "/v1/convai"):
     application.include_router(agents.router, prefix=prefix)
     application.include_router(dnc.router, prefix=prefix)
     application.include_router(webhooks.router, prefix=prefix)
+application.include_router(connections.router, prefix="/v1")
 application.include_router(dashboard.router)
 for router in (call_bulk.router, contacts.router, settings_templates.router):
     application.include_router(router, prefix="/ai")

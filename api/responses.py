@@ -37,6 +37,7 @@ ERROR_DESCRIPTIONS = {
     413: "The body is larger than the route takes",
     422: "The request does not validate, or its body does not decode",
     500: "An unexpected error (logged on the server)",
+    503: "A setting the request needs is missing on the server (named in the error)",
 }
 
 

@@ -41,7 +41,13 @@ DEFAULT_BODY_MAX_BYTES = 1 * MIB
 
 # Routes that authenticate with the API key live under these prefixes; the signed agent-config
 # URL under /v1/voiceai/calls/ does not, and has no body.
-AUTHENTICATED_PREFIXES = ("/v1/voiceai/", "/v1/convai/", "/ai/", "/dashboard/data")
+AUTHENTICATED_PREFIXES = (
+    "/v1/voiceai/",
+    "/v1/convai/",
+    "/v1/provider-connections",
+    "/ai/",
+    "/dashboard/data",
+)
 UNAUTHENTICATED_PREFIXES = ("/v1/voiceai/calls/",)
 PROVIDER_PREFIX = "/v1/telephony/"
 KEY_HEADERS = frozenset((b"x-api-key", b"xi-api-key", b"authorization"))

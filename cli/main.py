@@ -12,6 +12,7 @@ from pathlib import Path
 from cli.batches import CommandFailed, add_batch_commands
 from cli.demo import cmd_demo
 from cli.run import cmd_run
+from cli.secrets import add_secrets_commands
 from cli.stack.databases import check_database
 from cli.stack.embedded import running_dev_database_url
 from cli.stack.net import PROJECT_ROOT, ServiceUnavailable, redact_url
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     add_batch_commands(commands)
+    add_secrets_commands(commands)
     return parser
 
 

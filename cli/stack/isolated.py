@@ -72,6 +72,12 @@ ISOLATED_SETTINGS = {
 }
 
 
+def _new_secrets_key() -> str:
+    from shared.connections.secrets import new_key
+
+    return new_key()
+
+
 @dataclass
 class Stack:
     """One isolated Switchboard deployment; ``carrier`` is a started ``SandboxCarrier``."""
@@ -85,6 +91,8 @@ class Stack:
     settings_env: dict[str, str] = field(default_factory=dict)
     # Celery's broker when it is not the Redis above (a RabbitMQ virtual host of its own).
     broker_url: str | None = None
+    # Encrypts the stack's provider connections (a fresh development key per stack).
+    secrets_key: str = field(default_factory=_new_secrets_key)
     # The processes started and not killed, by name (a test may forget one here).
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     supervisor: ProcessSupervisor = field(init=False, repr=False)
@@ -107,6 +115,7 @@ class Stack:
             **ISOLATED_SETTINGS,
             "SWITCHBOARD_REDIS_KEY_PREFIX": self.redis_prefix,
             "SWITCHBOARD_PUBLIC_BASE_URL": self.api_url,
+            "SWITCHBOARD_SECRETS_KEY": self.secrets_key,
         }
         if self.broker_url is not None:
             overrides["SWITCHBOARD_BROKER_URL"] = self.broker_url

@@ -23,6 +23,7 @@ from cli.stack.commands import (
     stack_commands,
     worker_node,
 )
+from cli.stack.dev_secrets import SECRETS_KEY_VARIABLE, dev_secrets_key
 from cli.stack.net import (
     LOCALHOST,
     PROJECT_ROOT,
@@ -165,6 +166,8 @@ def launch_stack(
 
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
+    # Provider connections' secrets: the shell's key, else the state directory's dev key.
+    env_overrides = {SECRETS_KEY_VARIABLE: dev_secrets_key(state_dir), **(env_overrides or {})}
     announce("Starting PostgreSQL and Redis (embedded unless DATABASE_URL / REDIS_URL are set)")
     with resolve_services(state_dir) as services:
         point_settings_at(services, env_overrides)

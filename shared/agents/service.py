@@ -5,12 +5,15 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from shared.agents import repository as agents_repo
+from shared.connections.service import check_credentials_ref
 from shared.errors import Conflict, Loc, NotFound, ValidationFailed
 from shared.ids import new_id
 from shared.models import Agent, PhoneNumber
 from shared.phone_numbers import repository as numbers_repo
+from shared.phone_numbers import trunks
 from shared.phone_numbers.e164 import InvalidPhoneNumber, normalize_e164
 from shared.schemas import AgentCreate, AgentUpdate, PhoneNumberCreate
+from shared.schemas.trunks import OutboundTrunkConfigResponse
 from shared.voicemail import lacks_message
 
 
@@ -83,18 +86,29 @@ def update_agent(session: Session, workspace_id: str, agent_id: str, body: Agent
 def register_phone_number(
     session: Session, workspace_id: str, body: PhoneNumberCreate
 ) -> PhoneNumber:
-    """Register a caller number, normalised to E.164."""
+    """Register a caller number, normalised to E.164, with the account it dials through:
+    ``credentials_ref`` ``default`` (the environment's) or a provider connection of the
+    workspace at the number's provider."""
     try:
         e164 = normalize_e164(body.phone_number)
     except InvalidPhoneNumber as exc:
         raise ValidationFailed.one(["body", "phone_number"], str(exc)) from exc
+    config = body.outbound_trunk_config
+    trunks.check_trunk_fields(body.provider, body.credentials_ref, config)
+    check_credentials_ref(session, workspace_id, body.provider, body.credentials_ref)
+    number_id = new_id("phnum")
+    credentials_ref = body.credentials_ref
+    if config is not None:
+        # A sip_trunk number's trunk: a provider connection of its own (rolled back with the
+        # number when the number is refused).
+        credentials_ref = trunks.store_trunk(session, workspace_id, number_id, e164, config)
     number = PhoneNumber(
-        id=new_id("phnum"),
+        id=number_id,
         workspace_id=workspace_id,
         phone_number=e164,
         provider=body.provider,
         label=body.label,
-        credentials_ref=body.credentials_ref,
+        credentials_ref=credentials_ref,
     )
     stored = numbers_repo.insert_phone_number(session, number)
     if stored is None:
@@ -105,3 +119,11 @@ def register_phone_number(
 def list_phone_numbers(session: Session, workspace_id: str) -> list[PhoneNumber]:
     """The workspace's caller numbers."""
     return numbers_repo.list_phone_numbers(session, workspace_id)
+
+
+def outbound_trunks(
+    session: Session, workspace_id: str, numbers: list[PhoneNumber]
+) -> dict[str, OutboundTrunkConfigResponse]:
+    """The outbound trunks of the ``sip_trunk`` numbers among ``numbers`` (by number id), as
+    the API shows them: without their credentials."""
+    return trunks.trunks_of(session, workspace_id, numbers)

@@ -134,8 +134,8 @@ def caller_pool(
             errors.append(
                 ErrorItem(
                     loc,
-                    "every caller number of a batch must use the same provider account "
-                    f"as '{pool[0].id}'",
+                    "every caller number of a batch must dial through the same provider "
+                    f"connection (provider and credentials_ref) as '{pool[0].id}'",
                     "mixed_provider_accounts",
                 )
             )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from shared.connections import accounts, repository
-from shared.connections.secrets import encrypt_secrets
+from shared.connections.secrets import encrypt_secrets, rotate_token
 from shared.db import after_commit
 from shared.errors import Conflict, ErrorItem, Loc, NotFound, ValidationFailed
 from shared.ids import new_id
@@ -192,3 +192,19 @@ def check_credentials_ref(
             f"provider connection '{credentials_ref}' is a {row.provider} account, not {provider}",
             "provider_mismatch",
         )
+
+
+def connection_ids(session: Session) -> list[str]:
+    """Every connection's id, of every workspace (what ``rotate_secret`` walks)."""
+    return repository.connection_ids(session)
+
+
+def rotate_secret(session: Session, connection_id: str) -> bool:
+    """Re-encrypt one connection's secrets under the first key of ``SWITCHBOARD_SECRETS_KEY``
+    (its row locked meanwhile); whether it still existed. The secrets themselves, and so
+    every cached read of them, are unchanged."""
+    secret = repository.lock_secret(session, connection_id)
+    if secret is None:
+        return False
+    repository.store_secret(session, connection_id, rotate_token(secret))
+    return True

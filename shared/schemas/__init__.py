@@ -61,6 +61,11 @@ from shared.schemas.common import (
     RecipientStatus,
     VoiceNumber,
 )
+from shared.schemas.connections import (
+    ProviderConnectionCreate,
+    ProviderConnectionList,
+    ProviderConnectionResponse,
+)
 from shared.schemas.contacts import (
     ContactCallResponse,
     ContactDetailResponse,
@@ -115,6 +120,9 @@ __all__ = [
     "PhoneNumberResponse",
     "PhoneProvider",
     "PromptOverride",
+    "ProviderConnectionCreate",
+    "ProviderConnectionList",
+    "ProviderConnectionResponse",
     "RecipientResponse",
     "RecipientStatus",
     "RetryPolicy",

@@ -200,13 +200,24 @@ def test_caller_pool_is_checked_number_by_number(stack: Stack, client: httpx.Cli
     )
     assert response.status_code == 422
     assert [e["loc"] for e in response.json()["detail"]] == [["body", "agent_phone_number_ids", 1]]
+    connection = client.post(
+        "/v1/provider-connections",
+        json={
+            "provider": "twilio",
+            "name": "second account",
+            "account_sid": "AC" + "2" * 32,
+            "auth_token": "second-token",
+        },
+    ).json()["id"]
     other_account = client.post(
         "/v1/voiceai/phone-numbers",
-        json={"phone_number": "+12025550102", "provider": "twilio", "credentials_ref": "acct2"},
+        json={"phone_number": "+12025550102", "provider": "twilio", "credentials_ref": connection},
     ).json()["phone_number_id"]
     response = submit(client, agent_id, None, people, agent_phone_number_ids=[first, other_account])
     assert response.status_code == 422
-    assert response.json()["detail"][0]["type"] == "mixed_provider_accounts"
+    error = response.json()["detail"][0]
+    assert error["type"] == "mixed_provider_accounts"
+    assert "provider connection" in error["msg"]
     assert batch_rows(stack, client) == 0
 
     # The pool keeps its order, drops repeats, and starts with agent_phone_number_id.

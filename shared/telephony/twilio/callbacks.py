@@ -15,11 +15,12 @@ from collections.abc import Mapping
 
 from twilio.request_validator import RequestValidator
 
+from shared import connections
 from shared.lifecycle.plans import ProviderUpdate
 from shared.settings import Settings, get_settings
 from shared.telephony.port import DetectionVerdict
 from shared.telephony.twilio import urls
-from shared.telephony.twilio.client import account_for
+from shared.telephony.twilio.client import TwilioAccount, account_for, connection_account
 from shared.telephony.twilio.statuses import REDUNDANT_TWILIO_STATUSES, answered_by, from_twilio
 from shared.telephony.twilio.twiml import TWIML_MEDIA_TYPE, connect_to_agent
 
@@ -39,19 +40,39 @@ def request_signature(auth_token: str, url: str, params: Mapping[str, str]) -> s
     return base64.b64encode(digest).decode()
 
 
+def callback_accounts(
+    params: Mapping[str, str], settings: Settings | None = None
+) -> list[TwilioAccount]:
+    """The accounts a callback may come from: the one its ``AccountSid`` names, the
+    environment's or a provider connection's (two workspaces may hold the same account);
+    none for an account we do not have. A callback without ``AccountSid`` is the
+    environment's account's."""
+    settings = settings or get_settings()
+    default = account_for(settings)
+    account_sid = params.get("AccountSid")
+    if account_sid is None or account_sid == default.account_sid:
+        return [default]
+    return [
+        connection_account(connection, settings)
+        for connection in connections.by_account(urls.NAME, account_sid)
+    ]
+
+
 def callback_is_authentic(
     url: str, params: Mapping[str, str], signature: str, settings: Settings | None = None
 ) -> bool:
-    """Whether ``X-Twilio-Signature`` proves the callback came from our Twilio account."""
-    account = account_for(settings or get_settings())
-    if params.get("AccountSid") not in (None, account.account_sid):
-        return False
-    # Twilio signs the URL as it was given; the SDK's validate() also tries it with and without
-    # an explicit port, two signatures more, which only a URL rewritten on the way needs.
-    expected = request_signature(account.auth_token, url, params)
-    if hmac.compare_digest(expected.encode(), signature.encode()):
-        return True
-    return bool(RequestValidator(account.auth_token).validate(url, dict(params), signature))
+    """Whether ``X-Twilio-Signature`` proves the callback came from the Twilio account it
+    names, signed with that account's auth token."""
+    for account in callback_accounts(params, settings):
+        # Twilio signs the URL as it was given; the SDK's validate() also tries it with and
+        # without an explicit port, two signatures more, which only a URL rewritten on the way
+        # needs.
+        expected = request_signature(account.auth_token, url, params)
+        if hmac.compare_digest(expected.encode(), signature.encode()):
+            return True
+        if RequestValidator(account.auth_token).validate(url, dict(params), signature):
+            return True
+    return False
 
 
 def signed_by_twilio(

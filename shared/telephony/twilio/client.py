@@ -20,7 +20,8 @@ import urllib3
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from shared import metrics
+from shared import connections, metrics
+from shared.connections import Connection, ConnectionUnavailable
 from shared.errors import ProviderError
 from shared.lifecycle.plans import ProviderUpdate
 from shared.lifecycle.states import CallStatus
@@ -65,22 +66,46 @@ class TwilioAccount:
     account_sid: str
     auth_token: str
     api_base_url: str | None = None  # None: Twilio itself
+    # The provider connection it comes from; None for the environment's account.
+    connection_id: str | None = None
+
+
+def _api_base_url(settings: Settings) -> str | None:
+    """Where the environment reaches Twilio's REST API: the sandbox carrier when it has no
+    Twilio account of its own (every account then dials the sandbox, as in the tests)."""
+    if settings.twilio_account_sid:
+        return settings.twilio_api_base_url or None
+    return settings.sandbox_url
+
+
+def connection_account(connection: Connection, settings: Settings) -> TwilioAccount:
+    """The Twilio account of a provider connection: its SID and auth token, reached where the
+    environment reaches Twilio."""
+    if connection.provider != urls.NAME:
+        raise ConnectionUnavailable(
+            f"provider connection {connection.id} is a {connection.provider} account, not Twilio's",
+            auth_failed=True,
+        )
+    return TwilioAccount(
+        connection.account_id,
+        connection.secrets.get("auth_token", ""),
+        _api_base_url(settings),
+        connection_id=connection.id,
+    )
 
 
 def account_for(settings: Settings, credentials_ref: str = "default") -> TwilioAccount:
-    """The account a caller number's ``credentials_ref`` names.
-
-    Only the ``default`` account (from settings) exists so far; with no Twilio credentials
-    configured it is the sandbox carrier's account.
-    """
-    del credentials_ref  # every number uses the default account until a secret store exists
+    """The account a caller number's ``credentials_ref`` names: a provider connection of its
+    workspace, or ``default``, the environment's (``SWITCHBOARD_TWILIO_*``; without one, the
+    sandbox carrier's). ``ConnectionUnavailable`` for a connection that cannot be used."""
+    connection = connections.resolve(credentials_ref)
+    if connection is not None:
+        return connection_account(connection, settings)
     if settings.twilio_account_sid:
         return TwilioAccount(
-            settings.twilio_account_sid,
-            settings.twilio_auth_token,
-            settings.twilio_api_base_url or None,
+            settings.twilio_account_sid, settings.twilio_auth_token, _api_base_url(settings)
         )
-    return TwilioAccount(SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, settings.sandbox_url)
+    return TwilioAccount(SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, _api_base_url(settings))
 
 
 def _provider_error(exc: Exception) -> ProviderError:
@@ -124,8 +149,9 @@ class TwilioProvider:
 
     @property
     def pacing_key(self) -> str:
-        """The account SID: Twilio paces calls per account."""
-        return self.account.account_sid
+        """Twilio paces calls per account: a connection's id, or the environment's account
+        SID, so no two connections share a budget."""
+        return self.account.connection_id or self.account.account_sid
 
     @property
     def connect_agent_detection(self) -> MachineDetection:
@@ -278,16 +304,27 @@ class TwilioProvider:
         self._call(lambda: self._client().api.v2010.accounts(sid).fetch())
 
 
-_providers: dict[str, TwilioProvider] = {}
+# One provider per account as last read: a connection's changed secrets make a new one.
+_providers: dict[tuple[str, object], TwilioProvider] = {}
 _providers_lock = threading.Lock()
 
 
 def provider_for(credentials_ref: str) -> TwilioProvider:
-    """The process-wide provider for a caller number's credentials."""
+    """The process-wide provider for a caller number's credentials: per connection (and its
+    ``updated_at``), or the environment's account for ``default``."""
     settings = get_settings()
-    account = account_for(settings, credentials_ref)
+    connection = connections.resolve(credentials_ref)
+    key: tuple[str, object] = (
+        ("default", settings.twilio_account_sid)
+        if connection is None
+        else (connection.id, connection.updated_at)
+    )
     with _providers_lock:
-        provider = _providers.get(account.account_sid)
-        if provider is None:
-            provider = _providers[account.account_sid] = TwilioProvider(account, settings)
+        provider = _providers.get(key)
+    if provider is not None:
         return provider
+    account = (
+        account_for(settings) if connection is None else connection_account(connection, settings)
+    )
+    with _providers_lock:
+        return _providers.setdefault(key, TwilioProvider(account, settings))
