@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, WorkspaceDep
 from api.responses import CONFLICT
@@ -18,6 +19,7 @@ from shared.schemas import (
     PhoneNumberCreate,
     PhoneNumberResponse,
 )
+from shared.schemas.trunks import OutboundTrunkConfigResponse
 from shared.timestamps import unix
 from shared.voicemail import VoicemailBehavior
 
@@ -42,7 +44,16 @@ def agent_response(agent: Agent) -> AgentResponse:
     )
 
 
-def _number(number: PhoneNumber) -> PhoneNumberResponse:
+def _numbers(
+    session: Session, workspace_id: str, numbers: list[PhoneNumber]
+) -> list[PhoneNumberResponse]:
+    trunks = service.outbound_trunks(session, workspace_id, numbers)
+    return [_number(number, trunks.get(number.id)) for number in numbers]
+
+
+def _number(
+    number: PhoneNumber, trunk: OutboundTrunkConfigResponse | None = None
+) -> PhoneNumberResponse:
     return PhoneNumberResponse(
         phone_number_id=number.id,
         phone_number=number.phone_number,
@@ -50,6 +61,7 @@ def _number(number: PhoneNumber) -> PhoneNumberResponse:
         label=number.label,
         credentials_ref=number.credentials_ref,
         created_at_unix=unix(number.created_at),
+        outbound_trunk_config=trunk,
     )
 
 
@@ -101,8 +113,10 @@ def update_agent(
 def register_phone_number(
     body: PhoneNumberCreate, session: SessionDep, workspace_id: WorkspaceDep
 ) -> PhoneNumberResponse:
-    """Register a caller number (E.164) with its provider."""
-    return _number(service.register_phone_number(session, workspace_id, body))
+    """Register a caller number (E.164) with its provider (a sip_trunk number with its
+    outbound_trunk_config, whose credentials are never returned)."""
+    number = service.register_phone_number(session, workspace_id, body)
+    return _numbers(session, workspace_id, [number])[0]
 
 
 @router.get("/phone-numbers", response_model=list[PhoneNumberResponse], tags=["phone-numbers"])
@@ -110,4 +124,4 @@ def list_phone_numbers(
     session: SessionDep, workspace_id: WorkspaceDep
 ) -> list[PhoneNumberResponse]:
     """The workspace's caller numbers."""
-    return [_number(n) for n in service.list_phone_numbers(session, workspace_id)]
+    return _numbers(session, workspace_id, service.list_phone_numbers(session, workspace_id))

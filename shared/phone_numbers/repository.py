@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.models import PhoneNumber
+from shared.models import PhoneNumber, ProviderConnection
 
 
 def insert_phone_number(session: Session, number: PhoneNumber) -> PhoneNumber | None:
@@ -49,3 +49,17 @@ def list_phone_numbers(session: Session, workspace_id: str) -> list[PhoneNumber]
             .order_by(PhoneNumber.id)
         ).scalars()
     )
+
+
+def connections_by_id(
+    session: Session, workspace_id: str, ids: set[str]
+) -> dict[str, ProviderConnection]:
+    """The workspace's provider connections among ``ids`` (the trunks its numbers name)."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(ProviderConnection).where(
+            ProviderConnection.workspace_id == workspace_id, ProviderConnection.id.in_(ids)
+        )
+    ).scalars()
+    return {row.id: row for row in rows}

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from shared.schemas.common import MAX_VOICEMAIL_MESSAGE, OpenModel, PhoneProvider, VoiceNumber
+from shared.schemas.trunks import OutboundTrunkConfig, OutboundTrunkConfigResponse
 from shared.storable import OptionalText, Text
 from shared.voicemail import DEFAULT_BEHAVIOR, VoicemailBehavior
 
@@ -108,6 +109,11 @@ class PhoneNumberCreate(BaseModel):
     provider: PhoneProvider = "twilio"
     label: Text = Field(default="", max_length=200)
     credentials_ref: Text = Field(default="default", max_length=200)
+    outbound_trunk_config: OutboundTrunkConfig | None = Field(
+        default=None,
+        description="A sip_trunk number's outbound trunk (required for one, refused for the "
+        "others); its credentials are write-only.",
+    )
 
 
 class PhoneNumberResponse(BaseModel):
@@ -117,6 +123,7 @@ class PhoneNumberResponse(BaseModel):
     label: str
     credentials_ref: str
     created_at_unix: int
+    outbound_trunk_config: OutboundTrunkConfigResponse | None = None
 
 
 class AgentConfigResponse(BaseModel):
