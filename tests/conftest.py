@@ -94,6 +94,20 @@ def make_stack(
         context.__exit__(None, None, None)
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """``make_stack``'s broker arguments, once per broker: Redis (the stack's own key prefix),
+    then RabbitMQ (a virtual host of its own on the machine's broker, which must be running).
+    Requested before ``make_stack``, so the virtual host outlives the stack."""
+    if request.param == "redis":
+        yield {}
+        return
+    from tests.support import rabbitmq_vhost
+
+    with rabbitmq_vhost() as url:
+        yield {"broker_url": url}
+
+
 @pytest.fixture
 def api_key(stack: Stack) -> str:
     """An API key of a new workspace on the shared stack."""

@@ -76,8 +76,8 @@ def setup_workspace(stack: Stack) -> tuple[httpx.Client, str, str]:
     return client, create_agent(client), register_number(client)
 
 
-def test_thousand_recipients_mixed_outcomes_counters_equal_recount(make_stack):
-    stack = make_stack(sandbox=MIXED_OUTCOMES)
+def test_thousand_recipients_mixed_outcomes_counters_equal_recount(broker, make_stack):
+    stack = make_stack(sandbox=MIXED_OUTCOMES, **broker)
     client, agent_id, number_id = setup_workspace(stack)
     response = submit(
         client,
@@ -131,7 +131,8 @@ def test_thousand_recipients_mixed_outcomes_counters_equal_recount(make_stack):
     assert stack.carrier.stats()["callbacks_sent"] >= 1000  # at least the final one per call
 
 
-def test_duplicate_dial_and_status_deliveries_change_nothing(stack: Stack):
+def test_duplicate_dial_and_status_deliveries_change_nothing(broker, make_stack):
+    stack = make_stack(**broker)
     client, agent_id, number_id = setup_workspace(stack)
     batch_id = submit(client, agent_id, number_id, recipients(2, "+1646555", 800)).json()["id"]
     before = wait_final(client, batch_id, timeout=60)
@@ -280,6 +281,7 @@ def _publish(
             "DATABASE_URL": env["DATABASE_URL"],
             "REDIS_URL": env["REDIS_URL"],
             "redis_key_prefix": env["SWITCHBOARD_REDIS_KEY_PREFIX"],
+            "SWITCHBOARD_BROKER_URL": env.get("SWITCHBOARD_BROKER_URL", ""),
         }
     )
     app = Celery("publisher")
@@ -291,12 +293,12 @@ def _publish(
         ]
 
 
-def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(make_stack):
+def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(broker, make_stack):
     slow = {
         "seed": 3,
         "rules": [{"pattern": "*", "api_latency_ms": 30, "ring_seconds": 0.3, "talk_seconds": 0.5}],
     }
-    stack = make_stack(sandbox=slow, workers=1)
+    stack = make_stack(sandbox=slow, workers=1, **broker)
     client, agent_id, number_id = setup_workspace(stack)
     batch_id = submit(client, agent_id, number_id, recipients(300)).json()["id"]
     wait_for(
@@ -317,9 +319,9 @@ def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(make_stack):
     assert len(counts) == 300 and max(counts.values()) == 1, counts.most_common(3)
 
 
-def test_sigterm_mid_batch_finishes_what_the_worker_holds(make_stack):
+def test_sigterm_mid_batch_finishes_what_the_worker_holds(broker, make_stack):
     slow = {"rules": [{"pattern": "*", "api_latency_ms": 30, "ring_seconds": 0.3}]}
-    stack = make_stack(sandbox=slow, workers=2)
+    stack = make_stack(sandbox=slow, workers=2, **broker)
     client, agent_id, number_id = setup_workspace(stack)
     batch_id = submit(client, agent_id, number_id, recipients(300, "+1646555", 3100)).json()["id"]
     wait_for(
@@ -411,7 +413,10 @@ def test_provider_rejection_fails_the_call_with_the_providers_message(make_stack
 
 
 def _forget_messages(stack: Stack) -> int:
-    """What Redis restarting empty does to this stack: every queued message is gone."""
+    """What the broker restarting empty does to this stack: every queued message is gone (on
+    Redis, with the stack's keys)."""
+    if stack.broker_url is not None:
+        return _purge_rabbitmq_queues(stack.broker_url)
     client = redis.Redis.from_url(stack.redis_url)
     try:
         keys = list(client.scan_iter(match=f"{stack.redis_prefix}*"))
@@ -420,8 +425,23 @@ def _forget_messages(stack: Stack) -> int:
         client.close()
 
 
-def test_lost_start_and_dial_messages_are_redriven_by_the_tick(make_stack):
-    stack = make_stack(workers=0)
+def _purge_rabbitmq_queues(broker_url: str) -> int:
+    """Empty every queue of the stack's virtual host; the messages purged."""
+    from amqp.exceptions import NotFound
+    from kombu import Connection
+
+    purged = 0
+    with Connection(broker_url, connect_timeout=5) as connection:
+        for queue in messaging.QUEUES:
+            try:
+                purged += int(connection.channel().queue_purge(queue) or 0)
+            except NotFound:
+                continue  # never declared
+    return purged
+
+
+def test_lost_start_and_dial_messages_are_redriven_by_the_tick(broker, make_stack):
+    stack = make_stack(workers=0, **broker)
     client, agent_id, number_id = setup_workspace(stack)
     batch_id = submit(client, agent_id, number_id, recipients(30, "+1646555", 1200)).json()["id"]
     assert _forget_messages(stack) >= 1  # the batches.start message is lost
