@@ -1,0 +1,132 @@
+"""Two workspaces with Twilio accounts of their own: each batch dials through its own account
+(the carrier records the account of every call, and signs its callbacks with that account's
+token), and each account is paced on a budget of its own."""
+
+from __future__ import annotations
+
+import collections
+import uuid
+from typing import Any
+
+import httpx
+
+from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
+from tests.conftest import new_api_key
+from tests.factories import create_agent, recipients, submit
+from tests.support import RECOUNT, Stack
+from tests.worker.test_dispatch import wait_final
+
+ACCOUNTS = {
+    "AC" + "1" * 32: "token-of-workspace-one",
+    "AC" + "2" * 32: "token-of-workspace-two",
+}
+SANDBOX: dict[str, Any] = {"accounts": {SANDBOX_ACCOUNT_SID: SANDBOX_AUTH_TOKEN, **ACCOUNTS}}
+
+
+def workspace_on_account(
+    stack: Stack, account_sid: str, caller: str
+) -> tuple[httpx.Client, str, str, str]:
+    """A workspace with an agent, a Twilio connection to ``account_sid`` and a caller number
+    on it: (client, agent id, number id, connection id)."""
+    client = stack.client(new_api_key(stack))
+    connection = client.post(
+        "/v1/provider-connections",
+        json={
+            "provider": "twilio",
+            "name": f"own account {uuid.uuid4().hex[:6]}",
+            "account_sid": account_sid,
+            "auth_token": ACCOUNTS[account_sid],
+        },
+    )
+    assert connection.status_code == 201, connection.text
+    connection_id = connection.json()["id"]
+    number = client.post(
+        "/v1/voiceai/phone-numbers",
+        json={"phone_number": caller, "provider": "twilio", "credentials_ref": connection_id},
+    )
+    assert number.status_code == 201, number.text
+    return client, create_agent(client), number.json()["phone_number_id"], connection_id
+
+
+def test_each_workspace_dials_through_its_own_account(make_stack):
+    stack = make_stack(sandbox=SANDBOX)
+    first_sid, second_sid = ACCOUNTS
+    one = workspace_on_account(stack, first_sid, "+12025550301")
+    two = workspace_on_account(stack, second_sid, "+12025550302")
+    batches = []
+    for (client, agent_id, number_id, _), prefix in ((one, "+1212555"), (two, "+1646555")):
+        response = submit(client, agent_id, number_id, recipients(25, prefix))
+        assert response.status_code == 200, response.text
+        batches.append((client, response.json()["id"]))
+
+    # Completed: every call's callbacks, signed by the carrier with the token of the call's
+    # account, were accepted.
+    for client, batch_id in batches:
+        batch = wait_final(client, batch_id, timeout=90)
+        assert batch["status"] == "completed"
+        assert batch["total_calls_finished"] == 25
+        [recount] = stack.sql(RECOUNT, batch_id)
+        assert recount[:3] == (25, 25, 25)
+
+    placed = stack.carrier.calls()
+    by_caller = collections.defaultdict(set)
+    for call in placed:
+        by_caller[call["from"]].add(call["account_sid"])
+    print(f"accounts per caller number: {dict(by_caller)}")
+    assert len(placed) == 50
+    assert by_caller == {"+12025550301": {first_sid}, "+12025550302": {second_sid}}
+    assert {c["to"][:8] for c in placed if c["account_sid"] == first_sid} == {"+1212555"}
+    assert stack.carrier.stats().get("callbacks_lost", 0) == 0
+
+
+RATE, BURST, CALLS = 2, 1, 12
+
+
+def _busiest_second(times: list[float]) -> int:
+    times = sorted(times)
+    return max(sum(1 for u in times[i:] if u < t + 1) for i, t in enumerate(times))
+
+
+def test_two_accounts_are_paced_on_budgets_of_their_own(make_stack):
+    stack = make_stack(
+        sandbox=SANDBOX,
+        settings_env={
+            "SWITCHBOARD_CALLS_PER_SECOND_PER_ACCOUNT": str(RATE),
+            "SWITCHBOARD_PACING_BURST": str(BURST),
+        },
+    )
+    first_sid, second_sid = ACCOUNTS
+    one = workspace_on_account(stack, first_sid, "+12025550311")
+    two = workspace_on_account(stack, second_sid, "+12025550312")
+    batches = []
+    for (client, agent_id, number_id, _), prefix in ((one, "+1212555"), (two, "+1646555")):
+        response = submit(client, agent_id, number_id, recipients(CALLS, prefix, 100))
+        assert response.status_code == 200, response.text
+        batches.append((client, response.json()["id"]))
+    for client, batch_id in batches:
+        assert wait_final(client, batch_id, timeout=90)["status"] == "completed"
+
+    placed = stack.carrier.calls()
+    times = {
+        sid: sorted(c["created_at"] for c in placed if c["account_sid"] == sid) for sid in ACCOUNTS
+    }
+    # While both accounts dial, their calls together come at about twice one account's rate;
+    # on one shared budget they could not pass RATE (plus a burst).
+    overlap_from = max(account_times[0] for account_times in times.values())
+    overlap_to = min(account_times[-1] for account_times in times.values())
+    together = [
+        t for t in sorted(c["created_at"] for c in placed) if overlap_from <= t <= overlap_to
+    ]
+    combined = (len(together) - 1) / (overlap_to - overlap_from)
+    busiest = {sid[-4:]: _busiest_second(account_times) for sid, account_times in times.items()}
+    print(
+        f"pacing per account at {RATE}/s (burst {BURST}): {CALLS} calls each, busiest second "
+        f"per account {busiest}; both accounts dialing for {overlap_to - overlap_from:.1f} s, "
+        f"{combined:.2f} calls/s together"
+    )
+    assert [len(account_times) for account_times in times.values()] == [CALLS, CALLS]
+    # Each account keeps to its own rate...
+    assert all(count <= RATE + BURST for count in busiest.values())
+    # ...and neither waits for the other.
+    assert overlap_to - overlap_from >= 2
+    assert combined >= 1.5 * RATE
