@@ -19,10 +19,19 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.factories import create_agent, recipients, register_number, submit
-from tests.support import ROOT, create_database, drop_database, free_port, wait_for
+from tests.support import (
+    ROOT,
+    create_database,
+    drop_database,
+    free_port,
+    rabbitmq_vhost,
+    wait_for,
+)
 
 BIN = Path(sys.executable).parent
 PROCFILE_LINES = ("web", "worker", "webhooks", "beat", "flower", "sandbox")
+# Procfile.rabbitmq: the same lines, but dials in a worker of their own.
+RABBITMQ_LINES = (*PROCFILE_LINES, "dial")
 
 
 def _descendants(pid: int) -> set[int]:
@@ -63,10 +72,26 @@ def fresh_database(service_urls: tuple[str, str]) -> Iterator[str]:
     drop_database(server_url, name)
 
 
+@pytest.fixture(params=["Procfile", "Procfile.rabbitmq"])
+def procfile(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Procfile, and the .env settings of its broker: Redis, or a RabbitMQ virtual host."""
+    if request.param == "Procfile":
+        yield request.param, {}
+        return
+    with rabbitmq_vhost() as url:
+        yield request.param, {"SWITCHBOARD_BROKER_URL": url}
+
+
 def test_honcho_runs_the_procfile_a_batch_completes_and_ctrl_c_stops_it(
-    fresh_database: str, service_urls: tuple[str, str], tmp_path: Path
+    procfile: tuple[str, dict[str, str]],
+    fresh_database: str,
+    service_urls: tuple[str, str],
+    tmp_path: Path,
 ) -> None:
     _, redis_url = service_urls
+    name_of_procfile, broker_settings = procfile
+    lines = PROCFILE_LINES if name_of_procfile == "Procfile" else RABBITMQ_LINES
+    workers = [name for name in lines if name in ("worker", "webhooks", "dial")]
     port, flower_port, sandbox_port = free_port(), free_port(), free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
@@ -90,6 +115,7 @@ def test_honcho_runs_the_procfile_a_batch_completes_and_ctrl_c_stops_it(
         "BEAT_SCHEDULE": str(tmp_path / "celerybeat-schedule"),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "PYTHONUNBUFFERED": "1",
+        **broker_settings,
     }
     env_file = tmp_path / ".env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
@@ -104,7 +130,7 @@ def test_honcho_runs_the_procfile_a_batch_completes_and_ctrl_c_stops_it(
     log_path = tmp_path / "honcho.log"
     with log_path.open("wb") as log:
         honcho = subprocess.Popen(
-            [str(BIN / "honcho"), "-f", str(ROOT / "Procfile"), "-e", str(env_file), "start"],
+            [str(BIN / "honcho"), "-f", str(ROOT / name_of_procfile), "-e", str(env_file), "start"],
             cwd=ROOT,
             env=environ,
             stdin=subprocess.DEVNULL,
@@ -126,9 +152,9 @@ def test_honcho_runs_the_procfile_a_batch_completes_and_ctrl_c_stops_it(
         def ready() -> bool:
             assert honcho.poll() is None, f"honcho exited early; {describe()}"
             text = output()
-            return all(f"{name}1@" in text and "ready." in text for name in ("worker", "webhooks"))
+            return all(f"{name}1@" in text and "ready." in text for name in workers)
 
-        wait_for(ready, 60, what="both workers to be ready", describe=describe)
+        wait_for(ready, 60, what="the workers to be ready", describe=describe)
         # web answers once its migration has built the schema: nothing else migrated it.
         wait_for(
             lambda: _answers(api, "/readyz"), 60, what="the API to be ready", describe=describe
@@ -161,7 +187,7 @@ def test_honcho_runs_the_procfile_a_batch_completes_and_ctrl_c_stops_it(
         assert "flower_" not in metrics
         # Every line of the Procfile is still running: none was a one-shot process.
         assert honcho.poll() is None, describe()
-        for name in PROCFILE_LINES:
+        for name in lines:
             assert f"{name}.1 " in output(), (name, describe())
         assert "exited with code" not in output(), describe()
 
@@ -205,3 +231,23 @@ def test_the_procfile_has_no_one_shot_line_and_web_migrates_before_serving() -> 
     assert serve.startswith("exec uvicorn api.main:app ")
     # Flower's Prometheus metrics stay out of the directory the API aggregates.
     assert "env -u PROMETHEUS_MULTIPROC_DIR celery" in lines["flower"]
+
+
+def test_the_rabbitmq_procfile_differs_only_in_its_split_workers() -> None:
+    def entries(name: str) -> dict[str, str]:
+        found = {}
+        for line in (ROOT / name).read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                key, command = line.split(":", 1)
+                found[key.strip()] = command.strip()
+        return found
+
+    redis, rabbitmq = entries("Procfile"), entries("Procfile.rabbitmq")
+    assert set(rabbitmq) == set(RABBITMQ_LINES)
+    assert {k: v for k, v in rabbitmq.items() if k not in ("worker", "dial")} == {
+        k: v for k, v in redis.items() if k != "worker"
+    }
+    assert "-Q batch-control,status " in rabbitmq["worker"]
+    assert rabbitmq["dial"] == redis["worker"].replace(
+        "-Q batch-control,status,dial", "-Q dial"
+    ).replace("-n worker1@", "-n dial1@")
