@@ -25,7 +25,7 @@ from shared.dispatch import agent_config as calls_service
 from shared.errors import ErrorItem, Forbidden, SwitchboardError
 from shared.schemas import AgentConfigResponse
 from shared.telephony import registry, reports
-from shared.telephony.port import Callbacks
+from shared.telephony.port import AnswerReports, Callbacks
 from shared.urls import (
     MACHINE_DETECTION,
     STATUS,
@@ -43,13 +43,18 @@ FORM_BYTES = FORM_URLENCODED.encode()
 
 
 def _check_signature(
-    callbacks: Callbacks, path: str, query: str, form: Mapping[str, str], signature: str
+    callbacks: Callbacks,
+    path: str,
+    query: str,
+    form: Mapping[str, str],
+    headers: Mapping[str, str],
 ) -> None:
     """Raises Forbidden unless the provider's signature header signs this request's public URL
-    and form (the adapter decides how)."""
+    and form (the adapter decides how, from the request's headers, keyed by lower-case name:
+    a signature may come with a nonce of its own)."""
     url = public_url(path + (f"?{query}" if query else ""))
     header = callbacks.signature_header
-    if not signature or not callbacks.verify(url, form, {header.lower(): signature}):
+    if not headers.get(header.lower()) or not callbacks.verify(url, form, headers):
         raise Forbidden(["header", header], f"invalid {callbacks.name.capitalize()} signature")
 
 
@@ -59,8 +64,7 @@ async def _verified_form(callbacks: Callbacks, request: Request) -> dict[str, st
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
     else:
         form = {k: str(v) for k, v in (await request.form()).items()}
-    signature = request.headers.get(callbacks.signature_header, "")
-    _check_signature(callbacks, request.url.path, request.url.query, form, signature)
+    _check_signature(callbacks, request.url.path, request.url.query, form, request.headers)
     return form
 
 
@@ -90,7 +94,14 @@ def _provider_endpoints(callbacks: Callbacks) -> None:
         return Response(status_code=204)
 
     async def answer_document(call_id: str, request: Request) -> Response:
-        await _verified_form(callbacks, request)
+        form = await _verified_form(callbacks, request)
+        if isinstance(callbacks, AnswerReports):
+            # The provider's only word that the call was answered: stored like a status
+            # callback before the document goes back (a failure answers 500, and the
+            # provider asks again).
+            update = callbacks.answer_update(form)
+            if update is not None:
+                await batcher().submit((call_id, reports.status_report(update)))
         media_type, body = callbacks.answer_document(call_id)
         return Response(body, media_type=media_type)
 
@@ -172,7 +183,10 @@ class StatusCallbacks:
                 scope["path"],
                 scope.get("query_string", b"").decode(),
                 form,
-                headers.get(callbacks.signature_header.lower().encode(), b"").decode("latin-1"),
+                {
+                    name.decode("latin-1"): value.decode("latin-1")
+                    for name, value in headers.items()
+                },
             )
         except Forbidden as error:
             await _answer(scope, receive, send, error.status_code, error)

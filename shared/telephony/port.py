@@ -17,13 +17,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from shared.lifecycle.plans import ProviderUpdate
 from shared.lifecycle.states import CallStatus
 from shared.voicemail import MachineDetection
 
 __all__ = [
+    "AnswerReports",
     "AnsweredBy",
     "Callbacks",
     "DetectionVerdict",
@@ -203,4 +204,16 @@ class Callbacks(Protocol):
     def answer_document(self, call_id: str) -> tuple[str, str]:
         """The document the answered call runs (its media type and body): connect its audio to
         the voice-agent runtime."""
+        ...
+
+
+@runtime_checkable
+class AnswerReports(Protocol):
+    """``Callbacks`` of a provider whose request for the answer document is also its only word
+    that the call was answered (Vobiz's answer URL): the API queues what that request says,
+    as it would a status callback."""
+
+    def answer_update(self, params: Mapping[str, str]) -> ProviderUpdate | None:
+        """The answer document's request in our terms (the call answered); None when it says
+        nothing more."""
         ...

@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.errors import ProviderError
 from shared.lifecycle.plans import ProviderUpdate
-from shared.telephony import sip_trunk, twilio
+from shared.telephony import sip_trunk, twilio, vobiz
 from shared.telephony.port import Callbacks, Provider
 
 
@@ -24,6 +24,7 @@ class Adapter:
 ADAPTERS: dict[str, Adapter] = {
     twilio.NAME: Adapter(provider_for=twilio.provider_for, callbacks=twilio.CALLBACKS),
     sip_trunk.NAME: Adapter(provider_for=sip_trunk.provider_for, callbacks=sip_trunk.CALLBACKS),
+    vobiz.NAME: Adapter(provider_for=vobiz.provider_for, callbacks=vobiz.CALLBACKS),
 }
 # Phone numbers stored before they named a provider are Twilio's.
 DEFAULT_PROVIDER = twilio.NAME

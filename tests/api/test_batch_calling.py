@@ -184,9 +184,11 @@ def test_unknown_agent_and_number_are_clear_errors(stack: Stack, client: httpx.C
     response = submit(client, agent_id, "phnum_nope", people)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "agent_phone_number_id"]
+    # Every provider dials now; a pool mixing two providers' numbers is still refused.
     vobiz = register_number(client, "+12125550199", provider="vobiz")
-    response = submit(client, agent_id, vobiz, people)
-    assert response.status_code == 422 and "vobiz" in response.json()["detail"][0]["msg"]
+    response = submit(client, agent_id, number_id, people, agent_phone_number_ids=[vobiz])
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "mixed_provider_accounts"
     assert batch_rows(stack, client) == 0
 
 

@@ -1,0 +1,106 @@
+"""Vobiz's call statuses, hang-up causes and machine-detection results in our terms: the
+adapter's one mapping table.
+
+| Vobiz ``CallStatus`` (callbacks) / ``call_status`` (REST) | our status | outcome     |
+|-----------------------------------------------------------|------------|-------------|
+| queued                                                    | dispatched |             |
+| ringing                                                   | initiated  |             |
+| in-progress                                               | in_progress|             |
+| completed                                                 | completed  | answered    |
+| completed + ``Machine=true`` (a machine answered)         | voicemail  | voicemail   |
+| busy                                                      | failed     | busy        |
+| no-answer                                                 | failed     | no_answer   |
+| failed, timeout                                           | failed     | call_failed |
+| cancel, canceled                                          | cancelled  | canceled    |
+
+``timeout`` is Vobiz's word for a call its carriers could not connect in time (not a ring
+timeout, which is ``no-answer``). A final status that Vobiz reports as ``completed`` for a call
+that was never answered is read from its hang-up cause instead: ``Busy Line`` (busy), ``No
+Answer`` / ``Ring Timeout Reached`` (no_answer), ``Canceled`` (canceled), ``Rejected`` and any
+other cause of a call never answered (call_failed). Any other status is unknown
+(``from_vobiz`` returns None).
+"""
+
+from __future__ import annotations
+
+from shared.lifecycle.plans import ProviderUpdate
+from shared.lifecycle.states import CallStatus, Outcome
+
+# Vobiz's call status → (our status, outcome when final).
+VOBIZ_STATUSES: dict[str, tuple[CallStatus, Outcome | None]] = {
+    "queued": (CallStatus.DISPATCHED, None),
+    "ringing": (CallStatus.INITIATED, None),
+    "in-progress": (CallStatus.IN_PROGRESS, None),
+    "completed": (CallStatus.COMPLETED, Outcome.ANSWERED),
+    "busy": (CallStatus.FAILED, Outcome.BUSY),
+    "no-answer": (CallStatus.FAILED, Outcome.NO_ANSWER),
+    "failed": (CallStatus.FAILED, Outcome.CALL_FAILED),
+    "timeout": (CallStatus.FAILED, Outcome.CALL_FAILED),
+    "cancel": (CallStatus.CANCELLED, Outcome.CANCELED),
+    "canceled": (CallStatus.CANCELLED, Outcome.CANCELED),
+}
+
+# Hang-up causes of a call that was never answered, for a final report that says only
+# ``completed`` (lower-case cause names).
+UNANSWERED_CAUSES: dict[str, tuple[CallStatus, Outcome]] = {
+    "busy line": (CallStatus.FAILED, Outcome.BUSY),
+    "no answer": (CallStatus.FAILED, Outcome.NO_ANSWER),
+    "ring timeout reached": (CallStatus.FAILED, Outcome.NO_ANSWER),
+    "canceled": (CallStatus.CANCELLED, Outcome.CANCELED),
+    "cancelled": (CallStatus.CANCELLED, Outcome.CANCELED),
+}
+
+
+def machine_verdict(value: str | None) -> str | None:
+    """Vobiz's ``Machine`` field (``true`` / ``false``) in our words (``port.AnsweredBy``)."""
+    if value is None or value == "":
+        return None
+    return "machine" if value.strip().lower() == "true" else "human"
+
+
+def from_vobiz(
+    sid: str,
+    call_status: str,
+    *,
+    answered: bool | None = None,
+    hangup_cause: str | None = None,
+    answered_by: str | None = None,
+    duration: str | int | None = None,
+    from_number: str | None = None,
+) -> ProviderUpdate | None:
+    """Map a Vobiz call status (callback or REST object) onto our states; None if unknown.
+
+    ``answered`` (False: the call was never answered, as the hang-up report's answer time or
+    duration says) lets a final ``completed`` be read from its ``hangup_cause``."""
+    mapped = VOBIZ_STATUSES.get(call_status.strip().lower())
+    if mapped is None:
+        return None
+    status, outcome = mapped
+    if status == CallStatus.COMPLETED and answered is False:
+        status, outcome = UNANSWERED_CAUSES.get(
+            (hangup_cause or "").strip().lower(), (CallStatus.FAILED, Outcome.CALL_FAILED)
+        )
+    if status == CallStatus.COMPLETED and answered_by == "machine":
+        status, outcome = CallStatus.VOICEMAIL, Outcome.VOICEMAIL
+    seconds = int(float(duration)) if duration not in (None, "") else None
+    return ProviderUpdate(
+        sid=sid,
+        status=status,
+        provider_status=call_status,
+        outcome=outcome,
+        duration_s=seconds,
+        error_code=None,
+        error_message=hangup_cause if status == CallStatus.FAILED and hangup_cause else None,
+        from_number=e164(from_number),
+        answered_by=answered_by,
+    )
+
+
+def e164(number: str | None) -> str | None:
+    """A number as Vobiz writes it (with or without ``+``) in E.164; None if empty."""
+    if not number:
+        return None
+    number = number.strip()
+    if number.startswith("sip:"):
+        return number
+    return number if number.startswith("+") else "+" + number

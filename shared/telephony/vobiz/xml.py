@@ -1,0 +1,30 @@
+"""The VobizXML an answered call runs, built with the SDK's XML builder: its audio streamed to
+the voice-agent runtime."""
+
+from __future__ import annotations
+
+from vobiz import vobizxml
+
+from shared.settings import Settings, get_settings
+from shared.urls import agent_config_url
+
+XML_MEDIA_TYPE = "application/xml"
+
+
+def connect_to_agent(call_id: str, settings: Settings | None = None) -> str:
+    """The VobizXML a call starts with: a bidirectional ``<Stream>`` of both legs' audio to the
+    voice-agent runtime, kept up for the whole call, which learns the call and where to read
+    its rendered configuration from the stream's extra headers."""
+    settings = settings or get_settings()
+    config_url = agent_config_url(call_id, settings)
+    stream = vobizxml.StreamElement(
+        settings.voice_runtime_url,
+        bidirectional=True,
+        audioTrack="inbound",
+        keepCallAlive=True,
+        contentType="audio/x-mulaw;rate=8000",
+        extraHeaders=f"call_id={call_id},agent_config_url={config_url}",
+    )
+    response = vobizxml.ResponseElement().add(stream)
+    body: str = response.to_string(pretty=False)
+    return '<?xml version="1.0" encoding="UTF-8"?>' + body
