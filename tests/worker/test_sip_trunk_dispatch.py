@@ -1,0 +1,225 @@
+"""Batches through a SIP trunk number, end to end with real worker processes: the dial goes to
+Twilio's SIP interface (the sandbox carrier) as sip:<E.164>@<trunk> with the trunk's
+credentials and headers, the trunk's SIP responses become our outcomes, a trunk refusing our
+credentials fails the batch, and the trunk's credentials appear in no response, log line or
+webhook."""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.factories import create_agent, recipients, submit
+from tests.support import Stack, new_api_key, wait_for
+from tests.worker.test_dispatch import assert_counters_match_rows, wait_final
+from tests.worker.test_webhooks import Receiver, _register
+
+ADDRESS = "trunk.sandbox.test:5070"
+USERNAME = "trunk-user-7Qz4"
+PASSWORD = "pw-Secret-9xKw2"
+HEADERS = {"X-Campaign": "spring sale", "X-Tenant-Id": "acme"}
+TRUNK = {
+    "address": ADDRESS,
+    "transport": "tcp",
+    "media_encryption": "allowed",
+    "credentials": {"username": USERNAME, "password": PASSWORD},
+    "headers": HEADERS,
+}
+SANDBOX_TRUNKS = {ADDRESS: {"username": USERNAME, "password": PASSWORD, "transport": "tcp"}}
+# The trunk's final answer by the number's last digit; the other numbers play the usual mix.
+SIP_RULES = [
+    {"pattern": f"re:\\+1212555\\d{{3}}{digit}", "sip_response": code}
+    for digit, code in (("1", 486), ("2", 600), ("3", 480), ("4", 408), ("5", 404), ("6", 484))
+]
+SIP_MIXED = {
+    "seed": 23,
+    "sip_trunks": SANDBOX_TRUNKS,
+    "rules": [
+        *SIP_RULES,
+        {
+            "pattern": "*",
+            "outcome": {
+                "completed": 0.5,
+                "busy": 0.15,
+                "no-answer": 0.15,
+                "voicemail": 0.1,
+                "failed": 0.1,
+            },
+        },
+    ],
+    "default_ring_seconds": 0.02,
+    "default_talk_seconds": 0.05,
+    "duplicate_callbacks_probability": 0.3,
+    "shuffle_callbacks": True,
+}
+# (status, outcome, error_code) each SIP response ends a recipient with.
+BY_SIP_RESPONSE = {
+    486: ("failed", "busy", "sip_486"),
+    600: ("failed", "busy", "sip_600"),
+    480: ("failed", "no_answer", "sip_480"),
+    408: ("failed", "no_answer", "sip_408"),
+    404: ("failed", "call_failed", "sip_404"),
+    484: ("failed", "call_failed", "sip_484"),
+}
+BY_OUTCOME = {
+    "completed": ("completed", "answered", None),
+    "voicemail": ("voicemail", "voicemail", None),
+    "busy": ("failed", "busy", None),  # SIP 486, mapped: its error code is sip_486
+    "no-answer": ("failed", "no_answer", None),  # SIP 487: Twilio's word decides
+    "failed": ("failed", "call_failed", None),  # SIP 500: likewise
+}
+
+
+def register_trunk_number(
+    client: httpx.Client, trunk: dict[str, Any], number: str = "+12025550188"
+) -> str:
+    response = client.post(
+        "/v1/voiceai/phone-numbers",
+        json={"phone_number": number, "provider": "sip_trunk", "outbound_trunk_config": trunk},
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["phone_number_id"])
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def assert_no_credentials_anywhere(stack: Stack, texts: list[str]) -> None:
+    """Neither the trunk's username nor its password is in ``texts`` (responses, webhook
+    bodies) or in any line any process of the stack logged."""
+    logs = {path.name: path.read_text(errors="replace") for path in stack.log_dir.glob("*.log")}
+    assert logs, "the stack's processes write their logs to its directory"
+    for secret in (USERNAME, PASSWORD):
+        assert not [name for name, text in logs.items() if secret in text], secret
+        assert not [text for text in texts if secret in text], secret
+
+
+def test_a_thousand_recipients_through_a_sip_trunk(make_stack, receiver: Receiver):
+    stack = make_stack(sandbox=SIP_MIXED)
+    client = stack.client(new_api_key(stack))
+    _register(client, receiver.url)
+    agent_id = create_agent(client)
+    number_id = register_trunk_number(client, TRUNK)
+    response = submit(
+        client,
+        agent_id,
+        number_id,
+        recipients(1000),
+        telephony_call_config={"ringing_timeout_secs": 25},
+    )
+    assert response.status_code == 200, response.text
+    batch = wait_final(client, response.json()["id"], timeout=180)
+
+    assert batch["status"] == "completed" and batch["phone_provider"] == "sip_trunk"
+    assert_counters_match_rows(stack, batch)
+    assert batch["total_calls_dispatched"] == batch["total_calls_finished"] == 1000
+    # Every number was dialed once, over the trunk, with its URI, credentials and headers.
+    placed = stack.carrier.calls()
+    assert collections.Counter(call["number"] for call in placed) == {
+        r["phone_number"]: 1 for r in batch["recipients"]
+    }
+    call_ids = {r["phone_number"]: r["id"] for r in batch["recipients"]}
+    for call in placed:
+        number = call["number"]
+        assert call["to"] == (
+            f"sip:{number}@{ADDRESS};transport=tcp?X-Campaign=spring%20sale&X-Tenant-Id=acme"
+        )
+        assert call["sip"]["auth"] == "ok" and call["sip"]["username"] == USERNAME
+        assert (call["sip"]["transport"], call["sip"]["headers"]) == ("tcp", HEADERS)
+        assert (
+            call["status_callback"]
+            .split("#")[0]
+            .endswith(f"/v1/telephony/sip_trunk/status/{call_ids[number]}")
+        )
+        assert call["url"].endswith(f"/v1/telephony/sip_trunk/twiml/{call_ids[number]}")
+    # Every recipient ended as its trunk answered.
+    rows = {
+        number: (status, outcome, error_code)
+        for number, status, outcome, error_code in stack.sql(
+            "SELECT phone_number, status, outcome, error_code FROM calls WHERE batch_id = %s",
+            batch["id"],
+        )
+    }
+    for call in placed:
+        status, outcome, error_code = rows[call["number"]]
+        if call["sip_response"] in BY_SIP_RESPONSE:
+            assert (status, outcome, error_code) == BY_SIP_RESPONSE[call["sip_response"]]
+        else:
+            assert (status, outcome) == BY_OUTCOME[call["outcome"]][:2]
+    assert {outcome for _, outcome, _ in rows.values()} == {
+        "answered",
+        "busy",
+        "no_answer",
+        "voicemail",
+        "call_failed",
+    }
+    assert {code for _, _, code in rows.values()} >= {f"sip_{c}" for c in BY_SIP_RESPONSE}
+
+    # The credentials are in no response, webhook or log line.
+    wait_for(  # a call.ended per recipient and the batch.completed
+        lambda: len(receiver.delivered()) >= 1001, 60, what="every webhook delivery"
+    )
+    deliveries = [r["body"].decode() for r in receiver.requests]
+    texts = [
+        *deliveries,
+        client.get(f"/v1/voiceai/batch-calling/{batch['id']}").text,
+        client.get(f"/v1/voiceai/batch-calling/{batch['id']}/export.csv").text,
+        client.get("/v1/voiceai/phone-numbers").text,
+        client.get("/v1/voiceai/webhooks/deliveries?limit=100").text,
+        client.get("/dashboard/data").text,
+        json.dumps(stack.carrier.calls()),  # what the carrier keeps: the username, never more
+    ]
+    assert_no_credentials_anywhere(stack, texts[:-1])
+    assert PASSWORD not in texts[-1]
+
+
+@pytest.mark.parametrize(
+    ("credentials", "code"),
+    [({"username": USERNAME, "password": "not-the-password"}, 403), (None, 407)],
+)
+def test_a_trunk_refusing_our_credentials_fails_the_batch(
+    make_stack, receiver: Receiver, credentials: dict[str, str] | None, code: int
+):
+    stack = make_stack(
+        sandbox={"sip_trunks": SANDBOX_TRUNKS, "default_ring_seconds": 0.02}, workers=0
+    )
+    stack.start_worker(name="worker0", loglevel="DEBUG")  # every line it can log, searched below
+    client = stack.client(new_api_key(stack))
+    _register(client, receiver.url)
+    trunk = {k: v for k, v in TRUNK.items() if k != "credentials"}
+    if credentials is not None:
+        trunk["credentials"] = credentials
+    number_id = register_trunk_number(client, trunk)
+    response = submit(
+        client, create_agent(client), number_id, recipients(20), target_concurrency_limit=1
+    )
+    assert response.status_code == 200, response.text
+    batch = wait_final(client, response.json()["id"], timeout=60)
+
+    assert batch["status"] == "failed"
+    assert_counters_match_rows(stack, batch)
+    [placed] = stack.carrier.calls()  # one call at a time: the first one's answer ends it all
+    assert placed["sip_response"] == code
+    assert placed["sip"]["auth"] == ("wrong" if credentials else "missing")
+    outcomes = collections.Counter(r["outcome"] for r in batch["recipients"])
+    assert outcomes == {"provider_auth_failed": 1, "batch_failed": 19}
+    ((reason,),) = stack.sql("SELECT failure_reason FROM batches WHERE id = %s", batch["id"])
+    assert "refused our credentials" in reason and f"SIP {code}" in reason
+    ((error_code, error_message),) = stack.sql(
+        "SELECT error_code, error_message FROM calls WHERE batch_id = %s "
+        "AND outcome = 'provider_auth_failed'",
+        batch["id"],
+    )
+    assert error_code == f"sip_{code}" and "refused our credentials" in error_message
+    texts = [r["body"].decode() for r in receiver.requests]
+    texts.append(client.get(f"/v1/voiceai/batch-calling/{batch['id']}").text)
+    assert_no_credentials_anywhere(stack, texts)
