@@ -2,6 +2,7 @@
 
     python bench/dispatch.py [--recipients 10000] [--workers 1 2] [--concurrency 32]
                              [--repeat 3] [--live-call-cap 1000] [--only a b c d e f]
+                             [--brokers redis rabbitmq]
 
 (a) submit latency for 1,000 and 10,000 recipients, p50 and p95;
 (b) end to end, 10,000 recipients submit → all final against the sandbox (zero latency) with
@@ -35,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cli.stack.services import rabbitmq_vhost  # noqa: E402
 from harness.factories import create_agent, recipients, register_number, submit  # noqa: E402
 from harness.stack import (  # noqa: E402
     Stack,
@@ -392,7 +394,13 @@ def run(args: argparse.Namespace) -> None:
         server_url, redis_url, pg_log = _services(resources, Path(tmp))
         template = _migrated_template(resources, server_url)
 
-        def stack(name: str, sandbox: dict[str, Any], workers: int, concurrency: int) -> Any:
+        def stack(
+            name: str,
+            sandbox: dict[str, Any],
+            workers: int,
+            concurrency: int,
+            broker_url: str | None = None,
+        ) -> Any:
             return running_stack(
                 server_url,
                 template,
@@ -405,6 +413,7 @@ def run(args: argparse.Namespace) -> None:
                 # No webhook endpoints here: the webhooks worker would only idle beside the
                 # workers measured.
                 webhooks_worker=False,
+                broker_url=broker_url,
             )
 
         if only & {"a", "f"}:
@@ -413,13 +422,22 @@ def run(args: argparse.Namespace) -> None:
                     bench_submit(s, args.submit_samples)
                 if "f" in only:
                     bench_first_dial(s, args.first_dial_samples)
-        if only & {"b", "e"}:
+        for broker in args.brokers if only & {"b", "e"} else ():
             for workers in args.workers:
                 label = f"(b) {workers} worker process(es) x {args.concurrency} threads"
+                label += "" if broker == "redis" else f", {broker}"
                 ratios = []
                 for attempt in range(args.repeat):
-                    name = f"b{workers}-{attempt}"
-                    with stack(name, ZERO_LATENCY, workers, args.concurrency) as s:
+                    name = f"b{workers}-{broker}-{attempt}"
+                    with ExitStack() as run_resources:
+                        broker_url = None
+                        if broker == "rabbitmq":
+                            broker_url = run_resources.enter_context(
+                                rabbitmq_vhost(args.rabbitmq_url, "sbbench_", announce=_say)
+                            )
+                        s = run_resources.enter_context(
+                            stack(name, ZERO_LATENCY, workers, args.concurrency, broker_url)
+                        )
                         ratios.append(bench_end_to_end(s, args.recipients, label, args.timeout))
                 if len(ratios) > 1:
                     shown = ", ".join(f"{ratio:.0%}" for ratio in ratios)
@@ -457,6 +475,9 @@ def main() -> None:
     parser.add_argument("--live-call-cap", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of (b) per worker count")
     parser.add_argument("--only", nargs="+", default=list("abcdef"))
+    # (b) on each broker named: RabbitMQ runs on a virtual host of its own on --rabbitmq-url.
+    parser.add_argument("--brokers", nargs="+", choices=("redis", "rabbitmq"), default=["redis"])
+    parser.add_argument("--rabbitmq-url", default="amqp://guest:guest@127.0.0.1:5672//")
     run(parser.parse_args())
 
 
