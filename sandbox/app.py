@@ -1,6 +1,7 @@
-"""The sandbox carrier's HTTP routes (Starlette): Twilio's REST calls API for an account, and
-the carrier's own ``/sandbox/*`` control endpoints. Every answer is JSON; an error is Twilio's
-error body, a bug in a route a 500 in the same shape (the carrier goes on serving)."""
+"""The sandbox carrier's HTTP routes (Starlette): Twilio's REST calls API for an account (and
+Vobiz's, ``sandbox.vobiz_api``), and the carrier's own ``/sandbox/*`` control endpoints. Every
+answer is JSON; an error is Twilio's error body, a bug in a route a 500 in the same shape (the
+carrier goes on serving)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox import sip
+from sandbox import sip, vobiz_api
 from sandbox.calls import Calls
 from sandbox.config import SandboxConfig
 from sandbox.twilio_api import (
@@ -134,6 +135,7 @@ def build_app(calls: Calls) -> Starlette:
             route("/sandbox/stats", stats, BOTH),
             route("/sandbox/reset", reset, ["POST"]),
             route("/sandbox/config", configure, ["POST"]),
+            *vobiz_api.routes(calls),
         ],
         exception_handlers={404: missing, 405: missing},
     )

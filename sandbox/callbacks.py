@@ -8,7 +8,6 @@ import asyncio
 import html
 import json
 import random
-import re
 import threading
 import time
 import urllib.parse
@@ -18,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from sandbox import dialects
 from sandbox.config import (
     FAILURE_4XX,
     FAILURE_5XX,
@@ -28,10 +28,8 @@ from sandbox.config import (
 )
 from sandbox.loop import LoopThread
 from sandbox.wire import KeptConnections, NotConnected
-from shared.telephony.twilio import request_signature
 
 FORM = "application/x-www-form-urlencoded"
-AGENT_CONFIG_PARAMETER = re.compile(r'<Parameter\s+name="agent_config_url"\s+value="([^"]*)"')
 
 
 def _label(params: dict[str, str]) -> str:
@@ -119,10 +117,8 @@ class Outbox:
             await asyncio.sleep(random.random() * 0.05)
         url, policy = CallbackPolicy.of_url(url)
         # Signed as Twilio signs it: the URL it posts to, without the fragment.
-        headers = {
-            "Content-Type": FORM,
-            "X-Twilio-Signature": request_signature(token, url, params),
-        }
+        # Signed as the call's provider signs it (Twilio's, or Vobiz's V3).
+        headers = {"Content-Type": FORM, **dialects.of(call).signature_headers(token, url, params)}
         body = urllib.parse.urlencode(params).encode()
         started = time.monotonic()
         deadline = started + policy.total_timeout_ms / 1000
@@ -169,16 +165,23 @@ class Outbox:
     # -- the TwiML fetch -----------------------------------------------------------------------
 
     def fetch_twiml(
-        self, call: dict[str, Any], url: str, token: str, params: dict[str, str]
+        self,
+        call: dict[str, Any],
+        url: str,
+        token: str,
+        params: dict[str, str],
+        with_config: bool = True,
     ) -> None:
-        """Fetch the call's TwiML as Twilio does on answer, and the agent config it points to,
-        as a voice-agent runtime would; both are recorded on the call."""
+        """Fetch the call's answer document (TwiML, VobizXML) as its provider does on answer,
+        and (``with_config``) the agent config it points to, as a voice-agent runtime would;
+        both are recorded on the call."""
         with self._lock:
             self.in_flight += 1
+        dialect = dialects.of(call)
 
         async def fetch() -> None:
             try:
-                twiml, config = await self._fetch(url, token, params)
+                twiml, config = await self._fetch(dialect, url, token, params, with_config)
                 with self._lock:
                     call["twiml"], call["agent_config"] = twiml, config
             finally:
@@ -187,22 +190,26 @@ class Outbox:
 
         self._loop.spawn(fetch)
 
-    async def _fetch(self, url: str, token: str, params: dict[str, str]) -> tuple[str, Any]:
+    async def _fetch(
+        self,
+        dialect: dialects.Dialect,
+        url: str,
+        token: str,
+        params: dict[str, str],
+        with_config: bool,
+    ) -> tuple[str, Any]:
         if self._client is None:  # made on first use: only fetch_twiml asks for it
             self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         client = self._client
         timeout = self._config().callback_timeout_s
-        headers = {
-            "Content-Type": FORM,
-            "X-Twilio-Signature": request_signature(token, url, params),
-        }
+        headers = {"Content-Type": FORM, **dialect.signature_headers(token, url, params)}
         body = urllib.parse.urlencode(params).encode()
         try:
             response = await client.post(url, content=body, headers=headers, timeout=timeout)
             twiml = response.text
             config = None
-            match = AGENT_CONFIG_PARAMETER.search(twiml)
-            if response.status_code == 200 and match:
+            match = dialect.agent_config.search(twiml)
+            if response.status_code == 200 and match and with_config:
                 found = await client.get(html.unescape(match.group(1)), timeout=timeout)
                 status = found.status_code
                 config = json.loads(found.content) if status == 200 else {"error": status}

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sandbox import sip
+from sandbox import dialects, sip
 from sandbox.callbacks import Outbox
 from sandbox.config import Rule, SandboxConfig
 from sandbox.loop import LoopThread
@@ -24,13 +24,10 @@ from sandbox.twilio_api import (
     E164,
     FINAL,
     Reply,
-    amd_callback_form,
     call_page,
     call_resource,
     not_found,
-    status_callback_form,
     twilio_error,
-    twiml_fetch_form,
 )
 
 SAY = re.compile(r"<Say[^>]*>(.*?)</Say>", re.DOTALL)
@@ -329,12 +326,13 @@ class Calls:
             return
         if "answered" in call["events"]:
             self._callback(call)
-        if self.config.fetch_twiml and call["url"]:
+        dialect = dialects.of(call)
+        if (self.config.fetch_twiml or dialect.always_fetches_answer) and call["url"]:
             with self.lock:
                 url = call["url"]
                 token = self.config.accounts.get(call["account_sid"], "")
-                params = twiml_fetch_form(call)
-            self.outbox.fetch_twiml(call, url, token, params)
+                params = dialect.answer_form(call)
+            self.outbox.fetch_twiml(call, url, token, params, self.config.fetch_twiml)
         if detect_later and verdict is not None:
             with self.lock:
                 self.lifecycles += 1
@@ -352,7 +350,7 @@ class Calls:
                 call["answered_by"] = verdict
                 url = call["amd_callback"]
                 token = self.config.accounts.get(call["account_sid"], "")
-                params = amd_callback_form(call, verdict, seconds)
+                params = dialects.of(call).amd_form(call, verdict, seconds)
             if url and not self.config.rule_for(call["number"]).drop_callbacks:
                 self.outbox.post(call, url, params, token)
         finally:
@@ -373,12 +371,13 @@ class Calls:
             self._callback(ended)
 
     def _callback(self, call: dict[str, Any]) -> None:
-        if not call["status_callback"] or self.config.rule_for(call["number"]).drop_callbacks:
+        dialect = dialects.of(call)
+        url = dialect.callback_url(call)
+        if not url or self.config.rule_for(call["number"]).drop_callbacks:
             return
         with self.lock:
-            params = status_callback_form(call, time.time())
+            params = dialect.status_form(call, time.time())
             call["sequence"] += 1
-            url = call["status_callback"]
             token = self.config.accounts.get(call["account_sid"], "")
             copies = 2 if random.random() < self.config.duplicate_callbacks_probability else 1
         for _ in range(copies):

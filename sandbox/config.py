@@ -10,7 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
+from shared.settings import (
+    SANDBOX_ACCOUNT_SID,
+    SANDBOX_AUTH_TOKEN,
+    SANDBOX_VOBIZ_AUTH_ID,
+    SANDBOX_VOBIZ_AUTH_TOKEN,
+)
 
 OUTCOMES = ("completed", "busy", "no-answer", "failed", "voicemail")
 
@@ -63,8 +68,12 @@ class SandboxConfig:
 
     rules: list[Rule] = field(default_factory=list)
     seed: int = 0
+    # Account id → auth token: Twilio account SIDs and Vobiz auth ids alike.
     accounts: dict[str, str] = field(
-        default_factory=lambda: {SANDBOX_ACCOUNT_SID: SANDBOX_AUTH_TOKEN}
+        default_factory=lambda: {
+            SANDBOX_ACCOUNT_SID: SANDBOX_AUTH_TOKEN,
+            SANDBOX_VOBIZ_AUTH_ID: SANDBOX_VOBIZ_AUTH_TOKEN,
+        }
     )
     # Fetch the call's TwiML on answer, and the agent config it points to, like Twilio and a
     # voice-agent runtime would.
