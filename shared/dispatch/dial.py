@@ -202,10 +202,14 @@ def _take_slots(
             if callers is None:
                 acquired, reservation = slots.acquire(call_id, limits), None
             else:
-                pacing, pool = pacing_limits(row.provider, row.credentials_ref, callers)
-                acquired, reservation = slots.acquire_and_reserve(
-                    call_id, limits, pacing, settings.max_pacing_sleep_s, pool
-                )
+                try:
+                    pacing, pool = pacing_limits(row.provider, row.credentials_ref, callers)
+                except ProviderError:  # its account cannot be used: the dial says what then
+                    acquired, reservation = slots.acquire(call_id, limits), None
+                else:
+                    acquired, reservation = slots.acquire_and_reserve(
+                        call_id, limits, pacing, settings.max_pacing_sleep_s, pool
+                    )
             if acquired is not slots.Acquired.UNKNOWN:
                 return acquired, reservation
             restore_slots(transaction)
@@ -229,7 +233,12 @@ def _place_claimed_call(
     out only within the dial's fence (``Fence``): a batch cancelled or paused meanwhile stops
     it."""
     settings = get_settings()
-    provider = registry.provider_for(row.provider, row.credentials_ref)
+    try:
+        provider = registry.provider_for(row.provider, row.credentials_ref)
+    except ProviderError as error:  # its account cannot be used now (shared.connections)
+        slots.release(call_id, names)
+        with transaction() as session:
+            return Placement(record_dial_error(session, call_id, row.batch_id, token, error))
     paced = wait_for_pacing(call_id, row, token, callers, first, fence, transaction)
     if paced.stopped is not None:
         slots.release(call_id, names)

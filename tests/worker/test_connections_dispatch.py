@@ -9,12 +9,13 @@ import uuid
 from typing import Any
 
 import httpx
+from cryptography.fernet import Fernet
 
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
 from tests.conftest import new_api_key
 from tests.factories import create_agent, recipients, submit
-from tests.support import RECOUNT, Stack
-from tests.worker.test_dispatch import wait_final
+from tests.support import RECOUNT, Stack, wait_for
+from tests.worker.test_dispatch import batch_state, wait_final
 
 ACCOUNTS = {
     "AC" + "1" * 32: "token-of-workspace-one",
@@ -130,3 +131,57 @@ def test_two_accounts_are_paced_on_budgets_of_their_own(make_stack):
     # ...and neither waits for the other.
     assert overlap_to - overlap_from >= 2
     assert combined >= 1.5 * RATE
+
+
+def test_a_connection_whose_secrets_cannot_be_read_holds_its_calls_until_they_can(make_stack):
+    stack = make_stack(
+        sandbox=SANDBOX,
+        settings_env={
+            "SWITCHBOARD_PROVIDER_UNREACHABLE_RETRY_BASE_S": "1",
+            "SWITCHBOARD_PROVIDER_UNREACHABLE_RETRY_MAX_S": "2",
+            "SWITCHBOARD_CONNECTION_CACHE_TTL_S": "0.5",
+        },
+    )
+    client, agent_id, number_id, connection_id = workspace_on_account(
+        stack, next(iter(ACCOUNTS)), "+12025550321"
+    )
+    # Encrypted under a key the stack does not have (as after dropping a key too early).
+    [(readable,)] = stack.sql(
+        "SELECT secret FROM provider_connections WHERE id = %s", connection_id
+    )
+    unreadable = Fernet(Fernet.generate_key()).encrypt(b'{"auth_token": "x"}').decode()
+    stack.sql(
+        "UPDATE provider_connections SET secret = %s WHERE id = %s", unreadable, connection_id
+    )
+    response = submit(client, agent_id, number_id, recipients(3, "+1212555", 200))
+    assert response.status_code == 200, response.text
+    batch_id = response.json()["id"]
+
+    # Treated as a provider that cannot be reached: the calls wait, nothing is dialed.
+    wait_for(
+        lambda: stack.sql("SELECT first_unreachable_at FROM batches WHERE id = %s", batch_id)[0][0],
+        30,
+        what="a dial of the batch to find its account unusable",
+    )
+    assert stack.carrier.calls() == []
+    assert batch_state(client, batch_id)["status"] == "in_progress"
+
+    stack.sql("UPDATE provider_connections SET secret = %s WHERE id = %s", readable, connection_id)
+    assert wait_final(client, batch_id, timeout=60)["status"] == "completed"
+    assert {c["account_sid"] for c in stack.carrier.calls()} == {next(iter(ACCOUNTS))}
+
+
+def test_a_number_whose_connection_is_gone_fails_its_batch_with_a_clear_reason(make_stack):
+    stack = make_stack(sandbox=SANDBOX)
+    client, agent_id, number_id, _ = workspace_on_account(
+        stack, next(iter(ACCOUNTS)), "+12025550331"
+    )
+    # What the API never lets happen (a connection a number names cannot be deleted).
+    stack.sql("UPDATE phone_numbers SET credentials_ref = 'conn_gone' WHERE id = %s", number_id)
+    response = submit(client, agent_id, number_id, recipients(2, "+1212555", 300))
+    assert response.status_code == 200, response.text
+    batch = wait_final(client, response.json()["id"], timeout=60)
+    assert batch["status"] == "failed"
+    outcomes = {r["outcome"] for r in batch["recipients"]}
+    assert "provider_auth_failed" in outcomes, outcomes
+    assert stack.carrier.calls() == []
