@@ -27,7 +27,8 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def _check_signature(path: str, query: str, form: dict[str, str], signature: str) -> None:
-    telephony._check_signature(CALLBACKS, path, query, form, signature)
+    headers = {CALLBACKS.signature_header.lower(): signature}
+    telephony._check_signature(CALLBACKS, path, query, form, headers)
 
 
 def signed(url: str) -> str:
