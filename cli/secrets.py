@@ -73,6 +73,31 @@ def cmd_secrets_rotate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secrets_check(_args: argparse.Namespace) -> int:
+    """Whether the configured keys open every provider connection: run it with the new key
+    alone before dropping the old one. 1 when one does not open (each is named)."""
+    from cli.main import use_running_dev_database
+    from shared.connections import service
+    from shared.db import transaction
+    from shared.settings import get_settings
+
+    if use_running_dev_database() is not None:
+        _use_dev_stack_key()
+    check_database(get_settings().database_url)
+    with transaction(snapshot=True) as session:
+        unreadable = service.unreadable_connections(session)
+        total = len(service.connection_ids(session))
+    for connection_id, problem in unreadable:
+        print(f"{connection_id}: {problem}", file=sys.stderr)
+    if unreadable:
+        return 1
+    print(
+        f"the keys of {SECRETS_KEY_VARIABLE} open all {total} provider connection(s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def add_secrets_commands(commands: Any) -> None:
     """``secrets new-key`` and ``secrets rotate`` on the ``switchboard`` parser's subcommands."""
     secrets = commands.add_parser(
@@ -87,3 +112,7 @@ def add_secrets_commands(commands: Any) -> None:
         "running dev stack's database)",
     )
     rotate.set_defaults(handler=cmd_secrets_rotate)
+    check = secrets_commands.add_parser(
+        "check", help="check that the configured keys open every connection (exit 1 if not)"
+    )
+    check.set_defaults(handler=cmd_secrets_check)

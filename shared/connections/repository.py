@@ -101,6 +101,14 @@ def connection_ids(session: Session) -> list[str]:
     )
 
 
+def connection_secrets(session: Session) -> list[tuple[str, str]]:
+    """Every connection's id and encrypted secret."""
+    rows = session.execute(
+        select(ProviderConnection.id, ProviderConnection.secret).order_by(ProviderConnection.id)
+    )
+    return [(row.id, row.secret) for row in rows]
+
+
 def lock_secret(session: Session, connection_id: str) -> str | None:
     """A connection's encrypted secret, its row locked until the transaction ends."""
     return session.execute(

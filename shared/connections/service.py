@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from shared.connections import accounts, repository
-from shared.connections.secrets import encrypt_secrets, rotate_token
+from shared.connections.secrets import (
+    SecretsUnavailable,
+    decrypt_secrets,
+    encrypt_secrets,
+    rotate_token,
+)
 from shared.db import after_commit
 from shared.errors import Conflict, ErrorItem, Loc, NotFound, ValidationFailed
 from shared.ids import new_id
@@ -208,3 +213,15 @@ def rotate_secret(session: Session, connection_id: str) -> bool:
         return False
     repository.store_secret(session, connection_id, rotate_token(secret))
     return True
+
+
+def unreadable_connections(session: Session) -> list[tuple[str, str]]:
+    """The connections whose secrets no configured key opens, each with the reason (all of
+    them, with the reason, when there is no usable key)."""
+    unreadable = []
+    for connection_id, secret in repository.connection_secrets(session):
+        try:
+            decrypt_secrets(secret)
+        except SecretsUnavailable as exc:
+            unreadable.append((connection_id, exc.items[0].msg))
+    return unreadable

@@ -185,10 +185,10 @@ def test_without_a_secrets_key_no_connection_can_be_stored(make_stack):
         assert register(client, "+12025550172", "default").status_code == 201
 
 
-def _rotate(stack: Stack, key: str) -> subprocess.CompletedProcess[str]:
+def _secrets(stack: Stack, command: str, key: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": stack.database_url, "SWITCHBOARD_SECRETS_KEY": key}
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", "secrets", "rotate"],
+        [sys.executable, "-m", "cli.main", "secrets", command],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -197,28 +197,38 @@ def _rotate(stack: Stack, key: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_rotation_re_encrypts_every_connection_under_the_new_key(
-    stack: Stack, client: httpx.Client
-):
-    ids = [create_twilio(client, twilio_sid()).json()["id"] for _ in range(3)]
+def test_rotation_re_encrypts_every_connection_under_the_new_key(make_stack):
+    # A stack of its own: rotation rewrites every connection of the database.
+    stack = make_stack(workers=0, beat=False, webhooks_worker=False)
+    with stack.client(new_api_key(stack)) as client:
+        ids = sorted(create_twilio(client, twilio_sid()).json()["id"] for _ in range(3))
     old = Fernet(stack.secrets_key.encode())
     new_key = Fernet.generate_key().decode()
 
-    missing = _rotate(stack, "")
+    missing = _secrets(stack, "rotate", "")
     assert missing.returncode == 1
     assert "SWITCHBOARD_SECRETS_KEY is not set" in missing.stderr
+    # The new key alone opens nothing yet: check names every connection.
+    unopened = _secrets(stack, "check", new_key)
+    assert unopened.returncode == 1
+    assert all(connection_id in unopened.stderr for connection_id in ids)
 
     # The new key first, the old one after it: everything is re-encrypted under the new one.
-    rotated = _rotate(stack, f"{new_key},{stack.secrets_key}")
+    rotated = _secrets(stack, "rotate", f"{new_key},{stack.secrets_key}")
     assert rotated.returncode == 0, rotated.stderr
-    rows = dict(stack.sql("SELECT id, secret FROM provider_connections WHERE id = ANY(%s)", ids))
-    assert len(rows) == 3
+    assert "3 provider connection(s) re-encrypted" in rotated.stderr
+    rows = dict(stack.sql("SELECT id, secret FROM provider_connections"))
+    assert sorted(rows) == ids
     for token in rows.values():
         assert TOKEN in Fernet(new_key.encode()).decrypt(token.encode()).decode()
         with pytest.raises(InvalidToken):
             old.decrypt(token.encode())
-    # Rotating again with the new key alone reads and rewrites every one.
-    assert _rotate(stack, new_key).returncode == 0
+    # So the old key can go: the new one alone opens all, and rotates them again.
+    checked = _secrets(stack, "check", new_key)
+    assert checked.returncode == 0, checked.stderr
+    assert "open all 3 provider connection(s)" in checked.stderr
+    assert _secrets(stack, "check", stack.secrets_key).returncode == 1
+    assert _secrets(stack, "rotate", new_key).returncode == 0
 
 
 def _post_status(stack: Stack, form: dict[str, str], token: str) -> httpx.Response:
