@@ -93,6 +93,12 @@ def test_connections_are_created_listed_read_and_deleted_without_their_secrets(
         assert other.get("/v1/provider-connections").json() == {"connections": []}
         assert other.delete(f"/v1/provider-connections/{body['id']}").status_code == 404
 
+    # Without a key: 401, the body never read.
+    with stack.raw_client() as anonymous:
+        assert anonymous.get("/v1/provider-connections").status_code == 401
+        refused = anonymous.post("/v1/provider-connections", json={"provider": "twilio"})
+        assert refused.status_code == 401
+
     assert client.delete(f"/v1/provider-connections/{body['id']}").status_code == 204
     assert client.get(f"/v1/provider-connections/{body['id']}").status_code == 404
     assert client.delete(f"/v1/provider-connections/{body['id']}").status_code == 404
