@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from cli import demo_sip_trunk
 from cli.run import say
 from cli.stack.launcher import STARTUP_ERRORS, DevWorkspace, RunningStack, launch_private_stack
 from cli.stack.net import ApiClient, ApiError
@@ -63,11 +64,25 @@ COUNTERS = (
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Ken", "Frances")
 
 
-def write_sandbox_config(path: Path) -> Path:
+# The providers the demo can dial through (``make demo PROVIDER=...``).
+DEMO_PROVIDERS = ("twilio", "sip_trunk")
+
+
+def write_sandbox_config(path: Path, provider: str = "twilio") -> Path:
     """Write the demo's sandbox carrier configuration to ``path`` and return it."""
+    config = dict(SANDBOX_CONFIG)
+    if provider == "sip_trunk":
+        config["sip_trunks"] = demo_sip_trunk.SANDBOX_TRUNKS
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(SANDBOX_CONFIG, indent=2) + "\n")
+    path.write_text(json.dumps(config, indent=2) + "\n")
     return path
+
+
+def caller_number_for(client: ApiClient, workspace: DevWorkspace, provider: str) -> str:
+    """The id of the dev workspace's caller number of ``provider`` (made the first time)."""
+    if provider == "sip_trunk":
+        return demo_sip_trunk.trunk_caller_number(client)
+    return workspace.phone_number_id
 
 
 def demo_recipients(count: int) -> list[dict[str, Any]]:
@@ -91,12 +106,15 @@ def demo_recipients(count: int) -> list[dict[str, Any]]:
     return recipients
 
 
-def submit_demo_batch(client: ApiClient, workspace: DevWorkspace, count: int) -> dict[str, Any]:
-    """Submit the sample batch through the public API and return the created batch."""
+def submit_demo_batch(
+    client: ApiClient, workspace: DevWorkspace, count: int, phone_number_id: str | None = None
+) -> dict[str, Any]:
+    """Submit the sample batch through the public API (from the dev caller number, or
+    ``phone_number_id``) and return the created batch."""
     body = {
         "call_name": f"demo {time.strftime('%Y-%m-%d %H:%M:%S')}",
         "agent_id": workspace.agent_id,
-        "agent_phone_number_id": workspace.phone_number_id,
+        "agent_phone_number_id": phone_number_id or workspace.phone_number_id,
         "recipients": demo_recipients(count),
     }
     batch: dict[str, Any] = client.post("/v1/voiceai/batch-calling/submit", body)
@@ -192,13 +210,16 @@ def run_demo(
     recipients: int = 200,
     timeout_s: float = 180.0,
     out: TextIO = sys.stdout,
+    provider: str = "twilio",
 ) -> int:
-    """Submit the sample batch, watch it to the end, print a summary; 0 if it completed."""
+    """Submit the sample batch from a caller number of ``provider``, watch it to the end, print
+    a summary; 0 if it completed."""
     client = ApiClient(stack.api_url, stack.workspace.api_key)
+    number_id = caller_number_for(client, stack.workspace, provider)
     started = time.monotonic()
-    batch = submit_demo_batch(client, stack.workspace, recipients)
+    batch = submit_demo_batch(client, stack.workspace, recipients, number_id)
     out.write(
-        f"Submitted batch {batch['id']} with {recipients} recipients "
+        f"Submitted batch {batch['id']} with {recipients} recipients through {provider} "
         f"(status {batch.get('status')}); watching it, timeout {timeout_s:.0f} s\n"
     )
     out.flush()
@@ -216,6 +237,12 @@ def run_demo(
     except (ApiError, urllib.error.URLError, OSError):
         sandbox_stats = None
     out.write(format_summary(batch, elapsed, sandbox_stats) + "\n")
+    if provider == "sip_trunk":
+        try:
+            placed = ApiClient(stack.sandbox_url).get("/sandbox/calls")
+            out.write(demo_sip_trunk.trunk_summary(placed) + "\n")
+        except (ApiError, urllib.error.URLError, OSError):
+            pass
     if not finished:
         out.write(f"The batch did not finish within {timeout_s:.0f} s.\n")
         return 1
@@ -230,7 +257,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     temporary = args.state_dir is None
     # A fresh directory under /tmp: its own database, and socket paths stay short.
     state_dir = Path(tempfile.mkdtemp(prefix="sbdemo-")) if temporary else Path(args.state_dir)
-    sandbox_config = write_sandbox_config(state_dir / "sandbox.json")
+    provider = getattr(args, "provider", "twilio")
+    sandbox_config = write_sandbox_config(state_dir / "sandbox.json", provider)
     log_dir = state_dir / "logs"
     stop_event = threading.Event()
     with stop_on_signals(stop_event):
@@ -244,7 +272,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ) as stack:
                 say(f"Stack is up: API {stack.api_url}, Flower {stack.flower_url}")
                 say(f"Process logs: {log_dir}")
-                code = run_demo(stack, recipients=args.recipients, timeout_s=args.timeout)
+                code = run_demo(
+                    stack, recipients=args.recipients, timeout_s=args.timeout, provider=provider
+                )
                 say("Stopping the stack")
         except StopRequested:
             say("Demo interrupted; the stack is stopped.")

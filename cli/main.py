@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cli.batches import CommandFailed, add_batch_commands
-from cli.demo import cmd_demo
+from cli.demo import DEMO_PROVIDERS, cmd_demo
 from cli.run import cmd_run
 from cli.secrets import add_secrets_commands
 from cli.stack.databases import check_database
@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run a sample batch of calls through a private stack, then stop it"
     )
     demo.add_argument("--recipients", type=int, default=200)
+    demo.add_argument(
+        "--provider",
+        choices=DEMO_PROVIDERS,
+        default="twilio",
+        help="the caller number's provider (the sandbox carrier plays it)",
+    )
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the batch")
     demo.add_argument(
         "--state-dir", default=None, help="keep state here (default: a temporary directory)"
