@@ -61,7 +61,9 @@ def _check_signature(
 async def _verified_form(callbacks: Callbacks, request: Request) -> dict[str, str]:
     if request.headers.get("content-type", "").startswith(FORM_URLENCODED):
         # What providers send; parsed directly, as it comes several times per call.
-        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        form = dict(
+            parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        )
     else:
         form = {k: str(v) for k, v in (await request.form()).items()}
     _check_signature(callbacks, request.url.path, request.url.query, form, request.headers)
@@ -176,7 +178,9 @@ class StatusCallbacks:
                 too_large = ErrorItem(loc=["body"], msg="the body is too large", type="too_large")
                 await _answer(scope, receive, send, 413, SwitchboardError(items=[too_large]))
                 return
-        form = dict(parse_qsl(body.decode("utf-8", "replace")))
+        # Blank fields are kept: providers sign them with the rest (Vobiz's unanswered call
+        # has an empty AnswerTime).
+        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         try:
             _check_signature(
                 callbacks,

@@ -1,0 +1,234 @@
+"""End to end through a Vobiz number, with real worker processes and the sandbox carrier's
+Vobiz API: exact counters, callbacks that are forged, replayed or doubled, a killed worker,
+and a cancel."""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+import httpx
+
+from sandbox import vobiz_api
+from shared import messaging
+from shared.settings import SANDBOX_VOBIZ_AUTH_TOKEN
+from tests.conftest import new_api_key
+from tests.factories import create_agent, recipients, register_number, submit
+from tests.support import Stack, wait_for
+from tests.worker.test_batch_control import _describe_unfinished, _unfinished
+from tests.worker.test_dispatch import (
+    MIXED_OUTCOMES,
+    _publish,
+    assert_counters_match_rows,
+    batch_state,
+    dial_counts,
+    wait_final,
+)
+
+# Every recipient's status and outcome for the outcome the carrier played.
+EXPECTED = {
+    "completed": ("completed", "answered"),
+    "busy": ("failed", "busy"),
+    "no-answer": ("failed", "no_answer"),
+    "voicemail": ("voicemail", "voicemail"),
+    "failed": ("failed", "call_failed"),
+}
+
+
+def setup_vobiz_workspace(stack: Stack) -> tuple[httpx.Client, str, str]:
+    """A workspace on the stack with an agent and a Vobiz caller number (the environment's
+    Vobiz account: the sandbox carrier's)."""
+    client = stack.client(new_api_key(stack))
+    return client, create_agent(client), register_number(client, provider="vobiz")
+
+
+def post_signed(
+    url: str, params: dict[str, str], token: str = SANDBOX_VOBIZ_AUTH_TOKEN
+) -> httpx.Response:
+    """A callback as Vobiz posts it, signed (V3) with ``token``."""
+    return httpx.post(url, data=params, headers=vobiz_api.signature_headers(token, url, params))
+
+
+def test_thousand_recipients_through_vobiz_counters_equal_recount(make_stack):
+    stack = make_stack(sandbox=MIXED_OUTCOMES)
+    client, agent_id, number_id = setup_vobiz_workspace(stack)
+    response = submit(
+        client,
+        agent_id,
+        number_id,
+        recipients(1000),
+        telephony_call_config={"ringing_timeout_secs": 25},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["phone_provider"] == "vobiz"
+    batch = wait_final(client, response.json()["id"], timeout=180)
+
+    assert batch["status"] == "completed"
+    assert_counters_match_rows(stack, batch)
+    assert batch["total_calls_scheduled"] == 1000
+    assert batch["total_calls_dispatched"] == 1000
+    assert batch["total_calls_finished"] == 1000
+    counts = dial_counts(stack)
+    assert len(counts) == 1000 and set(counts.values()) == {1}
+    # Each call went through Vobiz's API with our answer, ring and hang-up URLs, machine
+    # detection and the batch's ring timeout; answered calls fetched their VobizXML.
+    call_ids = {r["phone_number"]: r["id"] for r in batch["recipients"]}
+    placed = stack.carrier.calls()
+    for call in placed:
+        call_id = call_ids[call["to"]]
+        assert call["api"] == "vobiz"
+        assert call["url"].endswith(f"/v1/telephony/vobiz/answer/{call_id}")
+        assert call["status_callback"].endswith(f"/v1/telephony/vobiz/status/{call_id}")
+        assert call["ring_url"] == call["status_callback"]
+        assert call["amd_callback"].endswith(f"/v1/telephony/vobiz/amd/{call_id}")
+        assert call["machine_detection"] == "Enable" and call["timeout"] == 25
+        if call["outcome"] in ("completed", "voicemail"):
+            assert "<Stream " in (call["twiml"] or ""), call["twiml"]
+        assert not call["callbacks_lost"]
+    played = {c["to"]: c["outcome"] for c in placed}
+    for recipient in batch["recipients"]:
+        assert (recipient["status"], recipient["outcome"]) == EXPECTED[
+            played[recipient["phone_number"]]
+        ]
+        assert recipient["provider_call_sid"]
+    assert {r["outcome"] for r in batch["recipients"]} == {
+        "answered",
+        "busy",
+        "no_answer",
+        "voicemail",
+        "call_failed",
+    }
+    # The carrier doubled some callbacks (duplicate delivery): each changed nothing twice.
+    assert stack.carrier.stats()["callbacks_sent"] >= 2000  # ring and hang-up per call
+
+
+def test_forged_replayed_and_duplicate_vobiz_callbacks_change_nothing(make_stack):
+    stack = make_stack()
+    client, agent_id, number_id = setup_vobiz_workspace(stack)
+    people = recipients(2, "+1646555", 4800)
+    batch_id = submit(client, agent_id, number_id, people).json()["id"]
+    before = wait_final(client, batch_id, timeout=60)
+    assert [r["outcome"] for r in before["recipients"]] == ["answered", "answered"]
+    call_id, sid = stack.sql(
+        "SELECT id, provider_call_sid FROM calls WHERE batch_id = %s ORDER BY position LIMIT 1",
+        batch_id,
+    )[0]
+    url = f"{stack.api_url}/v1/telephony/vobiz/status/{call_id}"
+    busy = {"CallUUID": sid, "CallStatus": "busy", "Event": "Hangup", "AnswerTime": ""}
+    inbox = "SELECT count(*) FROM status_inbox"
+    stored = stack.sql(inbox)
+
+    # Forged: signed with another token, unsigned, or a genuine signature over another form.
+    for response in (
+        post_signed(url, busy, token="not-our-token"),
+        httpx.post(url, data=busy),
+        httpx.post(
+            url,
+            data=busy,
+            headers=vobiz_api.signature_headers(SANDBOX_VOBIZ_AUTH_TOKEN, url, {**busy, "x": "1"}),
+        ),
+        post_signed(f"{stack.api_url}/v1/telephony/vobiz/amd/{call_id}", {"CallUUID": sid}, "x"),
+    ):
+        assert response.status_code == 403, response.text
+        assert response.json()["detail"][0]["loc"] == ["header", "X-Vobiz-Signature-V3"]
+    assert stack.sql(inbox) == stored  # nothing was stored
+
+    # Replayed (the same signed request three times) and duplicated (each status again).
+    final = {
+        "CallUUID": sid,
+        "CallStatus": "completed",
+        "Event": "Hangup",
+        "Duration": "1",
+        "AnswerTime": "2026-12-04 10:00:00",
+    }
+    headers = vobiz_api.signature_headers(SANDBOX_VOBIZ_AUTH_TOKEN, url, final)
+    for _ in range(3):
+        assert httpx.post(url, data=final, headers=headers).status_code == 204
+    for status in ("ringing", "in-progress", "busy", "no-answer", "cancel"):
+        response = post_signed(url, {**final, "CallStatus": status})
+        assert response.status_code == 204
+    # The same dial messages delivered again to the real worker.
+    dials = _publish(stack.env(), messaging.TASK_DIAL, [[call_id]] * 3)
+    wait_for(
+        lambda: all(
+            "succeeded" in stack.task_events(messaging.TASK_DIAL).get(task_id, ())
+            for task_id in dials
+        ),
+        30,
+        what="the duplicate dial messages to be taken",
+    )
+    wait_for(
+        lambda: (
+            stack.sql("SELECT count(*) FROM status_inbox WHERE call_id = %s", call_id) == [(0,)]
+        ),
+        30,
+        what="the replayed callbacks to be applied",
+    )
+    after = batch_state(client, batch_id)
+    for counter in ("total_calls_dispatched", "total_calls_finished", "retry_count"):
+        assert after[counter] == before[counter]
+    assert [(r["status"], r["outcome"]) for r in after["recipients"]] == [
+        (r["status"], r["outcome"]) for r in before["recipients"]
+    ]
+    assert dial_counts(stack)["+16465554800"] == 1
+    assert_counters_match_rows(stack, after)
+
+
+def test_sigkill_mid_vobiz_batch_loses_nothing_and_doubles_nothing(make_stack):
+    slow = {
+        "seed": 3,
+        "rules": [{"pattern": "*", "api_latency_ms": 30, "ring_seconds": 0.3, "talk_seconds": 0.5}],
+    }
+    stack = make_stack(sandbox=slow, workers=1)
+    client, agent_id, number_id = setup_vobiz_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(300, "+1646555", 4900)).json()["id"]
+    wait_for(
+        lambda: batch_state(client, batch_id)["total_calls_dispatched"] >= 60,
+        60,
+        what="the batch to be well under way",
+    )
+    stack.kill("worker0")
+    mid = batch_state(client, batch_id)
+    assert mid["status"] == "in_progress" and mid["total_calls_finished"] < 300
+    stack.start_worker(name="worker-restarted")
+    batch = wait_final(client, batch_id, timeout=180)
+
+    assert batch["status"] == "completed"
+    assert_counters_match_rows(stack, batch)
+    assert batch["total_calls_dispatched"] == 300 and batch["total_calls_finished"] == 300
+    counts = dial_counts(stack)
+    assert len(counts) == 300 and max(counts.values()) == 1, counts.most_common(3)
+
+
+def test_cancel_of_a_vobiz_batch_places_nothing_after_the_response(make_stack):
+    slow = {
+        "rules": [{"pattern": "*", "api_latency_ms": 40, "ring_seconds": 1.0, "talk_seconds": 5.0}]
+    }
+    stack = make_stack(sandbox=slow, workers=2)
+    client, agent_id, number_id = setup_vobiz_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(300, "+1646555", 5300)).json()["id"]
+    wait_for(
+        lambda: batch_state(client, batch_id)["total_calls_dispatched"] >= 30,
+        60,
+        what="the batch to be dialing",
+    )
+    response = client.post(f"/v1/voiceai/batch-calling/{batch_id}/cancel")
+    answered_at = time.time()
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+
+    final: dict[str, Any] = wait_for(
+        lambda: (lambda b: b if not _unfinished(b) else None)(batch_state(client, batch_id)),
+        90,
+        what="every recipient to be final",
+        describe=lambda: _describe_unfinished(stack, batch_state(client, batch_id)),
+    )
+    placed = stack.carrier.calls()
+    assert placed and max(c["created_at"] for c in placed) <= answered_at
+    assert len(placed) < 300
+    # Calls live at the cancel were hung up through Vobiz's API (DELETE): none is left live.
+    assert all(c["status"] in ("canceled", "completed") for c in placed)
+    assert final["status"] == "cancelled"
+    outcomes = collections.Counter(r["outcome"] for r in final["recipients"])
+    assert outcomes["batch_cancelled"] >= 1
+    assert_counters_match_rows(stack, final)
