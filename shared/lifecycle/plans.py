@@ -206,6 +206,15 @@ def plan_provider_update(call: CallSnapshot, update: ProviderUpdate) -> Transiti
     )
 
 
+def batch_failure(update: ProviderUpdate) -> str | None:
+    """Why a provider report fails its call's batch, or None: the provider refused our
+    credentials (a SIP trunk's 403 or 407 comes in a status callback, after the provider took
+    the dial), and no call of that account can proceed, as when a dial's answer says so."""
+    if update.outcome != Outcome.PROVIDER_AUTH_FAILED:
+        return None
+    return f"provider rejected the credentials: {update.error_message or update.provider_status}"
+
+
 def plan_dial_failure(call: CallSnapshot, *, provider_answered: bool) -> Transition | None:
     """A claimed call whose dial ended for good without a provider call: failed, final.
 

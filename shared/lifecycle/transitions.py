@@ -114,10 +114,7 @@ def _plan_provider_update(
         return None
     ended = _ended_attempt(snapshot, transition, update.sid, update.outcome, update.duration_s)
     move = Move(call_id, transition, _update_values(update), ended)
-    fails_batch = None
-    if update.outcome == Outcome.PROVIDER_AUTH_FAILED:
-        fails_batch = f"provider rejected the credentials: {update.error_message or ''}".strip()
-    return _Planned(move, locked.batch_id, locked.workspace_id, fails_batch)
+    return _Planned(move, locked.batch_id, locked.workspace_id, plans.batch_failure(update))
 
 
 def _fail_refused_batches(session: Session, refused: dict[str, str]) -> None:

@@ -203,3 +203,20 @@ def test_a_retry_policy_reads_its_api_form():
     assert policy.retry_on == {Outcome.VOICEMAIL, Outcome.VOICEMAIL_MESSAGE_LEFT, Outcome.BUSY}
     assert [policy.delay_after(n) for n in (1, 2, 3)] == [30, 90, 90]
     assert RetryPolicy.from_json(None) == RetryPolicy()
+
+
+def test_a_report_of_refused_credentials_fails_the_batch_and_no_other_does():
+    refused = report(
+        S.FAILED, outcome=Outcome.PROVIDER_AUTH_FAILED, error_message="SIP 407 Proxy Auth"
+    )
+    assert plans.batch_failure(refused) == "provider rejected the credentials: SIP 407 Proxy Auth"
+    for status, outcome in FINAL_REPORTS.items():
+        assert plans.batch_failure(report(status, outcome=outcome)) is None
+    # The refused call itself ends failed, counted once, never dialed again by a retry policy.
+    retrying = RetryPolicy.from_json(
+        {"max_attempts": 3, "retry_on": ["busy", "no_answer", "failed", "voicemail"]}
+    )
+    call = snap(S.DISPATCHED, "CA1", first=True, attempts=1, retry=retrying)
+    transition = plan_provider_update(call, refused)
+    assert transition is not None and transition.to_status == S.FAILED
+    assert transition.deltas == CounterDeltas(finished=1, final=1)
