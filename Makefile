@@ -27,7 +27,7 @@ LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --all-buil
 help:
 	@echo "make install  create $(VENV), install switchboard with its dev tools, Chromium and promtool"
 	@echo "make lock     pin every dependency of pyproject.toml in requirements/*.txt (hashes)"
-	@echo "make demo     run a sample batch through a private local stack (BROKER=rabbitmq, PROVIDER=sip_trunk too)"
+	@echo "make demo     run a sample batch through a private local stack (BROKER=rabbitmq, PROVIDER=sip_trunk|vobiz too)"
 	@echo "make run      run API, workers (dial, webhooks), beat, Flower and the sandbox carrier"
 	@echo "make test     ruff, ruff format --check, mypy and pytest (what CI runs)"
 	@echo "make lint     ruff and mypy only"
@@ -86,8 +86,8 @@ install: $(STAMP) chromium promtool
 # BROKER=rabbitmq carries the demo's messages in the RabbitMQ of RABBITMQ_URL (a virtual host
 # of its own, made with rabbitmqctl and deleted afterwards) instead of Redis; so does a
 # SWITCHBOARD_BROKER_URL in the environment.
-# PROVIDER=sip_trunk dials the sample batch from a caller number of that provider (the sandbox
-# carrier plays each); twilio by default.
+# PROVIDER=sip_trunk or PROVIDER=vobiz dials the sample batch from a caller number of that
+# provider (the sandbox carrier plays each); twilio by default.
 BROKER ?= redis
 RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672//
 PROVIDER ?= twilio

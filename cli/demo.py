@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from cli import demo_sip_trunk
+from cli import demo_sip_trunk, demo_vobiz
 from cli.run import say
 from cli.stack.launcher import STARTUP_ERRORS, DevWorkspace, RunningStack, launch_private_stack
 from cli.stack.net import ApiClient, ApiError
@@ -65,7 +66,12 @@ FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret"
 
 
 # The providers the demo can dial through (``make demo PROVIDER=...``).
-DEMO_PROVIDERS = ("twilio", "sip_trunk")
+DEMO_PROVIDERS = ("twilio", "sip_trunk", "vobiz")
+# What the summary adds for a provider: a line of what reached it, from the carrier's records.
+PROVIDER_SUMMARIES: dict[str, Callable[[list[dict[str, Any]]], str]] = {
+    "sip_trunk": demo_sip_trunk.trunk_summary,
+    "vobiz": demo_vobiz.vobiz_summary,
+}
 
 
 def write_sandbox_config(path: Path, provider: str = "twilio") -> Path:
@@ -82,6 +88,8 @@ def caller_number_for(client: ApiClient, workspace: DevWorkspace, provider: str)
     """The id of the dev workspace's caller number of ``provider`` (made the first time)."""
     if provider == "sip_trunk":
         return demo_sip_trunk.trunk_caller_number(client)
+    if provider == "vobiz":
+        return demo_vobiz.vobiz_caller_number(client)
     return workspace.phone_number_id
 
 
@@ -237,12 +245,10 @@ def run_demo(
     except (ApiError, urllib.error.URLError, OSError):
         sandbox_stats = None
     out.write(format_summary(batch, elapsed, sandbox_stats) + "\n")
-    if provider == "sip_trunk":
-        try:
-            placed = ApiClient(stack.sandbox_url).get("/sandbox/calls")
-            out.write(demo_sip_trunk.trunk_summary(placed) + "\n")
-        except (ApiError, urllib.error.URLError, OSError):
-            pass
+    summary = PROVIDER_SUMMARIES.get(provider)
+    if summary is not None:
+        with contextlib.suppress(ApiError, urllib.error.URLError, OSError):
+            out.write(summary(ApiClient(stack.sandbox_url).get("/sandbox/calls")) + "\n")
     if not finished:
         out.write(f"The batch did not finish within {timeout_s:.0f} s.\n")
         return 1
