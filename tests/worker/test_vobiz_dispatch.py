@@ -232,3 +232,38 @@ def test_cancel_of_a_vobiz_batch_places_nothing_after_the_response(make_stack):
     outcomes = collections.Counter(r["outcome"] for r in final["recipients"])
     assert outcomes["batch_cancelled"] >= 1
     assert_counters_match_rows(stack, final)
+
+
+def test_ambiguous_vobiz_dial_is_looked_up_not_redialed(make_stack):
+    # Vobiz answers after the client's timeout, but it did place the call (busy, and none of
+    # its callbacks comes): only looking it up among the account's calls finds it. Another
+    # number's dial meets a 429, which Vobiz did not process: that one is sent again.
+    stack = make_stack(
+        sandbox={
+            "seed": 2,  # the 429 rule refuses the first request and accepts the second
+            "rules": [
+                {
+                    "pattern": "+16465555400",
+                    "timeout_seconds": 3,
+                    "outcome": "busy",
+                    "drop_callbacks": True,
+                },
+                {"pattern": "+16465555401", "http_error": 429, "http_error_probability": 0.5},
+            ],
+        }
+    )
+    client, agent_id, number_id = setup_vobiz_workspace(stack)
+    batch_id = submit(client, agent_id, number_id, recipients(3, "+1646555", 5400)).json()["id"]
+    batch = wait_final(client, batch_id, timeout=90)
+    assert batch["status"] == "completed"
+    assert [(r["status"], r["outcome"]) for r in batch["recipients"]] == [
+        ("failed", "busy"),
+        ("completed", "answered"),
+        ("completed", "answered"),
+    ]
+    (placed,) = [c for c in stack.carrier.calls() if c["to"] == "+16465555400"]
+    assert batch["recipients"][0]["provider_call_sid"] == placed["sid"]
+    counts = dial_counts(stack)
+    assert counts["+16465555400"] == 1 and set(counts.values()) == {1}
+    assert stack.carrier.stats().get("rejected_429", 0) >= 1
+    assert_counters_match_rows(stack, batch)
