@@ -10,6 +10,7 @@ import pytest
 
 from sandbox import SandboxCarrier, SandboxConfig
 from sandbox.twilio_api import FINAL, status_callback_form
+from shared.errors import ProviderError
 from shared.lifecycle.plans import ProviderUpdate
 from shared.lifecycle.states import CallStatus, Outcome
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings
@@ -17,6 +18,7 @@ from shared.telephony import registry, sip_trunk
 from shared.telephony.port import DialRequest
 from shared.telephony.sip_trunk import CALLBACKS, SipTrunkProvider, Trunk
 from shared.telephony.twilio import TwilioAccount, TwilioProvider
+from shared.telephony.twilio.client import SCAN_LIMIT
 from tests.support import wait_for
 
 CALLER = "+12025550100"
@@ -235,3 +237,40 @@ def test_the_trunk_answers_and_the_adapter_reads_it(
 def test_a_number_without_a_trunk_is_no_sip_trunk():
     with pytest.raises(Exception, match="names no SIP trunk"):
         sip_trunk.provider_for("default")
+
+
+def test_a_call_is_recognised_by_the_uri_it_reached_whatever_twilio_kept_of_it():
+    reaches = TRUNK.reaches("+12125550001")
+    assert reaches(TRUNK.uri("+12125550001"))
+    assert reaches("sip:+12125550001@trunk.example.com:5061")  # without params and headers
+    assert reaches("sip:+12125550001@TRUNK.example.com;transport=tls")  # no port, upper case
+    assert not reaches("sip:+12125550002@trunk.example.com:5061")  # another number
+    assert not reaches("sip:+12125550001@other.example.com:5061")  # another trunk
+    assert not reaches("sip:+12125550001@trunk.example.com:5062")  # another port
+    assert not reaches("+12125550001")  # a phone call, not over the trunk
+    ipv6 = Trunk("c", "[2001:db8::1]:5060")
+    assert ipv6.reaches("+12125550001")("sip:+12125550001@[2001:db8::1]:5060;transport=udp")
+
+
+def test_a_lookup_skips_other_numbers_and_earlier_attempts(carrier: SandboxCarrier):
+    provider = provider_at(carrier)
+    since = datetime.now(UTC)
+    first = provider.place_call(dial("+12125550001"))
+    provider.place_call(dial("+12125550002"))
+    second = provider.place_call(dial("+12125550001"))
+    found = provider.find_call("+12125550001", [CALLER], since)
+    assert found is not None and found.sid == second.sid
+    earlier = provider.find_call("+12125550001", [CALLER], since, exclude={second.sid})
+    assert earlier is not None and earlier.sid == first.sid
+    assert provider.find_call("+12125550009", [CALLER], since) is None
+    assert provider.find_call("+12125550001", ["+12025550199"], since) is None
+
+
+def test_a_lookup_among_more_calls_than_it_reads_is_ambiguous(carrier: SandboxCarrier):
+    provider = provider_at(carrier)
+    since = datetime.now(UTC)
+    for index in range(SCAN_LIMIT + 1):
+        provider.place_call(dial(f"+1212556{index:04d}"))
+    with pytest.raises(ProviderError) as unknown:
+        provider.find_call("+12125550001", [CALLER], since)
+    assert unknown.value.ambiguous  # looked up again later, never taken as absent

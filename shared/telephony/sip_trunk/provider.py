@@ -64,8 +64,10 @@ class SipTrunkProvider:
     def find_call(
         self, to: str, callers: Sequence[str], since: datetime, exclude: Collection[str] = ()
     ) -> ProviderUpdate | None:
-        """The newest call to the number's URI on this trunk (as Twilio lists SIP calls)."""
-        return self.carrier.find_call(self.trunk.uri(to), callers, since, exclude)
+        """The newest call to the number on this trunk: the caller's calls since then, picked by
+        the URI they reached (Twilio may record it without its parameters or headers)."""
+        uri = self.trunk.uri(to)
+        return self.carrier.find_call(uri, callers, since, exclude, reaches=self.trunk.reaches(to))
 
     def fetch_call(self, sid: str) -> ProviderUpdate | None:
         """The call at Twilio."""

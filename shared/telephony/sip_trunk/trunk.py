@@ -3,7 +3,7 @@ the SIP URI Twilio is given for a call to one number over it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -63,9 +63,36 @@ class Trunk:
             )
         return uri
 
+    def reaches(self, number: str) -> Callable[[str], bool]:
+        """Whether a call's recorded ``to`` is ``number`` on this trunk: the URI's user and
+        host (and port, when both name one), whatever parameters or headers it kept."""
+        user, host, port = _destination(self.uri(number))
+
+        def match(recorded: str) -> bool:
+            other = _destination(recorded)
+            return (other[0], other[1]) == (user, host) and (
+                other[2] is None or port is None or other[2] == port
+            )
+
+        return match
+
     def auth(self) -> dict[str, str]:
         """The SDK's ``calls.create`` arguments for the trunk's digest credentials (none when the
         trunk takes calls without them)."""
         if not self.username:
             return {}
         return {"sip_auth_username": self.username, "sip_auth_password": self.password}
+
+
+def _destination(uri: str) -> tuple[str, str, str | None]:
+    """A SIP URI's user, lower-case host and port (None when it names none)."""
+    target = uri.split(":", 1)[-1].split("?", 1)[0].split(";", 1)[0]
+    user, _, hostport = target.rpartition("@")
+    if hostport.startswith("["):  # [IPv6]:port
+        host, _, rest = hostport.partition("]")
+        host += "]"
+        port = rest[1:] if rest.startswith(":") else None
+    else:
+        host, _, port_text = hostport.partition(":")
+        port = port_text or None
+    return user, host.lower(), port

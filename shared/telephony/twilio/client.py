@@ -54,6 +54,8 @@ def connect_agent_detection(settings: Settings | None = None) -> MachineDetectio
     return _DETECTION_SETTING.get(value, MachineDetection.OFF)
 
 
+# The most calls a lookup that cannot filter by destination at Twilio reads (find_call).
+SCAN_LIMIT = 1000
 # Requests the provider did not process: safe to send again after a pause.
 RETRY_PAUSES_S = (0.2, 0.5, 1.0)
 TWILIO_API_BASE_URL = "https://api.twilio.com"
@@ -242,22 +244,45 @@ class TwilioProvider:
         return PlacedCall(sid=sid, provider_status=status, update=update)
 
     def find_call(
-        self, to: str, callers: Sequence[str], since: datetime, exclude: Collection[str] = ()
+        self,
+        to: str,
+        callers: Sequence[str],
+        since: datetime,
+        exclude: Collection[str] = (),
+        *,
+        reaches: Callable[[str], bool] | None = None,
     ) -> ProviderUpdate | None:
         """The newest call to ``to`` from one of ``callers`` since ``since`` (allowing clock
         skew), other than those in ``exclude`` (an earlier attempt's calls, which the minute of
-        skew may take in). One caller is filtered at Twilio; a pool is filtered here."""
+        skew may take in). One caller is filtered at Twilio; a pool is filtered here.
+
+        With ``reaches`` (a SIP URI, which Twilio may record otherwise than it was dialed: its
+        headers or parameters left out), Twilio is not asked to filter by destination: the
+        calls from the caller since then are read, at most ``SCAN_LIMIT`` (more is ambiguous:
+        looked up again later, never taken as absent), and ``reaches`` picks them by their
+        ``to``."""
         only = callers[0] if len(callers) == 1 else None
         calls = self._call(
             lambda: self._client().calls.list(
-                to=to, from_=only, start_time_after=since - timedelta(minutes=1), limit=50
+                to=to if reaches is None else None,
+                from_=only,
+                start_time_after=since - timedelta(minutes=1),
+                limit=50 if reaches is None else SCAN_LIMIT + 1,
             )
         )
+        if reaches is not None and len(calls) > SCAN_LIMIT:
+            raise ProviderError(
+                f"more than {SCAN_LIMIT} calls from the caller since the dial: whether this "
+                "one exists cannot be told from them",
+                ambiguous=True,
+            )
         # The SDK keeps a call's "from" as `_from` (`from` is a keyword).
         ours = [
             call
             for call in calls
-            if getattr(call, "_from", None) in callers and str(call.sid) not in exclude
+            if getattr(call, "_from", None) in callers
+            and str(call.sid) not in exclude
+            and (reaches is None or reaches(str(call.to)))
         ]
         if not ours:
             return None
