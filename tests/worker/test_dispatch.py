@@ -142,12 +142,7 @@ def test_duplicate_dial_and_status_deliveries_change_nothing(broker, make_stack)
     ]
 
     # The same dial message delivered again, to the real worker, three times over.
-    messaging_env = stack.env()
-    dials = [
-        task_id
-        for _ in range(3)
-        for task_id in _publish(messaging_env, messaging.TASK_DIAL, [[cid] for cid in call_ids])
-    ]
+    dials = redeliver_dials(stack, call_ids)
 
     # The same final status callback delivered again, correctly signed.
     (sid,) = stack.sql("SELECT provider_call_sid FROM calls WHERE id = %s", call_ids[0])[0]
@@ -164,14 +159,7 @@ def test_duplicate_dial_and_status_deliveries_change_nothing(broker, make_stack)
         assert response.status_code == 204
     # The worker has taken every duplicate: each dial message ran to its end, and every
     # callback left the status inbox (the transaction that applies a report deletes it).
-    wait_for(
-        lambda: all(
-            "succeeded" in stack.task_events(messaging.TASK_DIAL).get(task_id, ())
-            for task_id in dials
-        ),
-        30,
-        what="the duplicate dial messages to be taken",
-    )
+    wait_taken(stack, dials)
     wait_for(
         lambda: (
             stack.sql("SELECT count(*) FROM status_inbox WHERE call_id = %s", call_ids[0]) == [(0,)]
@@ -293,14 +281,48 @@ def _publish(
         ]
 
 
+def redeliver_dials(stack: Stack, call_ids: list[str], times: int = 3) -> list[str]:
+    """Publish the dial message of each call again, ``times`` over; the messages' task ids."""
+    env = stack.env()
+    return [
+        task_id
+        for _ in range(times)
+        for task_id in _publish(env, messaging.TASK_DIAL, [[cid] for cid in call_ids])
+    ]
+
+
+def wait_taken(stack: Stack, dials: list[str]) -> None:
+    """Wait until the worker has run each of these dial messages to its end."""
+    wait_for(
+        lambda: all(
+            "succeeded" in stack.task_events(messaging.TASK_DIAL).get(task_id, ())
+            for task_id in dials
+        ),
+        30,
+        what="the duplicate dial messages to be taken",
+    )
+
+
+# Calls slow enough for a batch of 300 to be under way when a worker is killed.
+SLOW_CALLS = {
+    "seed": 3,
+    "rules": [{"pattern": "*", "api_latency_ms": 30, "ring_seconds": 0.3, "talk_seconds": 0.5}],
+}
+
+
 def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(broker, make_stack):
-    slow = {
-        "seed": 3,
-        "rules": [{"pattern": "*", "api_latency_ms": 30, "ring_seconds": 0.3, "talk_seconds": 0.5}],
-    }
-    stack = make_stack(sandbox=slow, workers=1, **broker)
-    client, agent_id, number_id = setup_workspace(stack)
-    batch_id = submit(client, agent_id, number_id, recipients(300)).json()["id"]
+    stack = make_stack(sandbox=SLOW_CALLS, workers=1, **broker)
+    sigkill_mid_batch(stack, setup_workspace(stack), recipients(300))
+
+
+def sigkill_mid_batch(
+    stack: Stack, workspace: tuple[httpx.Client, str, str], people: list[dict[str, Any]]
+) -> None:
+    """Submit a batch of 300 ``people`` from the workspace's number on a stack whose one
+    worker is then killed mid-batch (SIGKILL) and replaced: every recipient ends final once,
+    counters equal their recount, and no number is dialed twice."""
+    client, agent_id, number_id = workspace
+    batch_id = submit(client, agent_id, number_id, people).json()["id"]
     wait_for(
         lambda: batch_state(client, batch_id)["total_calls_dispatched"] >= 60,
         60,

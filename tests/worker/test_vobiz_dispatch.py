@@ -4,26 +4,24 @@ and a cancel."""
 
 from __future__ import annotations
 
-import collections
-import time
-from typing import Any
-
 import httpx
 
 from sandbox import vobiz_api
-from shared import messaging
 from shared.settings import SANDBOX_VOBIZ_AUTH_TOKEN
 from tests.conftest import new_api_key
 from tests.factories import create_agent, recipients, register_number, submit
 from tests.support import Stack, wait_for
-from tests.worker.test_batch_control import _describe_unfinished, _unfinished
+from tests.worker.test_batch_control import LONG_CALLS, cancel_mid_batch
 from tests.worker.test_dispatch import (
     MIXED_OUTCOMES,
-    _publish,
+    SLOW_CALLS,
     assert_counters_match_rows,
     batch_state,
     dial_counts,
+    redeliver_dials,
+    sigkill_mid_batch,
     wait_final,
+    wait_taken,
 )
 
 # Every recipient's status and outcome for the outcome the carrier played.
@@ -149,15 +147,7 @@ def test_forged_replayed_and_duplicate_vobiz_callbacks_change_nothing(make_stack
         response = post_signed(url, {**final, "CallStatus": status})
         assert response.status_code == 204
     # The same dial messages delivered again to the real worker.
-    dials = _publish(stack.env(), messaging.TASK_DIAL, [[call_id]] * 3)
-    wait_for(
-        lambda: all(
-            "succeeded" in stack.task_events(messaging.TASK_DIAL).get(task_id, ())
-            for task_id in dials
-        ),
-        30,
-        what="the duplicate dial messages to be taken",
-    )
+    wait_taken(stack, redeliver_dials(stack, [call_id]))
     wait_for(
         lambda: (
             stack.sql("SELECT count(*) FROM status_inbox WHERE call_id = %s", call_id) == [(0,)]
@@ -176,62 +166,14 @@ def test_forged_replayed_and_duplicate_vobiz_callbacks_change_nothing(make_stack
 
 
 def test_sigkill_mid_vobiz_batch_loses_nothing_and_doubles_nothing(make_stack):
-    slow = {
-        "seed": 3,
-        "rules": [{"pattern": "*", "api_latency_ms": 30, "ring_seconds": 0.3, "talk_seconds": 0.5}],
-    }
-    stack = make_stack(sandbox=slow, workers=1)
-    client, agent_id, number_id = setup_vobiz_workspace(stack)
-    batch_id = submit(client, agent_id, number_id, recipients(300, "+1646555", 4900)).json()["id"]
-    wait_for(
-        lambda: batch_state(client, batch_id)["total_calls_dispatched"] >= 60,
-        60,
-        what="the batch to be well under way",
-    )
-    stack.kill("worker0")
-    mid = batch_state(client, batch_id)
-    assert mid["status"] == "in_progress" and mid["total_calls_finished"] < 300
-    stack.start_worker(name="worker-restarted")
-    batch = wait_final(client, batch_id, timeout=180)
-
-    assert batch["status"] == "completed"
-    assert_counters_match_rows(stack, batch)
-    assert batch["total_calls_dispatched"] == 300 and batch["total_calls_finished"] == 300
-    counts = dial_counts(stack)
-    assert len(counts) == 300 and max(counts.values()) == 1, counts.most_common(3)
+    stack = make_stack(sandbox=SLOW_CALLS, workers=1)
+    sigkill_mid_batch(stack, setup_vobiz_workspace(stack), recipients(300, "+1646555", 4900))
 
 
 def test_cancel_of_a_vobiz_batch_places_nothing_after_the_response(make_stack):
-    slow = {
-        "rules": [{"pattern": "*", "api_latency_ms": 40, "ring_seconds": 1.0, "talk_seconds": 5.0}]
-    }
-    stack = make_stack(sandbox=slow, workers=2)
-    client, agent_id, number_id = setup_vobiz_workspace(stack)
-    batch_id = submit(client, agent_id, number_id, recipients(300, "+1646555", 5300)).json()["id"]
-    wait_for(
-        lambda: batch_state(client, batch_id)["total_calls_dispatched"] >= 30,
-        60,
-        what="the batch to be dialing",
-    )
-    response = client.post(f"/v1/voiceai/batch-calling/{batch_id}/cancel")
-    answered_at = time.time()
-    assert response.status_code == 200 and response.json()["status"] == "cancelled"
-
-    final: dict[str, Any] = wait_for(
-        lambda: (lambda b: b if not _unfinished(b) else None)(batch_state(client, batch_id)),
-        90,
-        what="every recipient to be final",
-        describe=lambda: _describe_unfinished(stack, batch_state(client, batch_id)),
-    )
-    placed = stack.carrier.calls()
-    assert placed and max(c["created_at"] for c in placed) <= answered_at
-    assert len(placed) < 300
-    # Calls live at the cancel were hung up through Vobiz's API (DELETE): none is left live.
-    assert all(c["status"] in ("canceled", "completed") for c in placed)
-    assert final["status"] == "cancelled"
-    outcomes = collections.Counter(r["outcome"] for r in final["recipients"])
-    assert outcomes["batch_cancelled"] >= 1
-    assert_counters_match_rows(stack, final)
+    # Live calls are hung up through Vobiz's API (DELETE), ringing ones cancelled.
+    stack = make_stack(sandbox=LONG_CALLS, workers=2)
+    cancel_mid_batch(stack, setup_vobiz_workspace(stack), recipients(300, "+1646555", 5300))
 
 
 def test_ambiguous_vobiz_dial_is_looked_up_not_redialed(make_stack):
