@@ -223,3 +223,27 @@ def test_a_trunk_refusing_our_credentials_fails_the_batch(
     texts = [r["body"].decode() for r in receiver.requests]
     texts.append(client.get(f"/v1/voiceai/batch-calling/{batch['id']}").text)
     assert_no_credentials_anywhere(stack, texts)
+
+
+def test_a_trunk_dial_whose_answer_was_lost_is_found_not_redialed(make_stack):
+    # The carrier creates the call but answers after the client's 2 s timeout, and no callback
+    # about it ever comes: only the reconciliation's lookup can find it.
+    stack = make_stack(
+        sandbox={
+            "sip_trunks": SANDBOX_TRUNKS,
+            "rules": [{"pattern": "+12125550700", "timeout_seconds": 3, "drop_callbacks": True}],
+        }
+    )
+    client = stack.client(new_api_key(stack))
+    number_id = register_trunk_number(client, TRUNK)
+    response = submit(client, create_agent(client), number_id, recipients(2, start=700))
+    assert response.status_code == 200, response.text
+    batch = wait_final(client, response.json()["id"], timeout=90)
+
+    assert batch["status"] == "completed"
+    assert [r["status"] for r in batch["recipients"]] == ["completed", "completed"]
+    assert collections.Counter(call["number"] for call in stack.carrier.calls()) == {
+        "+12125550700": 1,
+        "+12125550701": 1,
+    }
+    assert_counters_match_rows(stack, batch)
