@@ -25,9 +25,10 @@ from shared.dispatch import agent_config as calls_service
 from shared.errors import ErrorItem, Forbidden, SwitchboardError
 from shared.schemas import AgentConfigResponse
 from shared.telephony import registry, reports
-from shared.telephony.port import AnswerReports, Callbacks
+from shared.telephony.port import AnswerReports, Callbacks, MessageDocuments
 from shared.urls import (
     MACHINE_DETECTION,
+    MESSAGE,
     STATUS,
     agent_config_signature_valid,
     provider_path,
@@ -107,7 +108,23 @@ def _provider_endpoints(callbacks: Callbacks) -> None:
         media_type, body = callbacks.answer_document(call_id)
         return Response(body, media_type=media_type)
 
+    async def message_document(request: Request) -> Response:
+        """The document that speaks the query's ``text`` on a live call, then ends it, for a
+        provider that fetches it (``MessageDocuments``); the provider's signature covers the
+        URL, and so the text."""
+        await _verified_form(callbacks, request)
+        assert isinstance(callbacks, MessageDocuments)
+        media_type, body = callbacks.message_document(request.query_params.get("text", ""))
+        return Response(body, media_type=media_type)
+
     name = callbacks.name
+    if isinstance(callbacks, MessageDocuments):
+        router.add_route(
+            provider_path(name, MESSAGE),
+            message_document,
+            methods=["POST"],
+            include_in_schema=False,
+        )
     # Internal: not in the schema.
     router.add_route(
         provider_path(name, STATUS), status_callback, methods=["POST"], include_in_schema=False

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from sandbox.calls import Calls
 
 NAME = "vobiz"
+FORM = "application/x-www-form-urlencoded"
+SPEAK = re.compile(r"<Speak[^>]*>(.*?)</Speak>", re.DOTALL)
 PREFIX = "/api/v1/Account/{auth_id}/Call/"
 # Our call states (Twilio's words, which the lifecycle uses) in Vobiz's.
 WORDS = {
@@ -242,6 +247,8 @@ def routes(calls: Calls) -> list[Route]:
             ending = "completed" if status == "in-progress" else "canceled"
             calls.update(auth_id, call["sid"], {"Status": [ending]})
             return 204, None
+        if request.method == "POST":
+            return await transfer(request, auth_id, call)
         wanted = request.query_params.get("status")
         with calls.lock:
             record = dict(call)
@@ -251,9 +258,35 @@ def routes(calls: Calls) -> list[Route]:
             raise Reply(404, error_body("no queued call"))
         return 200, call_object(record)
 
+    async def transfer(request: Request, auth_id: str, call: dict[str, Any]) -> tuple[int, Any]:
+        """Vobiz's transfer of a live call to the XML at ``aleg_url``: fetched (signed, like
+        every request of Vobiz's), and its ``<Speak>`` texts spoken before it hangs up (the
+        carrier's TwiML runner plays them; the call's record lists them in ``said``)."""
+        body = json.loads((await request.body()).decode() or "{}")
+        with calls.lock:
+            live = call["status"] == "in-progress"
+            token = calls.config.accounts.get(auth_id, "")
+            params = _form(call, "in-progress", "Transfer")
+            timeout = calls.config.callback_timeout_s
+        if not live:
+            raise Reply(400, error_body("the call is not in progress"))
+        url = str(body.get("aleg_url") or "")
+        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
+            response = await client.post(
+                url,
+                content=urllib.parse.urlencode(params).encode(),
+                headers={"Content-Type": FORM, **signature_headers(token, url, params)},
+                timeout=timeout,
+            )
+        if response.status_code != 200:
+            raise Reply(400, error_body(f"aleg_url answered {response.status_code}"))
+        spoken = "".join(f"<Say>{text}</Say>" for text in SPEAK.findall(response.text))
+        calls.update(auth_id, call["sid"], {"Twiml": [f"<Response>{spoken}<Hangup/></Response>"]})
+        return 202, {"api_id": str(uuid.uuid4()), "message": "call transferred"}
+
     return [
         route(PREFIX, call_list, ["GET", "POST"]),
-        route(PREFIX + "{call_uuid}/", one_call, ["GET", "DELETE"]),
+        route(PREFIX + "{call_uuid}/", one_call, ["GET", "POST", "DELETE"]),
     ]
 
 

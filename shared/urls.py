@@ -17,6 +17,9 @@ from shared.settings import Settings, get_settings
 PROVIDER_PATH = "/v1/telephony/{provider}/{endpoint}/{call_id}"
 STATUS = "status"
 MACHINE_DETECTION = "amd"
+# The document that speaks a voicemail message and ends the call, for providers that fetch it
+# (``port.MessageDocuments``); the message is the ``text`` of its query.
+MESSAGE = "message"
 AGENT_CONFIG_PATH = "/v1/voiceai/calls/{call_id}/agent-config"
 AGENT_CONFIG_TTL_S = 6 * 3600
 

@@ -29,6 +29,7 @@ __all__ = [
     "Callbacks",
     "DetectionVerdict",
     "DialRequest",
+    "MessageDocuments",
     "PlacedCall",
     "Provider",
     "ProviderUpdate",
@@ -216,4 +217,16 @@ class AnswerReports(Protocol):
     def answer_update(self, params: Mapping[str, str]) -> ProviderUpdate | None:
         """The answer document's request in our terms (the call answered); None when it says
         nothing more."""
+        ...
+
+
+@runtime_checkable
+class MessageDocuments(Protocol):
+    """``Callbacks`` of a provider that fetches the document a live call switches to (Vobiz's
+    transfer of a call to a URL): the API serves, at ``/v1/telephony/{provider}/message/...``,
+    the document that speaks the ``text`` of its query and ends the call, to a request the
+    provider signed (the text is in the signed URL)."""
+
+    def message_document(self, message: str) -> tuple[str, str]:
+        """The document (its media type and body) that speaks ``message``, then hangs up."""
         ...

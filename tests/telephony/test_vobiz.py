@@ -139,6 +139,13 @@ def test_the_answer_document_streams_the_call_to_the_agent_runtime(settings: Set
     assert "/v1/voiceai/calls/c&lt;&amp;1/agent-config?expires=" in xml
 
 
+def test_the_message_document_speaks_the_message_then_hangs_up(settings: Settings):
+    media_type, xml = CALLBACKS.message_document("Hi <Ada> & co")
+    assert media_type == "application/xml"
+    assert xml.endswith("<Response><Speak>Hi &lt;Ada&gt; &amp; co</Speak><Hangup/></Response>")
+    assert CALLBACKS.message_document(" ")[1].endswith("<Response><Hangup/></Response>")
+
+
 def test_the_registry_hands_out_vobiz_by_name(settings: Settings):
     provider = registry.provider_for("vobiz", "default")
     assert provider.name == "vobiz"

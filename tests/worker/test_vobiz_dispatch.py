@@ -23,6 +23,15 @@ from tests.worker.test_dispatch import (
     wait_final,
     wait_taken,
 )
+from tests.worker.test_voicemail import (
+    HUMAN,
+    MACHINE,
+    agent_with,
+    call_row,
+    person,
+    placed,
+    run_batch,
+)
 
 # Every recipient's status and outcome for the outcome the carrier played.
 EXPECTED = {
@@ -209,3 +218,46 @@ def test_ambiguous_vobiz_dial_is_looked_up_not_redialed(make_stack):
     assert counts["+16465555400"] == 1 and set(counts.values()) == {1}
     assert stack.carrier.stats().get("rejected_429", 0) >= 1
     assert_counters_match_rows(stack, batch)
+
+
+def test_a_machine_on_a_vobiz_call_is_hung_up_on_or_left_the_message(make_stack):
+    stack = make_stack(
+        sandbox={
+            "rules": [
+                {"pattern": f"{HUMAN}*", "outcome": "completed", "talk_seconds": 1.0},
+                # A machine that would listen for a minute.
+                {"pattern": f"{MACHINE}*", "outcome": "voicemail", "talk_seconds": 60.0},
+            ],
+            "default_amd_seconds": 0.2,
+        }
+    )
+    client, _, number_id = setup_vobiz_workspace(stack)
+    agent_id = agent_with(client, voicemail_behavior="hang_up")
+    human, machine = f"{HUMAN}7", f"{MACHINE}7"
+    people = [person(human, "Grace"), person(machine, "Alan")]
+    batch = run_batch(stack, client, agent_id, people, agent_phone_number_id=number_id)
+    outcomes = {r["phone_number"]: (r["status"], r["outcome"]) for r in batch["recipients"]}
+    assert outcomes == {human: ("completed", "answered"), machine: ("voicemail", "voicemail")}
+    assert placed(stack, machine)["duration"] < 10  # hung up on when detected
+    assert call_row(stack, human)[1:] == ("completed", "answered", "human", None)
+    assert call_row(stack, machine)[1:] == ("voicemail", "voicemail", "machine", "hung_up")
+
+    # Leaving a message: the call is transferred to our VobizXML, which speaks it and hangs up.
+    first, second = f"{MACHINE}8", f"{MACHINE}9"
+    batch = run_batch(
+        stack,
+        client,
+        agent_id,
+        [person(first, "Ada"), person(second, "Edsger & co")],
+        agent_phone_number_id=number_id,
+        voicemail_behavior="leave_message",
+        voicemail_message="Hi {{first_name}}, this is Acme about <<amount>>. Call us back.",
+    )
+    assert {(r["status"], r["outcome"]) for r in batch["recipients"]} == {
+        ("voicemail", "voicemail_message_left")
+    }
+    for number, name in ((first, "Ada"), (second, "Edsger & co")):
+        call = placed(stack, number)
+        assert call["said"] == [f"Hi {name}, this is Acme about $5.00. Call us back."]
+        assert call["duration"] < 10
+        assert call_row(stack, number)[2:] == ("voicemail_message_left", "machine", "message_left")

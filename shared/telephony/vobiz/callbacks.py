@@ -25,7 +25,7 @@ from shared.telephony.port import DetectionVerdict
 from shared.telephony.vobiz import urls
 from shared.telephony.vobiz.client import VobizAccount, account_for, connection_account
 from shared.telephony.vobiz.statuses import from_vobiz, machine_verdict
-from shared.telephony.vobiz.xml import XML_MEDIA_TYPE, connect_to_agent
+from shared.telephony.vobiz.xml import XML_MEDIA_TYPE, connect_to_agent, speak_and_hang_up
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,9 @@ def answer_update(params: Mapping[str, str]) -> ProviderUpdate | None:
 
 
 class VobizCallbacks:
-    """Vobiz's side of the callback endpoints (``port.Callbacks``, and ``port.AnswerReports``:
-    the answer URL's request reports the call answered)."""
+    """Vobiz's side of the callback endpoints (``port.Callbacks``; ``port.AnswerReports``: the
+    answer URL's request reports the call answered; ``port.MessageDocuments``: a call a machine
+    answered is transferred to the voicemail message)."""
 
     name = urls.NAME
     signature_header = SIGNATURE_HEADER
@@ -142,6 +143,10 @@ class VobizCallbacks:
     def answer_update(self, params: Mapping[str, str]) -> ProviderUpdate | None:
         """``answer_update``."""
         return answer_update(params)
+
+    def message_document(self, message: str) -> tuple[str, str]:
+        """VobizXML: speak the voicemail message, then hang up."""
+        return XML_MEDIA_TYPE, speak_and_hang_up(message)
 
 
 CALLBACKS = VobizCallbacks()

@@ -230,11 +230,14 @@ class VobizProvider:
         self._call(lambda: self._client().calls.hangup(sid))
 
     def leave_message(self, sid: str, message: str) -> None:
-        """Not offered through Vobiz here: speaking a message and then ending the call needs
-        an XML document of the message for Vobiz to fetch (a transfer of the call), which our
-        API does not serve for Vobiz. Refused, so the agent stays on the line."""
-        del sid, message
-        raise ProviderError("vobiz: leaving a voicemail message is not supported")
+        """Transfer the call to our message document (``urls.message_url``): Vobiz fetches
+        it, speaks the message, then hangs up."""
+        url = urls.message_url(sid, message, self._callback_account, self.settings)
+        self._call(
+            lambda: self._client().calls.transfer(
+                sid, legs="aleg", aleg_url=url, aleg_method="POST"
+            )
+        )
 
     def check_account(self) -> None:
         """Read the account's live calls (one cheap request of the calls API): raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from shared.settings import Settings, get_settings
-from shared.urls import MACHINE_DETECTION, STATUS, provider_url
+from shared.urls import MACHINE_DETECTION, MESSAGE, STATUS, provider_url
 
 NAME = "vobiz"
 # Vobiz fetches an answered call's VobizXML here (the port's answer-document endpoint).
@@ -41,3 +41,13 @@ def machine_detection_url(
 def answer_url(call_id: str, account: str | None = None, settings: Settings | None = None) -> str:
     """Where Vobiz fetches the VobizXML a call runs once it is answered."""
     return _with_account(provider_url(NAME, ANSWER, call_id, settings or get_settings()), account)
+
+
+def message_url(
+    sid: str, message: str, account: str | None = None, settings: Settings | None = None
+) -> str:
+    """Where Vobiz fetches the VobizXML that speaks ``message`` on the call ``sid`` and hangs
+    up (the text in the query, which Vobiz's signature covers)."""
+    query = {"text": message, **({ACCOUNT_PARAMETER: account} if account else {})}
+    url = provider_url(NAME, MESSAGE, sid, settings or get_settings())
+    return f"{url}?{urlencode(query)}"

@@ -1,5 +1,6 @@
 """The VobizXML an answered call runs, built with the SDK's XML builder: its audio streamed to
-the voice-agent runtime."""
+the voice-agent runtime; and the one a call a machine answered is transferred to, which
+speaks the voicemail message and hangs up."""
 
 from __future__ import annotations
 
@@ -27,4 +28,13 @@ def connect_to_agent(call_id: str, settings: Settings | None = None) -> str:
     )
     response = vobizxml.ResponseElement().add(stream)
     body: str = response.to_string(pretty=False)
+    return '<?xml version="1.0" encoding="UTF-8"?>' + body
+
+
+def speak_and_hang_up(message: str) -> str:
+    """VobizXML that speaks ``message`` (when there is one) and ends the call."""
+    response = vobizxml.ResponseElement()
+    if message.strip():
+        response.add_speak(message)
+    body: str = response.add_hangup().to_string(pretty=False)
     return '<?xml version="1.0" encoding="UTF-8"?>' + body
