@@ -16,6 +16,7 @@ import pytest
 
 from tests.factories import create_agent, recipients, submit
 from tests.support import Stack, new_api_key, wait_for
+from tests.worker.test_batch_control import LONG_CALLS, cancel_mid_batch
 from tests.worker.test_dispatch import assert_counters_match_rows, wait_final
 from tests.worker.test_webhooks import Receiver, _register
 
@@ -247,3 +248,15 @@ def test_a_trunk_dial_whose_answer_was_lost_is_found_not_redialed(make_stack):
         "+12125550701": 1,
     }
     assert_counters_match_rows(stack, batch)
+
+
+def test_a_cancelled_trunk_batch_places_nothing_after_the_response(make_stack):
+    # Calls ring and talk for seconds: the cancel finds trunk calls live and ends them through
+    # Twilio (a CANCEL or BYE on the trunk), as for any Twilio call.
+    stack = make_stack(sandbox={**LONG_CALLS, "sip_trunks": SANDBOX_TRUNKS}, workers=2)
+    client = stack.client(new_api_key(stack))
+    number_id = register_trunk_number(client, TRUNK)
+    cancel_mid_batch(stack, (client, create_agent(client), number_id), recipients(200))
+    placed = stack.carrier.calls()
+    assert all(call["sip"]["auth"] == "ok" for call in placed)
+    assert any(call["status"] == "canceled" for call in placed)  # ended while ringing, by us
