@@ -4,10 +4,12 @@ and a cancel."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from sandbox import vobiz_api
-from shared.settings import SANDBOX_VOBIZ_AUTH_TOKEN
+from shared.settings import SANDBOX_VOBIZ_AUTH_ID, SANDBOX_VOBIZ_AUTH_TOKEN
 from tests.conftest import new_api_key
 from tests.factories import create_agent, recipients, register_number, submit
 from tests.support import Stack, wait_for
@@ -261,3 +263,65 @@ def test_a_machine_on_a_vobiz_call_is_hung_up_on_or_left_the_message(make_stack)
         assert call["said"] == [f"Hi {name}, this is Acme about $5.00. Call us back."]
         assert call["duration"] < 10
         assert call_row(stack, number)[2:] == ("voicemail_message_left", "machine", "message_left")
+
+
+VOBIZ_ACCOUNTS = {"MA_WORKSPACE_ONE": "vobiz-token-one", "MA_WORKSPACE_TWO": "vobiz-token-two"}
+
+
+def workspace_on_vobiz_account(stack: Stack, auth_id: str, caller: str) -> tuple[Any, ...]:
+    """A workspace with an agent, a Vobiz connection to ``auth_id`` and a caller number on it:
+    (client, agent id, number id)."""
+    client = stack.client(new_api_key(stack))
+    connection = client.post(
+        "/v1/provider-connections",
+        json={
+            "provider": "vobiz",
+            "name": f"vobiz {auth_id}",
+            "auth_id": auth_id,
+            "auth_token": VOBIZ_ACCOUNTS[auth_id],
+        },
+    )
+    assert connection.status_code == 201, connection.text
+    number = client.post(
+        "/v1/voiceai/phone-numbers",
+        json={
+            "phone_number": caller,
+            "provider": "vobiz",
+            "credentials_ref": connection.json()["id"],
+        },
+    )
+    assert number.status_code == 201, number.text
+    return client, create_agent(client), number.json()["phone_number_id"]
+
+
+def test_each_workspace_dials_through_its_own_vobiz_account(make_stack):
+    accounts = {SANDBOX_VOBIZ_AUTH_ID: SANDBOX_VOBIZ_AUTH_TOKEN, **VOBIZ_ACCOUNTS}
+    stack = make_stack(sandbox={"accounts": accounts})
+    first, second = VOBIZ_ACCOUNTS
+    one = workspace_on_vobiz_account(stack, first, "+12025550311")
+    two = workspace_on_vobiz_account(stack, second, "+12025550312")
+    batches = []
+    for (client, agent_id, number_id), prefix in ((one, "+1212555"), (two, "+1646555")):
+        response = submit(client, agent_id, number_id, recipients(10, prefix, 8000))
+        assert response.status_code == 200, response.text
+        batches.append((client, response.json()["id"]))
+    # Completed: every call's callbacks, signed by the carrier with the token of the call's
+    # account (named in the callback URLs), were accepted.
+    for client, batch_id in batches:
+        batch = wait_final(client, batch_id, timeout=90)
+        assert batch["status"] == "completed" and batch["total_calls_finished"] == 10
+        assert_counters_match_rows(stack, batch)
+    placed = stack.carrier.calls()
+    assert {(c["from"], c["account_sid"]) for c in placed} == {
+        ("+12025550311", first),
+        ("+12025550312", second),
+    }
+    for call in placed:
+        assert call["status_callback"].endswith(f"?account={call['account_sid']}")
+        assert not call["callbacks_lost"]
+
+    # A callback for one account's call signed with the other's token is refused.
+    (call_id,) = stack.sql("SELECT id FROM calls WHERE phone_number = '+12125558000'")[0]
+    url = f"{stack.api_url}/v1/telephony/vobiz/status/{call_id}?account={first}"
+    forged = post_signed(url, {"CallUUID": "x", "CallStatus": "busy"}, VOBIZ_ACCOUNTS[second])
+    assert forged.status_code == 403
