@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
+from shared.connections import DEFAULT_REF
 from shared.connections.service import create_connection
 from shared.errors import ValidationFailed
 from shared.models import PhoneNumber, ProviderConnection
@@ -35,12 +36,12 @@ def check_trunk_fields(
             )
         return
     if config is None:
-        if credentials_ref == "default":
+        if credentials_ref == DEFAULT_REF:
             raise ValidationFailed.one(
                 list(TRUNK_LOC), "a sip_trunk number needs its outbound_trunk_config", "missing"
             )
         return
-    if credentials_ref != "default":
+    if credentials_ref != DEFAULT_REF:
         raise ValidationFailed.one(
             ["body", "credentials_ref"],
             "a sip_trunk number with an outbound_trunk_config gets its trunk's connection: "
