@@ -234,9 +234,10 @@ def test_the_trunk_answers_and_the_adapter_reads_it(
     assert update is not None and (update.status, update.outcome) == (CallStatus.FAILED, outcome)
 
 
-def test_a_number_without_a_trunk_is_no_sip_trunk():
-    with pytest.raises(Exception, match="names no SIP trunk"):
+def test_a_number_without_a_trunk_cannot_dial_and_fails_its_batch():
+    with pytest.raises(ProviderError, match="names no SIP trunk") as refused:
         sip_trunk.provider_for("default")
+    assert refused.value.auth_failed  # the dial's error path fails the batch with the reason
 
 
 def test_a_call_is_recognised_by_the_uri_it_reached_whatever_twilio_kept_of_it():

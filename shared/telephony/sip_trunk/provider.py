@@ -9,7 +9,6 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from shared.errors import ProviderError
 from shared.lifecycle.plans import ProviderUpdate
 from shared.telephony import twilio
 from shared.telephony.port import DialRequest, PlacedCall
@@ -97,9 +96,11 @@ def provider_for(credentials_ref: str) -> SipTrunkProvider:
 
     connection = connections.resolve(credentials_ref)
     if connection is None or connection.provider != NAME:
-        raise ProviderError(
+        # No call of the number can ever be placed: its batch fails with the reason.
+        raise connections.ConnectionUnavailable(
             f"credentials_ref {credentials_ref!r} names no SIP trunk: a sip_trunk number "
-            "dials through the trunk of its outbound_trunk_config"
+            "dials through the trunk of its outbound_trunk_config",
+            auth_failed=True,
         )
     trunk = Trunk.of_connection(
         connection.id, connection.account_id, connection.config, connection.secrets
