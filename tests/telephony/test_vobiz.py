@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sandbox import SandboxCarrier, SandboxConfig, vobiz_api
+from shared.dispatch.pacing import pacing_limits
 from shared.errors import ProviderError
 from shared.lifecycle.states import CallStatus, Outcome
 from shared.settings import SANDBOX_VOBIZ_AUTH_ID, SANDBOX_VOBIZ_AUTH_TOKEN, Settings, get_settings
@@ -152,6 +153,17 @@ def test_the_registry_hands_out_vobiz_by_name(settings: Settings):
     assert registry.provider_for("vobiz", None) is provider  # one per account
     assert provider.pacing_key == f"vobiz:{SANDBOX_VOBIZ_AUTH_ID}"
     assert registry.callbacks_for("vobiz") is CALLBACKS
+
+
+def test_a_vobiz_number_is_paced_on_its_vobiz_account_and_its_own_number(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(settings, "calls_per_second_per_number", 2.0)
+    account, pool = pacing_limits("vobiz", "default", [CALLER, "+12025550199"])
+    assert [limit.key for limit in account] == [f"account:vobiz:{SANDBOX_VOBIZ_AUTH_ID}"]
+    assert [limit.key for limit in pool] == [f"number:{CALLER}", "number:+12025550199"]
+    twilio, _ = pacing_limits("twilio", "default", [CALLER])
+    assert twilio[0].key != account[0].key  # two providers' accounts never share a budget
 
 
 @pytest.fixture
