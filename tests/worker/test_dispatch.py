@@ -76,9 +76,23 @@ def setup_workspace(stack: Stack) -> tuple[httpx.Client, str, str]:
     return client, create_agent(client), register_number(client)
 
 
-def test_thousand_recipients_mixed_outcomes_counters_equal_recount(broker, make_stack):
-    stack = make_stack(sandbox=MIXED_OUTCOMES, **broker)
-    client, agent_id, number_id = setup_workspace(stack)
+# Each recipient's status and outcome, for the outcome the carrier played its call out with.
+PLAYED_OUTCOMES = {
+    "completed": ("completed", "answered"),
+    "busy": ("failed", "busy"),
+    "no-answer": ("failed", "no_answer"),
+    "voicemail": ("voicemail", "voicemail"),
+    "failed": ("failed", "call_failed"),
+}
+
+
+def thousand_mixed_outcomes(
+    stack: Stack, workspace: tuple[httpx.Client, str, str], timeout: float = 150
+) -> dict[str, Any]:
+    """A 1,000-recipient batch from the workspace's number on a carrier playing
+    ``MIXED_OUTCOMES``, to its end: every recipient final once as its call was played out,
+    counters equal to their recount, no number dialed twice. The batch, as the API shows it."""
+    client, agent_id, number_id = workspace
     response = submit(
         client,
         agent_id,
@@ -87,7 +101,7 @@ def test_thousand_recipients_mixed_outcomes_counters_equal_recount(broker, make_
         telephony_call_config={"ringing_timeout_secs": 25},
     )
     assert response.status_code == 200, response.text
-    batch = wait_final(client, response.json()["id"], timeout=150)
+    batch = wait_final(client, response.json()["id"], timeout=timeout)
 
     assert batch["status"] == "completed"
     assert_counters_match_rows(stack, batch)
@@ -96,6 +110,25 @@ def test_thousand_recipients_mixed_outcomes_counters_equal_recount(broker, make_
     assert batch["total_calls_finished"] == 1000
     counts = dial_counts(stack)
     assert len(counts) == 1000 and set(counts.values()) == {1}
+    # Every recipient ended as the carrier played its call out.
+    played = {c["to"]: c["outcome"] for c in stack.carrier.calls()}
+    for recipient in batch["recipients"]:
+        assert (recipient["status"], recipient["outcome"]) == PLAYED_OUTCOMES[
+            played[recipient["phone_number"]]
+        ]
+    assert {r["outcome"] for r in batch["recipients"]} == {
+        "answered",
+        "busy",
+        "no_answer",
+        "voicemail",
+        "call_failed",
+    }
+    return batch
+
+
+def test_thousand_recipients_mixed_outcomes_counters_equal_recount(broker, make_stack):
+    stack = make_stack(sandbox=MIXED_OUTCOMES, **broker)
+    batch = thousand_mixed_outcomes(stack, setup_workspace(stack))
     # Each call was created with our TwiML and status URLs, the progress events, answering
     # machine detection and the batch's ringing timeout.
     call_ids = {r["phone_number"]: r["id"] for r in batch["recipients"]}
@@ -108,26 +141,6 @@ def test_thousand_recipients_mixed_outcomes_counters_equal_recount(broker, make_
         assert placed["events"] == ["answered", "completed"]
         assert placed["machine_detection"] == "Enable"
         assert placed["timeout"] == 25
-    # Every recipient ended as the carrier played its call out.
-    played = {c["to"]: c["outcome"] for c in stack.carrier.calls()}
-    expected = {
-        "completed": ("completed", "answered"),
-        "busy": ("failed", "busy"),
-        "no-answer": ("failed", "no_answer"),
-        "voicemail": ("voicemail", "voicemail"),
-        "failed": ("failed", "call_failed"),
-    }
-    for recipient in batch["recipients"]:
-        assert (recipient["status"], recipient["outcome"]) == expected[
-            played[recipient["phone_number"]]
-        ]
-    assert {r["outcome"] for r in batch["recipients"]} == {
-        "answered",
-        "busy",
-        "no_answer",
-        "voicemail",
-        "call_failed",
-    }
     assert stack.carrier.stats()["callbacks_sent"] >= 1000  # at least the final one per call
 
 

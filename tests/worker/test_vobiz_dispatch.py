@@ -22,6 +22,7 @@ from tests.worker.test_dispatch import (
     dial_counts,
     redeliver_dials,
     sigkill_mid_batch,
+    thousand_mixed_outcomes,
     wait_final,
     wait_taken,
 )
@@ -34,15 +35,6 @@ from tests.worker.test_voicemail import (
     placed,
     run_batch,
 )
-
-# Every recipient's status and outcome for the outcome the carrier played.
-EXPECTED = {
-    "completed": ("completed", "answered"),
-    "busy": ("failed", "busy"),
-    "no-answer": ("failed", "no_answer"),
-    "voicemail": ("voicemail", "voicemail"),
-    "failed": ("failed", "call_failed"),
-}
 
 
 def setup_vobiz_workspace(stack: Stack) -> tuple[httpx.Client, str, str]:
@@ -61,30 +53,12 @@ def post_signed(
 
 def test_thousand_recipients_through_vobiz_counters_equal_recount(make_stack):
     stack = make_stack(sandbox=MIXED_OUTCOMES)
-    client, agent_id, number_id = setup_vobiz_workspace(stack)
-    response = submit(
-        client,
-        agent_id,
-        number_id,
-        recipients(1000),
-        telephony_call_config={"ringing_timeout_secs": 25},
-    )
-    assert response.status_code == 200, response.text
-    assert response.json()["phone_provider"] == "vobiz"
-    batch = wait_final(client, response.json()["id"], timeout=180)
-
-    assert batch["status"] == "completed"
-    assert_counters_match_rows(stack, batch)
-    assert batch["total_calls_scheduled"] == 1000
-    assert batch["total_calls_dispatched"] == 1000
-    assert batch["total_calls_finished"] == 1000
-    counts = dial_counts(stack)
-    assert len(counts) == 1000 and set(counts.values()) == {1}
+    batch = thousand_mixed_outcomes(stack, setup_vobiz_workspace(stack), timeout=180)
+    assert batch["phone_provider"] == "vobiz"
     # Each call went through Vobiz's API with our answer, ring and hang-up URLs, machine
     # detection and the batch's ring timeout; answered calls fetched their VobizXML.
     call_ids = {r["phone_number"]: r["id"] for r in batch["recipients"]}
-    placed = stack.carrier.calls()
-    for call in placed:
+    for call in stack.carrier.calls():
         call_id = call_ids[call["to"]]
         assert call["api"] == "vobiz"
         assert call["url"].endswith(f"/v1/telephony/vobiz/answer/{call_id}")
@@ -95,19 +69,7 @@ def test_thousand_recipients_through_vobiz_counters_equal_recount(make_stack):
         if call["outcome"] in ("completed", "voicemail"):
             assert "<Stream " in (call["twiml"] or ""), call["twiml"]
         assert not call["callbacks_lost"]
-    played = {c["to"]: c["outcome"] for c in placed}
-    for recipient in batch["recipients"]:
-        assert (recipient["status"], recipient["outcome"]) == EXPECTED[
-            played[recipient["phone_number"]]
-        ]
-        assert recipient["provider_call_sid"]
-    assert {r["outcome"] for r in batch["recipients"]} == {
-        "answered",
-        "busy",
-        "no_answer",
-        "voicemail",
-        "call_failed",
-    }
+    assert all(r["provider_call_sid"] for r in batch["recipients"])
     # The carrier doubled some callbacks (duplicate delivery): each changed nothing twice.
     assert stack.carrier.stats()["callbacks_sent"] >= 2000  # ring and hang-up per call
 
