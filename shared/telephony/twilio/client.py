@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,13 +19,14 @@ import urllib3
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from shared import connections, metrics
+from shared import connections
 from shared.connections import Connection, ConnectionUnavailable
 from shared.errors import ProviderError
 from shared.lifecycle.plans import ProviderUpdate
 from shared.lifecycle.states import CallStatus
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings, get_settings
 from shared.telephony.port import DialRequest, PlacedCall
+from shared.telephony.resend import RETRY_PAUSES_S, send_resending
 from shared.telephony.twilio import urls
 from shared.telephony.twilio.http import FencePassed, PooledHttpClient
 from shared.telephony.twilio.statuses import from_resource, from_twilio
@@ -56,8 +56,6 @@ def connect_agent_detection(settings: Settings | None = None) -> MachineDetectio
 
 # The most calls a lookup that cannot filter by destination at Twilio reads (find_call).
 SCAN_LIMIT = 1000
-# Requests the provider did not process: safe to send again after a pause.
-RETRY_PAUSES_S = (0.2, 0.5, 1.0)
 TWILIO_API_BASE_URL = "https://api.twilio.com"
 
 
@@ -173,23 +171,7 @@ class TwilioProvider:
 
     def _call(self, request: Callable[[], T]) -> T:
         """Run one REST request, resending it only when the provider did not process it."""
-        unprocessed: ProviderError | None = None
-        for pause in (*RETRY_PAUSES_S, None):
-            try:
-                return request()
-            except Exception as exc:
-                error = _provider_error(exc)
-                metrics.PROVIDER_ERRORS.labels(code=metrics.provider_error_code(error)).inc()
-                if error.fenced and unprocessed is not None:
-                    # A resend the fence held back: what the caller must know is that the
-                    # provider did not process the request (an outage is counted from it).
-                    raise unprocessed from exc
-                if not error.retryable or error.fenced or pause is None:
-                    raise error from exc
-                unprocessed = error
-                log.warning("provider request not processed (%s); retrying", error.message)
-                time.sleep(pause)
-        raise AssertionError("unreachable")
+        return send_resending(request, _provider_error, RETRY_PAUSES_S)
 
     def place_call(
         self,

@@ -32,8 +32,6 @@ from shared.telephony.vobiz.statuses import from_vobiz
 # account are under ``/v1/Account/{auth_id}/``.
 VOBIZ_API_BASE_URL = "https://api.vobiz.ai/api"
 ACCOUNT_PATH = "/v1/Account"
-# Requests Vobiz did not process: safe to send again after a pause.
-RETRY_PAUSES_S = (0.2, 0.5, 1.0)
 # How far back the account's calls are read for a call to reconcile (a page has at most 100).
 FIND_PAGE_SIZE = 100
 FIND_MAX_PAGES = 20

@@ -12,18 +12,17 @@ from typing import Any, TypeVar
 
 import vobiz
 
-from shared import metrics
 from shared.errors import ProviderError
 from shared.lifecycle.plans import ProviderUpdate
 from shared.lifecycle.states import CallStatus
 from shared.settings import Settings, get_settings
 from shared.telephony.port import DialRequest, PlacedCall
+from shared.telephony.resend import send_resending
 from shared.telephony.vobiz import urls
 from shared.telephony.vobiz.client import (
     ACCOUNT_PATH,
     FIND_MAX_PAGES,
     FIND_PAGE_SIZE,
-    RETRY_PAUSES_S,
     FencePassed,
     VobizAccount,
     account_for,
@@ -98,22 +97,9 @@ class VobizProvider:
         return client
 
     def _call(self, request: Callable[[], T], *, creates: bool = False) -> T:
-        """Run one REST request, resending it only when Vobiz did not process it."""
-        unprocessed: ProviderError | None = None
-        for pause in (*RETRY_PAUSES_S, None):
-            try:
-                return request()
-            except Exception as exc:
-                error = provider_error(exc, creates=creates)
-                metrics.PROVIDER_ERRORS.labels(code=metrics.provider_error_code(error)).inc()
-                if error.fenced and unprocessed is not None:
-                    raise unprocessed from exc
-                if not error.retryable or error.fenced or pause is None:
-                    raise error from exc
-                unprocessed = error
-                log.warning("vobiz request not processed (%s); retrying", error.message)
-                time.sleep(pause)
-        raise AssertionError("unreachable")
+        """Run one REST request, resending it only when Vobiz did not process it (a 5xx to a
+        request that creates a call is not one of those: ``provider_error``)."""
+        return send_resending(request, lambda exc: provider_error(exc, creates=creates))
 
     def place_call(self, request: DialRequest) -> PlacedCall:
         """Place the call with our answer, ring and hang-up URLs, the ring timeout and the time
