@@ -219,6 +219,15 @@ def routes(calls: Calls) -> list[Route]:
 
     async def call_list(request: Request, auth_id: str) -> tuple[int, Any]:
         if request.method == "GET":
+            states = {"live": ("ringing", "in-progress"), "queued": ("queued", "initiated")}
+            wanted = states.get(request.query_params.get("status") or "")
+            if wanted is not None:  # the ids of the account's live (or queued) calls
+                sids = [
+                    r["sid"]
+                    for r in calls.records()
+                    if r["account_sid"] == auth_id and r["status"] in wanted
+                ]
+                return 200, {"api_id": str(uuid.uuid4()), "calls": sids}
             return 200, page(calls, auth_id, request)
         received_at = time.time()  # a call's created_at: pacing is measured at the wire
         body = json.loads((await request.body()).decode() or "{}")

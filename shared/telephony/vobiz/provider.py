@@ -151,11 +151,28 @@ class VobizProvider:
     ) -> ProviderUpdate | None:
         """The newest call to ``to`` from one of ``callers`` created since ``since`` (a minute
         of clock skew allowed), other than those in ``exclude``. The account's calls are read
-        newest first, page by page, until they are older than that, and matched here: no
-        filter of Vobiz's is trusted to say that a call is not there. Raises (ambiguous) when
-        the window holds more calls than are read."""
+        newest first, page by page, until they are older than that, then its live and queued
+        calls one by one (the list may hold only finished calls), and matched here: no filter
+        of Vobiz's is trusted to say that a call is not there. Raises (ambiguous) when there
+        are more calls than are read."""
         wanted, pool = _digits(to), {_digits(number) for number in callers}
+
+        def ours(sid: str, call: Any) -> bool:
+            return (
+                bool(sid)
+                and sid not in exclude
+                and _digits(field_of(call, "to", "to_number")) == wanted
+                and _digits(field_of(call, "from", "from_number")) in pool
+            )
+
         oldest = (since - timedelta(minutes=1)).astimezone(UTC)
+        found = self._find_recorded(ours, oldest)
+        return found if found is not None else self._find_live(ours)
+
+    def _find_recorded(
+        self, ours: Callable[[str, Any], bool], oldest: datetime
+    ) -> ProviderUpdate | None:
+        """The newest of the account's calls since ``oldest`` that is ``ours``."""
         for page in range(FIND_MAX_PAGES):
             listing = self._call(
                 lambda page=page: self._client().calls.list(  # type: ignore[misc]
@@ -168,12 +185,7 @@ class VobizProvider:
                 created = created_at_of(call)
                 if created is not None and created < oldest:
                     return None  # newest first: every later one is older still
-                if (
-                    sid
-                    and sid not in exclude
-                    and _digits(field_of(call, "to", "to_number")) == wanted
-                    and _digits(field_of(call, "from", "from_number")) in pool
-                ):
+                if ours(sid, call):
                     return from_resource(sid, call)
             if len(objects) < FIND_PAGE_SIZE:
                 return None
@@ -182,6 +194,30 @@ class VobizProvider:
             "the call was not found among them",
             ambiguous=True,
         )
+
+    def _find_live(self, ours: Callable[[str, Any], bool]) -> ProviderUpdate | None:
+        """The first of the account's live, then queued, calls that is ``ours``."""
+        for status in ("live", "queued"):
+            listing = self._call(
+                lambda status=status: self._client().calls.list(status=status)  # type: ignore[misc]
+            )
+            sids = [str(sid) for sid in (getattr(listing, "calls", None) or [])]
+            if len(sids) > FIND_PAGE_SIZE * FIND_MAX_PAGES:
+                raise ProviderError(f"vobiz: {len(sids)} {status} calls to look at", ambiguous=True)
+            for sid in sids:
+                try:
+                    call = self._call(
+                        lambda sid=sid, status=status: self._client().calls.get(  # type: ignore[misc]
+                            sid, status=status
+                        )
+                    )
+                except ProviderError as error:
+                    if error.status == 404:
+                        continue  # ended meanwhile: the recorded calls were read before
+                    raise
+                if ours(sid, call):
+                    return from_resource(sid, call)
+        return None
 
     def fetch_call(self, sid: str) -> ProviderUpdate | None:
         """The call's current status at Vobiz: live (ringing or answered), else its record
