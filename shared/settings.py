@@ -209,6 +209,10 @@ class Settings(BaseSettings):
 
     # Live calls at once per workspace (batches may set a lower target_concurrency_limit).
     max_live_calls_per_workspace: int = 200
+    # Live calls at once per provider account (a connection, or the environment's account, which
+    # every workspace on it shares): 0, the default, caps none, so no workspace waits for
+    # another's calls unless the account's own limit is set here.
+    max_live_calls_per_account: int = Field(default=0, ge=0)
 
     # At most this many accepted dials to one number per rolling 7 days, per workspace, across
     # batches (Regulation F's presumption); over the cap a call waits.

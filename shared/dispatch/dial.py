@@ -168,7 +168,8 @@ def _place_call(call_id: str, inputs: RenderInputs, transaction: Transaction) ->
             return Placement(DialResult.NO_SLOT, due_again_at=time.monotonic() + SLOT_RETRY_DELAY_S)
         metrics.PACING_HANDED_BACK.inc()
         return Placement(DialResult.PACED, due_again_at=first.made_at + first.wait_s)
-    names = slots.slot_names(inputs.batch_id, inputs.workspace_id)
+    account = registry.account_key(inputs.provider, inputs.credentials_ref)
+    names = slots.slot_names(inputs.batch_id, inputs.workspace_id, account)
     token = uuid.uuid4().hex
     row = None
     undone: DialResult | None = None
@@ -191,12 +192,16 @@ def _place_call(call_id: str, inputs: RenderInputs, transaction: Transaction) ->
 def _take_slots(
     call_id: str, row: RenderInputs, callers: list[str] | None, transaction: Transaction
 ) -> tuple[slots.Acquired, Reservation | None]:
-    """A live-call slot under the workspace cap and the batch's target_concurrency_limit; with
-    ``callers``, and in the same step, a pacing slot for one of them (``pacing_limits``).
+    """A live-call slot under the workspace cap, the batch's target_concurrency_limit and the
+    provider account's cap (``slots.slot_limits``); with ``callers``, and in the same step, a
+    pacing slot for one of them (``pacing_limits``).
     When Redis has lost the slots (it restarted empty), they are rebuilt from PostgreSQL
     first; while another process rebuilds them, nothing is taken."""
     settings = get_settings()
-    limits = slots.slot_limits(row.batch_id, row.workspace_id, row.target_concurrency_limit)
+    account = registry.account_key(row.provider, row.credentials_ref)
+    limits = slots.slot_limits(
+        row.batch_id, row.workspace_id, account, row.target_concurrency_limit
+    )
     try:
         for _ in range(2):
             if callers is None:

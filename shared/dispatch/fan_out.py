@@ -18,6 +18,7 @@ from shared.lifecycle import store
 from shared.lifecycle.states import BatchStatus
 from shared.limits import slots
 from shared.settings import get_settings
+from shared.telephony import registry
 from shared.webhooks import events as webhooks
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,21 @@ def fan_out(session: Session, batch_id: str) -> None:
 
 
 def within_free_slots(candidates: Sequence[Any]) -> list[str]:
-    """The candidates that have a free live-call slot now (workspace cap, and the batch's
-    target_concurrency_limit), oldest due first; the others wait, unpublished, for a later
-    tick. A call dialed without a free slot would only be handed back again: this keeps a
-    workspace at its cap from spinning through claims of calls that cannot be placed."""
+    """The candidates that have a free live-call slot now (workspace cap, the batch's
+    target_concurrency_limit and the provider account's cap), oldest due first; the others
+    wait, unpublished, for a later tick. A call dialed without a free slot would only be
+    handed back again: this keeps a workspace or an account at its cap from spinning through
+    claims of calls that cannot be placed."""
     needs = [
-        (row.id, slots.slot_limits(row.batch_id, row.workspace_id, row.target_concurrency_limit))
+        (
+            row.id,
+            slots.slot_limits(
+                row.batch_id,
+                row.workspace_id,
+                registry.account_key(row.provider, row.credentials_ref),
+                row.target_concurrency_limit,
+            ),
+        )
         for row in candidates
     ]
     limits = {limit.key: limit.limit for _, call_limits in needs for limit in call_limits}

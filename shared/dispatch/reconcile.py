@@ -30,6 +30,7 @@ def reconcile_call(call_id: str, transaction: Transaction) -> ReconcileResult:
     if row is None or row.status not in LIVE:
         return ReconcileResult.NOTHING_TO_DO
     provider = registry.provider_for(row.provider, row.credentials_ref)
+    account = registry.account_key(row.provider, row.credentials_ref)
     try:
         if row.status != CallStatus.DIALING:
             found = provider.fetch_call(row.provider_call_sid) if row.provider_call_sid else None
@@ -54,7 +55,7 @@ def reconcile_call(call_id: str, transaction: Transaction) -> ReconcileResult:
             apply_provider_update(session, call_id, found)
             if found.status not in LIVE:
                 return ReconcileResult.UPDATED
-            names = slots.slot_names(row.batch_id, row.workspace_id)
+            names = slots.slot_names(row.batch_id, row.workspace_id, account)
             after_commit(session, lambda: slots.renew([(call_id, names)]))
             if batches_repo.batch_status(session, row.batch_id) == BatchStatus.CANCELLED:
                 # Found live in a batch cancelled meanwhile: end it like the cancel's hang-ups.
@@ -68,7 +69,7 @@ def reconcile_call(call_id: str, transaction: Transaction) -> ReconcileResult:
         ):
             # The provider has no such call: the dial never happened, so dial again now. Its
             # claim's slot is given back first (the redial takes one of its own).
-            names = slots.slot_names(row.batch_id, row.workspace_id)
+            names = slots.slot_names(row.batch_id, row.workspace_id, account)
             after_commit(session, lambda: slots.release(call_id, names))
             after_commit(session, lambda: messaging.publish(messaging.TASK_DIAL, [call_id]))
             return ReconcileResult.REDIAL

@@ -100,7 +100,8 @@ def redrive_candidates(
     session: Session, *, stale_enqueued_after_s: float | None, limit: int
 ) -> list[Row[Any]]:
     """Due pending calls of running batches with no live message, locked for this transaction
-    (id, batch_id, workspace_id, and the batch's target_concurrency_limit), oldest due first.
+    (id, batch_id, workspace_id, the batch's target_concurrency_limit, and its caller number's
+    provider and credentials_ref), oldest due first.
 
     Never-published calls (deferred ones coming due) always qualify; with
     ``stale_enqueued_after_s`` so do calls published longer ago than that (lost messages).
@@ -113,8 +114,9 @@ def redrive_candidates(
     return list(
         session.execute(
             text(
-                "SELECT c.id, c.batch_id, c.workspace_id, b.target_concurrency_limit "
-                "FROM calls c JOIN batches b ON b.id = c.batch_id "
+                "SELECT c.id, c.batch_id, c.workspace_id, b.target_concurrency_limit, "
+                "p.provider, p.credentials_ref FROM calls c JOIN batches b ON b.id = c.batch_id "
+                "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id "
                 f"WHERE c.status = '{_PENDING}' AND c.due_at <= now() AND {SQL_BATCH_RUNNING} "
                 f"AND ({condition}) ORDER BY c.due_at LIMIT :limit FOR UPDATE OF c SKIP LOCKED"
             ),

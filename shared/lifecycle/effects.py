@@ -34,17 +34,17 @@ class Effects:
             counted = self.counters.get(batch_id, CounterDeltas())
             self.counters[batch_id] = counted.plus(deltas)
 
-    def applied(
-        self, call_id: str, batch_id: str, workspace_id: str, transition: Transition
-    ) -> None:
-        """Note what an applied transition of one call leaves to the end of the transaction."""
+    def applied(self, call_id: str, locked: store.LockedCall, transition: Transition) -> None:
+        """Note what an applied transition of one call (``locked``: where it counts) leaves to
+        the end of the transaction."""
         if transition.accepted:
             self.dialed.append(call_id)
         if transition.releases_slot:
-            self.releases.append((call_id, slots.slot_names(batch_id, workspace_id)))
+            names = slots.slot_names(locked.batch_id, locked.workspace_id, locked.account)
+            self.releases.append((call_id, names))
         if transition.final:
             self.ended.append(call_id)
-        self._count(batch_id, transition.deltas)
+        self._count(locked.batch_id, transition.deltas)
 
     def bulk_moved(self, batch_id: str, call_ids: Sequence[str], move: BulkMove) -> None:
         """Note calls of a batch moved together (none of them held a slot)."""

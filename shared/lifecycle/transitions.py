@@ -56,17 +56,21 @@ def _ended_attempt(
 
 @dataclass(frozen=True)
 class _Planned:
-    """A transition decided for a call, with the batch and workspace it counts in."""
+    """A transition decided for a call, with where it counts (``store.LockedCall``)."""
 
     move: Move
-    batch_id: str
-    workspace_id: str
+    locked: store.LockedCall
     # The provider's report says our credentials were refused (a SIP trunk's 403/407): the
     # call's batch fails with this reason once the report is applied.
     fails_batch: str | None = None
 
+    @property
+    def batch_id(self) -> str:
+        """The batch the call counts in."""
+        return self.locked.batch_id
+
     def note(self, effects: Effects) -> None:
-        effects.applied(self.move.call_id, self.batch_id, self.workspace_id, self.move.transition)
+        effects.applied(self.move.call_id, self.locked, self.move.transition)
 
 
 def _apply(session: Session, planned: _Planned, effects: Effects | None = None) -> bool:
@@ -114,7 +118,7 @@ def _plan_provider_update(
         return None
     ended = _ended_attempt(snapshot, transition, update.sid, update.outcome, update.duration_s)
     move = Move(call_id, transition, _update_values(update), ended)
-    return _Planned(move, locked.batch_id, locked.workspace_id, plans.batch_failure(update))
+    return _Planned(move, locked, plans.batch_failure(update))
 
 
 def _fail_refused_batches(session: Session, refused: dict[str, str]) -> None:
@@ -262,7 +266,7 @@ def fail_claimed_call(
         )
     ended = _ended_attempt(locked.snapshot, transition, None, outcome)
     move = Move(call_id, transition, values, ended)
-    return _apply(session, _Planned(move, locked.batch_id, locked.workspace_id))
+    return _apply(session, _Planned(move, locked))
 
 
 def skip_claimed_call(session: Session, call_id: str, outcome: Outcome) -> bool:
@@ -274,7 +278,7 @@ def skip_claimed_call(session: Session, call_id: str, outcome: Outcome) -> bool:
     if transition is None:
         return False
     move = Move(call_id, transition, {"outcome": outcome, "ended_at": NOW})
-    return _apply(session, _Planned(move, locked.batch_id, locked.workspace_id))
+    return _apply(session, _Planned(move, locked))
 
 
 def hand_back(session: Session, call_id: str, token: str, delay_s: float) -> bool:

@@ -14,10 +14,17 @@ _SLOT_HOLDING = SQL_LIVE
 
 
 def slot_holders(session: Session) -> list[Row[Any]]:
-    """Every call that holds a live-call slot (claimed or live): id, batch_id, workspace_id."""
+    """Every call that holds a live-call slot (claimed or live): id, batch_id, workspace_id, and
+    its batch's caller number's provider and credentials_ref (its account, as dispatch reads
+    it)."""
     return list(
         session.execute(
-            text(f"SELECT id, batch_id, workspace_id FROM calls WHERE status IN {_SLOT_HOLDING}")
+            text(
+                "SELECT c.id, c.batch_id, c.workspace_id, p.provider, p.credentials_ref "
+                "FROM calls c JOIN batches b ON b.id = c.batch_id "
+                "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id "
+                f"WHERE c.status IN {_SLOT_HOLDING}"
+            )
         )
     )
 

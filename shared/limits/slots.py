@@ -1,4 +1,5 @@
-"""Concurrency slots: how many calls may be live at once, per batch and per workspace.
+"""Concurrency slots: how many calls may be live at once, per batch, per workspace and per
+provider account.
 
 A slot is taken (in Redis, atomically for every limit) before a call is dialed and given back
 when the call ends. Each slot is a lease sized to the longest call (``lease_s``): a call whose
@@ -27,17 +28,27 @@ from shared.settings import get_settings
 
 # The script's parts. KEYS: the marker (the copy is whole), then ``slot_count`` sorted sets of
 # call ids scored by lease expiry. ARGV (from ``s0`` on): the call id, now, the lease's expiry,
-# then one limit per key. CHECK drops expired leases and finds whether a limit is reached
-# (``full``) and whether the call already holds every slot (``held`` 2, else 1); TAKE takes
-# (or renews) them.
+# then one limit per key. CHECK counts the unexpired leases and finds whether a limit is
+# reached (``full``) and whether the call already holds every slot (``held`` 2, else 1); TAKE
+# takes (or renews) them. A call's slots are taken together, with one lease, and given back
+# together: so the first key alone says whether the call holds them, and the others are looked
+# up only when it does. Expired leases are not counted; they stay in their set until the call
+# gives them back or the audit does (``held_longer_than``): a set emptied is no key, so the
+# keys need no expiry, and each slot costs the claim three commands (ZSCORE or ZCOUNT, ZADD,
+# and the release's ZREM).
 _CHECK = """
 local held = slot_count > 0 and 2 or 1
 local full = false
+local function holds(i)
+  local score = redis.call('ZSCORE', KEYS[1 + i], ARGV[s0 + 1])
+  return score and tonumber(score) > tonumber(ARGV[s0 + 2])
+end
+local mine = slot_count > 0 and holds(1)
 for i = 1, slot_count do
-  redis.call('ZREMRANGEBYSCORE', KEYS[1 + i], '-inf', ARGV[s0 + 2])
-  if not redis.call('ZSCORE', KEYS[1 + i], ARGV[s0 + 1]) then
+  if not (mine and (i == 1 or holds(i))) then
     held = 1
-    if redis.call('ZCARD', KEYS[1 + i]) >= tonumber(ARGV[s0 + 3 + i]) then
+    if redis.call('ZCOUNT', KEYS[1 + i], '(' .. ARGV[s0 + 2], '+inf')
+        >= tonumber(ARGV[s0 + 3 + i]) then
       full = true
       break
     end
@@ -47,8 +58,6 @@ end
 _TAKE = """
 for i = 1, slot_count do
   redis.call('ZADD', KEYS[1 + i], ARGV[s0 + 3], ARGV[s0 + 1])
-  redis.call('EXPIRE', KEYS[1 + i],
-    math.ceil(tonumber(ARGV[s0 + 3]) - tonumber(ARGV[s0 + 2])) + 60)
 end
 """
 # Returns -1 when the copy is not whole (nothing taken), 0 when a limit is reached (nothing
@@ -272,7 +281,6 @@ def _lease(
         for call_id, names in held:
             for name in names:
                 pipe.zadd(_key(name), {call_id: expiry}, xx=only_held)
-                pipe.expire(_key(name), int(lease_s()) + 60)
         if then_mark_whole:
             pipe.set(_marker(), str(time.time()))
         pipe.execute()
@@ -286,6 +294,9 @@ def held_longer_than(age_s: float, limit: int = 10_000) -> dict[str, list[str]]:
     before = time.time() - age_s + lease_s()
     found: dict[str, list[str]] = {}
     for key in client.scan_iter(match=prefix + "*", count=500):
+        # Slot keys have no expiry (the claim no longer renews one): a key an earlier version
+        # gave one must not vanish under the slots taken since.
+        client.persist(key)
         name = key.decode()[len(prefix) :]
         members: list[Any] = client.zrangebyscore(key, "-inf", f"({before}", 0, limit)
         for member in members:
@@ -300,17 +311,33 @@ def audit_due(interval_s: float) -> bool:
     return bool(client.set(key, "1", nx=True, ex=max(int(interval_s), 1)))
 
 
-def slot_names(batch_id: str, workspace_id: str) -> list[str]:
-    """The concurrency slots a call of this batch holds while it is live."""
-    return [f"batch:{batch_id}", f"workspace:{workspace_id}"]
+def _account_slot(account: str | None) -> str | None:
+    """The slot name of a provider account's live calls (``account`` its pacing key), when
+    ``max_live_calls_per_account`` caps them."""
+    if account is None or not get_settings().max_live_calls_per_account:
+        return None
+    return f"account:{account}"
+
+
+def slot_names(batch_id: str, workspace_id: str, account: str | None) -> list[str]:
+    """The concurrency slots a call of this batch, dialed through ``account`` (its provider's
+    pacing key, ``registry.account_key``), holds while it is live."""
+    names = [f"batch:{batch_id}", f"workspace:{workspace_id}"]
+    account_slot = _account_slot(account)
+    return names if account_slot is None else [*names, account_slot]
 
 
 def slot_limits(
-    batch_id: str, workspace_id: str, target_concurrency_limit: int | None
+    batch_id: str, workspace_id: str, account: str | None, target_concurrency_limit: int | None
 ) -> list[SlotLimit]:
-    """The live-call limits a call of this batch must fit under: the workspace cap, and the
-    batch's target_concurrency_limit when it set one."""
-    limits = [SlotLimit(f"workspace:{workspace_id}", get_settings().max_live_calls_per_workspace)]
+    """The live-call limits a call of this batch must fit under: the workspace cap, the
+    batch's target_concurrency_limit when it set one, and its provider account's cap when
+    there is one."""
+    settings = get_settings()
+    limits = [SlotLimit(f"workspace:{workspace_id}", settings.max_live_calls_per_workspace)]
     if target_concurrency_limit:
         limits.append(SlotLimit(f"batch:{batch_id}", target_concurrency_limit))
+    account_slot = _account_slot(account)
+    if account_slot is not None:
+        limits.append(SlotLimit(account_slot, settings.max_live_calls_per_account))
     return limits

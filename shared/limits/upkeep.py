@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from shared.db import Transaction
 from shared.limits import repository as limits_repo
 from shared.limits import slots
+from shared.telephony import registry
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,17 @@ def restore_slots(transaction: Transaction) -> bool:
     def read_live() -> list[tuple[str, list[str]]]:
         with transaction() as session:
             rows = limits_repo.slot_holders(session)
-        return [(row.id, slots.slot_names(row.batch_id, row.workspace_id)) for row in rows]
+        return [
+            (
+                row.id,
+                slots.slot_names(
+                    row.batch_id,
+                    row.workspace_id,
+                    registry.account_key(row.provider, row.credentials_ref),
+                ),
+            )
+            for row in rows
+        ]
 
     def read_ended(call_ids: Sequence[str]) -> set[str]:
         with transaction() as session:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.connections import DEFAULT_REF
 from shared.errors import ProviderError
 from shared.lifecycle.plans import ProviderUpdate
 from shared.telephony import sip_trunk, twilio, vobiz
@@ -41,6 +42,21 @@ def provider_for(provider_name: str | None, credentials_ref: str | None) -> Prov
     """The process-wide account of ``provider_name`` that a caller number's ``credentials_ref``
     names (thread-safe; one per account)."""
     return _adapter(provider_name).provider_for(credentials_ref or "default")
+
+
+def account_key(provider_name: str | None, credentials_ref: str | None) -> str | None:
+    """The account a caller number dials through, as its provider paces it (``pacing_key``),
+    without opening its secrets (a release or a rebuild of live-call slots must not fail on
+    them): a connection's id, which is the ``credentials_ref`` naming it, or the environment
+    account's key. None with no number."""
+    if provider_name is None and credentials_ref is None:
+        return None
+    if credentials_ref and credentials_ref != DEFAULT_REF:
+        return credentials_ref
+    try:
+        return provider_for(provider_name, DEFAULT_REF).pacing_key
+    except ProviderError:  # no environment account of this provider: one key for it all the same
+        return f"{provider_name or DEFAULT_PROVIDER}:{DEFAULT_REF}"
 
 
 def callbacks_for(provider_name: str) -> Callbacks:

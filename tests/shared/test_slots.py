@@ -113,3 +113,97 @@ def test_renewal_keeps_only_slots_still_held(prefix):
     assert slots.taken(["workspace:w"]) == {"workspace:w": 1}
     assert slots.held_longer_than(0.0) == {"c1": ["workspace:w"]}
     assert slots.held_longer_than(60.0) == {}
+
+
+def _with_account_cap(monkeypatch, cap: int) -> None:
+    monkeypatch.setenv("SWITCHBOARD_MAX_LIVE_CALLS_PER_ACCOUNT", str(cap))
+    get_settings.cache_clear()
+
+
+def _take_as(call_id: str, workspace: str, account: str | None) -> Acquired:
+    return slots.acquire(call_id, slots.slot_limits("b", workspace, account, None))
+
+
+def test_each_provider_account_has_a_cap_of_its_own(prefix, monkeypatch):
+    _with_account_cap(monkeypatch, 2)
+    # Two workspaces on one account (the environment's, say) share its cap...
+    assert _take_as("c1", "w1", "AC-env") is Acquired.TAKEN
+    assert _take_as("c2", "w2", "AC-env") is Acquired.TAKEN
+    assert _take_as("c3", "w2", "AC-env") is Acquired.NONE
+    # ...while a connection of their own has a cap of its own.
+    assert _take_as("c4", "w2", "conn_b") is Acquired.TAKEN
+    assert _take_as("c5", "w1", "conn_b") is Acquired.TAKEN
+    assert _take_as("c6", "w1", "conn_b") is Acquired.NONE
+    held = slots.taken(["account:AC-env", "account:conn_b", "workspace:w1", "workspace:w2"])
+    assert held == {"account:AC-env": 2, "account:conn_b": 2, "workspace:w1": 2, "workspace:w2": 2}
+    # Another delivery of a call holding its slots finds them held, full as its account is.
+    assert _take_as("c1", "w1", "AC-env") is Acquired.ALREADY_HELD
+    slots.release("c1", slots.slot_names("b", "w1", "AC-env"))
+    assert _take_as("c3", "w2", "AC-env") is Acquired.TAKEN
+    assert slots.taken(["account:AC-env", "workspace:w1"]) == {
+        "account:AC-env": 2,
+        "workspace:w1": 1,
+    }
+
+
+def test_no_account_slot_is_held_without_an_account_cap(prefix):
+    assert get_settings().max_live_calls_per_account == 0
+    assert slots.slot_names("b", "w", "conn_a") == ["batch:b", "workspace:w"]
+    assert [limit.key for limit in slots.slot_limits("b", "w", "conn_a", 3)] == [
+        "workspace:w",
+        "batch:b",
+    ]
+
+
+def test_a_call_holding_some_of_its_slots_fits_under_the_others_limits(prefix):
+    workspace, account = SlotLimit("workspace:w", 5), SlotLimit("account:a", 1)
+    # c1 took its workspace slot before the account had a cap; c9 holds the account's one.
+    assert slots.acquire("c1", [workspace]) is Acquired.TAKEN
+    assert slots.acquire("c9", [account]) is Acquired.TAKEN
+    assert slots.acquire("c1", [workspace, account]) is Acquired.NONE
+    slots.release("c9", ["account:a"])
+    assert slots.acquire("c1", [workspace, account]) is Acquired.TAKEN
+    assert slots.acquire("c1", [workspace, account]) is Acquired.ALREADY_HELD
+
+
+def test_an_expired_lease_is_neither_counted_nor_held(prefix):
+    limits = [SlotLimit("workspace:w", 1)]
+    assert slots.acquire("c1", limits, lease=-1.0) is Acquired.TAKEN  # ran out at once
+    assert slots.taken(["workspace:w"]) == {"workspace:w": 0}
+    assert slots.acquire("c2", limits) is Acquired.TAKEN
+    # c1's slot is gone: it fits no more than any other call would.
+    assert slots.acquire("c1", limits) is Acquired.NONE
+
+
+def test_restoring_lost_slots_rebuilds_the_account_slots(prefix, service_urls, monkeypatch):
+    _with_account_cap(monkeypatch, 2)
+    _, redis_url = service_urls
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{prefix}*"):  # Redis restarted empty
+        client.delete(key)
+    live = {
+        "c1": slots.slot_names("b1", "w1", "conn_a"),
+        "c2": slots.slot_names("b2", "w2", "conn_a"),
+        "c3": slots.slot_names("b3", "w2", "conn_b"),
+    }
+    assert _take_as("c4", "w1", "conn_b") is Acquired.UNKNOWN
+    assert slots.restore(lambda: list(live.items()), lambda ids: set())
+    held = slots.taken(["account:conn_a", "account:conn_b", "workspace:w1", "workspace:w2"])
+    assert held == {"account:conn_a": 2, "account:conn_b": 1, "workspace:w1": 1, "workspace:w2": 2}
+    # conn_a is full with calls of two workspaces; conn_b has one slot left.
+    assert _take_as("c4", "w1", "conn_a") is Acquired.NONE
+    assert _take_as("c4", "w1", "conn_b") is Acquired.TAKEN
+    assert _take_as("c5", "w1", "conn_b") is Acquired.NONE
+    client.close()
+
+
+def test_the_audit_takes_the_expiry_off_slot_keys(prefix, service_urls):
+    _, redis_url = service_urls
+    client = redis.Redis.from_url(redis_url)
+    assert slots.acquire("c1", [SlotLimit("workspace:w", 5)]) is Acquired.TAKEN
+    key = f"{prefix}slots:workspace:w"
+    assert client.ttl(key) == -1  # the claim gives its keys no expiry
+    client.expire(key, 600)  # as an earlier version did
+    assert slots.held_longer_than(0.0) == {"c1": ["workspace:w"]}
+    assert client.ttl(key) == -1
+    client.close()

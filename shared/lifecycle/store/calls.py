@@ -22,6 +22,7 @@ from shared.lifecycle.plans import (
     orphan_move,
 )
 from shared.lifecycle.states import SQL_BATCH_RUNNING, BatchStatus, CallStatus
+from shared.telephony import registry
 
 __all__ = ["NOW", "Move", "apply_transitions"]
 
@@ -30,11 +31,14 @@ _DIALING = CallStatus.DIALING.value
 
 
 class LockedCall(NamedTuple):
-    """A call row locked for a transition: what decides it, and where it counts."""
+    """A call row locked for a transition: what decides it, and where it counts (its batch,
+    its workspace, and the provider account its batch's caller number dials through, as
+    ``registry.account_key`` names it)."""
 
     snapshot: CallSnapshot
     batch_id: str
     workspace_id: str
+    account: str | None
 
 
 def _locked(row: Any) -> LockedCall:
@@ -50,7 +54,8 @@ def _locked(row: Any) -> LockedCall:
         answered_by=row.answered_by,
         voicemail_action=row.voicemail_action,
     )
-    return LockedCall(snapshot, row.batch_id, row.workspace_id)
+    account = registry.account_key(row.provider, row.credentials_ref)
+    return LockedCall(snapshot, row.batch_id, row.workspace_id, account)
 
 
 # The columns of a call a transition is decided from, with its batch's retry policy.
@@ -58,8 +63,9 @@ _LOCK_CALLS = PreparedStatement(
     "switchboard_lock_calls",
     "SELECT c.id, c.status, c.provider_call_sid, c.first_dispatched_at, c.attempts, "
     "c.batch_id, c.workspace_id, c.attempt_history, c.answered_by, c.voicemail_action, "
-    "b.retry_policy "
-    "FROM calls c JOIN batches b ON b.id = c.batch_id WHERE c.id = ANY(:ids) "
+    "b.retry_policy, p.provider, p.credentials_ref "
+    "FROM calls c JOIN batches b ON b.id = c.batch_id "
+    "LEFT JOIN phone_numbers p ON p.id = b.phone_number_id WHERE c.id = ANY(:ids) "
     "ORDER BY c.id FOR UPDATE OF c",
     (("ids", "text[]"),),
 )
