@@ -17,6 +17,7 @@ import pytest
 from tests.factories import create_agent, recipients, submit
 from tests.support import Stack, new_api_key, wait_for
 from tests.worker.test_batch_control import LONG_CALLS, cancel_mid_batch
+from tests.worker.test_connections_dispatch import BURST, CALLS, RATE, _busiest_second
 from tests.worker.test_dispatch import assert_counters_match_rows, wait_final
 from tests.worker.test_webhooks import Receiver, _register
 
@@ -260,3 +261,47 @@ def test_a_cancelled_trunk_batch_places_nothing_after_the_response(make_stack):
     placed = stack.carrier.calls()
     assert all(call["sip"]["auth"] == "ok" for call in placed)
     assert any(call["status"] == "canceled" for call in placed)  # ended while ringing, by us
+
+
+def test_two_trunks_are_paced_on_budgets_of_their_own(make_stack):
+    # Both trunks' calls go through the one Twilio account, yet each trunk is its own budget.
+    trunks = {"a.trunk.test": "+12025550321", "b.trunk.test": "+12025550322"}
+    stack = make_stack(
+        sandbox={"sip_trunks": {address: {} for address in trunks}},
+        settings_env={
+            "SWITCHBOARD_CALLS_PER_SECOND_PER_ACCOUNT": str(RATE),
+            "SWITCHBOARD_PACING_BURST": str(BURST),
+        },
+    )
+    client = stack.client(new_api_key(stack))
+    agent_id = create_agent(client)
+    batches = []
+    for (address, caller), prefix in zip(trunks.items(), ("+1212555", "+1646555"), strict=True):
+        number_id = register_trunk_number(client, {"address": address}, caller)
+        response = submit(client, agent_id, number_id, recipients(CALLS, prefix, 300))
+        assert response.status_code == 200, response.text
+        batches.append(response.json()["id"])
+    for batch_id in batches:
+        assert wait_final(client, batch_id, timeout=90)["status"] == "completed"
+
+    placed = stack.carrier.calls()
+    times = {
+        address: sorted(c["created_at"] for c in placed if c["sip"]["address"] == address)
+        for address in trunks
+    }
+    overlap_from = max(trunk_times[0] for trunk_times in times.values())
+    overlap_to = min(trunk_times[-1] for trunk_times in times.values())
+    together = [
+        t for t in sorted(c["created_at"] for c in placed) if overlap_from <= t <= overlap_to
+    ]
+    combined = (len(together) - 1) / (overlap_to - overlap_from)
+    busiest = {address: _busiest_second(trunk_times) for address, trunk_times in times.items()}
+    print(
+        f"pacing per trunk at {RATE}/s (burst {BURST}): {CALLS} calls each, busiest second "
+        f"per trunk {busiest}; both dialing for {overlap_to - overlap_from:.1f} s, "
+        f"{combined:.2f} calls/s together"
+    )
+    assert [len(trunk_times) for trunk_times in times.values()] == [CALLS, CALLS]
+    assert all(count <= RATE + BURST for count in busiest.values())
+    assert overlap_to - overlap_from >= 2
+    assert combined >= 1.5 * RATE
