@@ -95,6 +95,7 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     from cli.stack.services import check_redis
     from shared.errors import ProviderError
     from shared.settings import get_settings
+    from shared.telephony import vobiz
     from shared.telephony.twilio import TwilioProvider, account_for
 
     settings = get_settings()
@@ -109,6 +110,12 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
             TwilioProvider(account_for(settings), settings).check_account()
         except ProviderError as exc:
             problems.append(f"Twilio did not accept the account's credentials: {exc.message}")
+    if settings.vobiz_auth_id.strip():
+        # One read of the account's live calls through the SDK, at SWITCHBOARD_VOBIZ_API_BASE_URL.
+        try:
+            vobiz.VobizProvider(vobiz.account_for(settings), settings).check_account()
+        except ProviderError as exc:
+            problems.append(f"Vobiz did not accept the account's credentials: {exc.message}")
     for problem in problems:
         print(f"problem: {problem}")
     if problems:

@@ -107,3 +107,22 @@ def test_doctor_fails_on_one_problem(
     assert out.splitlines() == [
         "problem: SWITCHBOARD_PUBLIC_BASE_URL is a loopback address: Twilio cannot reach it"
     ]
+
+
+def test_doctor_reads_the_vobiz_account_when_one_is_set(
+    going_live: SandboxCarrier, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    going_live.configure(
+        SandboxConfig(accounts={**going_live.config.accounts, "MA_LIVE": "a-vobiz-auth-token"})
+    )
+    monkeypatch.setenv("SWITCHBOARD_VOBIZ_AUTH_ID", "MA_LIVE")
+    monkeypatch.setenv("SWITCHBOARD_VOBIZ_AUTH_TOKEN", "a-vobiz-auth-token")
+    monkeypatch.setenv("SWITCHBOARD_VOBIZ_API_BASE_URL", going_live.base_url + "/api")
+    get_settings.cache_clear()
+    assert main(["doctor"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("SWITCHBOARD_VOBIZ_AUTH_TOKEN", "a-revoked-token")
+    get_settings.cache_clear()
+    assert main(["doctor"]) == 1
+    [problem] = capsys.readouterr().out.splitlines()
+    assert problem.startswith("problem: Vobiz did not accept the account's credentials")
