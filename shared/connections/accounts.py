@@ -11,40 +11,18 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from shared.connections import repository
+from shared.connections.model import DEFAULT_REF, Connection, ConnectionUnavailable
 from shared.connections.secrets import SecretsUnavailable, decrypt_secrets
 from shared.db import new_session
-from shared.errors import ProviderError
 from shared.models import ProviderConnection
 from shared.settings import get_settings
 
-DEFAULT_REF = "default"
 # Lookups of accounts nobody has (forged callbacks) are cached too; past this many entries the
 # cache starts afresh rather than grow.
 MAX_CACHED = 10_000
-
-
-@dataclass(frozen=True)
-class Connection:
-    """A workspace's account at a provider, its secrets decrypted."""
-
-    id: str
-    workspace_id: str
-    provider: str
-    account_id: str
-    secrets: dict[str, str]
-    config: dict[str, Any]
-    updated_at: datetime
-
-
-class ConnectionUnavailable(ProviderError):
-    """A number's connection cannot be used: gone (``auth_failed``: no call of it can be
-    placed), or its secrets cannot be read here (the secrets key: ``retryable``, as for a
-    provider that cannot be reached, until the setting is fixed)."""
 
 
 _lock = threading.Lock()
