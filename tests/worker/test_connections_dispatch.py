@@ -88,6 +88,27 @@ def _busiest_second(times: list[float]) -> int:
     return max(sum(1 for u in times[i:] if u < t + 1) for i, t in enumerate(times))
 
 
+def assert_paced_apart(times: dict[str, list[float]], what: str) -> None:
+    """Two budgets' dial times (each sorted, CALLS of them): each keeps to its own rate, and
+    neither waits for the other: while both dial, their calls together come at about twice
+    one budget's rate (on one shared budget they could not pass RATE plus a burst)."""
+    overlap_from = max(budget_times[0] for budget_times in times.values())
+    overlap_to = min(budget_times[-1] for budget_times in times.values())
+    every = sorted(t for budget_times in times.values() for t in budget_times)
+    together = [t for t in every if overlap_from <= t <= overlap_to]
+    combined = (len(together) - 1) / (overlap_to - overlap_from)
+    busiest = {name: _busiest_second(budget_times) for name, budget_times in times.items()}
+    print(
+        f"pacing per {what} at {RATE}/s (burst {BURST}): {CALLS} calls each, busiest second "
+        f"per {what} {busiest}; both dialing for {overlap_to - overlap_from:.1f} s, "
+        f"{combined:.2f} calls/s together"
+    )
+    assert [len(budget_times) for budget_times in times.values()] == [CALLS, CALLS]
+    assert all(count <= RATE + BURST for count in busiest.values())
+    assert overlap_to - overlap_from >= 2
+    assert combined >= 1.5 * RATE
+
+
 def test_two_accounts_are_paced_on_budgets_of_their_own(make_stack):
     stack = make_stack(
         sandbox=SANDBOX,
@@ -108,29 +129,13 @@ def test_two_accounts_are_paced_on_budgets_of_their_own(make_stack):
         assert wait_final(client, batch_id, timeout=90)["status"] == "completed"
 
     placed = stack.carrier.calls()
-    times = {
-        sid: sorted(c["created_at"] for c in placed if c["account_sid"] == sid) for sid in ACCOUNTS
-    }
-    # While both accounts dial, their calls together come at about twice one account's rate;
-    # on one shared budget they could not pass RATE (plus a burst).
-    overlap_from = max(account_times[0] for account_times in times.values())
-    overlap_to = min(account_times[-1] for account_times in times.values())
-    together = [
-        t for t in sorted(c["created_at"] for c in placed) if overlap_from <= t <= overlap_to
-    ]
-    combined = (len(together) - 1) / (overlap_to - overlap_from)
-    busiest = {sid[-4:]: _busiest_second(account_times) for sid, account_times in times.items()}
-    print(
-        f"pacing per account at {RATE}/s (burst {BURST}): {CALLS} calls each, busiest second "
-        f"per account {busiest}; both accounts dialing for {overlap_to - overlap_from:.1f} s, "
-        f"{combined:.2f} calls/s together"
+    assert_paced_apart(
+        {
+            sid[-4:]: sorted(c["created_at"] for c in placed if c["account_sid"] == sid)
+            for sid in ACCOUNTS
+        },
+        "account",
     )
-    assert [len(account_times) for account_times in times.values()] == [CALLS, CALLS]
-    # Each account keeps to its own rate...
-    assert all(count <= RATE + BURST for count in busiest.values())
-    # ...and neither waits for the other.
-    assert overlap_to - overlap_from >= 2
-    assert combined >= 1.5 * RATE
 
 
 def test_a_connection_whose_secrets_cannot_be_read_holds_its_calls_until_they_can(make_stack):

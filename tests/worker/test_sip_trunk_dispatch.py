@@ -17,7 +17,7 @@ import pytest
 from tests.factories import create_agent, recipients, submit
 from tests.support import Stack, new_api_key, wait_for
 from tests.worker.test_batch_control import LONG_CALLS, cancel_mid_batch
-from tests.worker.test_connections_dispatch import BURST, CALLS, RATE, _busiest_second
+from tests.worker.test_connections_dispatch import BURST, CALLS, RATE, assert_paced_apart
 from tests.worker.test_dispatch import (
     MIXED_OUTCOMES,
     PLAYED_OUTCOMES,
@@ -268,23 +268,10 @@ def test_two_trunks_are_paced_on_budgets_of_their_own(make_stack):
         assert wait_final(client, batch_id, timeout=90)["status"] == "completed"
 
     placed = stack.carrier.calls()
-    times = {
-        address: sorted(c["created_at"] for c in placed if c["sip"]["address"] == address)
-        for address in trunks
-    }
-    overlap_from = max(trunk_times[0] for trunk_times in times.values())
-    overlap_to = min(trunk_times[-1] for trunk_times in times.values())
-    together = [
-        t for t in sorted(c["created_at"] for c in placed) if overlap_from <= t <= overlap_to
-    ]
-    combined = (len(together) - 1) / (overlap_to - overlap_from)
-    busiest = {address: _busiest_second(trunk_times) for address, trunk_times in times.items()}
-    print(
-        f"pacing per trunk at {RATE}/s (burst {BURST}): {CALLS} calls each, busiest second "
-        f"per trunk {busiest}; both dialing for {overlap_to - overlap_from:.1f} s, "
-        f"{combined:.2f} calls/s together"
+    assert_paced_apart(
+        {
+            address: sorted(c["created_at"] for c in placed if c["sip"]["address"] == address)
+            for address in trunks
+        },
+        "trunk",
     )
-    assert [len(trunk_times) for trunk_times in times.values()] == [CALLS, CALLS]
-    assert all(count <= RATE + BURST for count in busiest.values())
-    assert overlap_to - overlap_from >= 2
-    assert combined >= 1.5 * RATE
