@@ -20,7 +20,7 @@ SIP_TRUNK = "sip_trunk"
 TRUNK_LOC = ("body", "outbound_trunk_config")
 # Whether the trunk has credentials, kept beside its settings: the secrets are never read to
 # answer a request.
-HAS_CREDENTIALS = "has_credentials"
+HAS_AUTH_CREDENTIALS = "has_auth_credentials"
 
 
 def check_trunk_fields(
@@ -76,7 +76,7 @@ def store_trunk(
             "transport": config.transport,
             "media_encryption": config.media_encryption,
             "headers": dict(config.headers),
-            HAS_CREDENTIALS: credentials is not None,
+            HAS_AUTH_CREDENTIALS: credentials is not None,
         },
         loc=TRUNK_LOC,
     )
@@ -91,7 +91,7 @@ def trunk_view(connection: ProviderConnection) -> OutboundTrunkConfigResponse:
         transport=config.get("transport", "auto"),
         media_encryption=config.get("media_encryption", "allowed"),
         headers=dict(config.get("headers") or {}),
-        has_credentials=bool(config.get(HAS_CREDENTIALS)),
+        has_auth_credentials=bool(config.get(HAS_AUTH_CREDENTIALS)),
     )
 
 

@@ -144,4 +144,4 @@ class OutboundTrunkConfigResponse(BaseModel):
     transport: SipTransport
     media_encryption: MediaEncryption
     headers: dict[str, str]
-    has_credentials: bool
+    has_auth_credentials: bool

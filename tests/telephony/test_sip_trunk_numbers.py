@@ -8,6 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
+from elevenlabs import ElevenLabs
+from elevenlabs.conversational_ai.phone_numbers.types import (
+    PhoneNumbersCreateRequestBody_SipTrunk,
+)
+from elevenlabs.types import OutboundSipTrunkConfigRequestModel, SipTrunkCredentialsRequestModel
 
 from tests.support import Stack
 
@@ -44,7 +49,7 @@ def test_a_trunk_is_stored_as_a_connection_and_shown_without_its_credentials(
         "transport": "tls",
         "media_encryption": "required",
         "headers": {"X-Campaign": "spring", "X-Tenant-Id": "acme"},
-        "has_credentials": True,
+        "has_auth_credentials": True,
     }
     listed = client.get("/v1/voiceai/phone-numbers")
     assert listed.status_code == 200
@@ -70,7 +75,7 @@ def test_a_trunk_without_credentials_or_headers_takes_the_defaults(client: httpx
         "transport": "auto",
         "media_encryption": "allowed",
         "headers": {},
-        "has_credentials": False,
+        "has_auth_credentials": False,
     }
 
 
@@ -147,3 +152,34 @@ def test_a_second_number_on_the_same_trunk_names_its_connection(client: httpx.Cl
     )
     assert second.status_code == 201, second.text
     assert second.json()["outbound_trunk_config"] == first["outbound_trunk_config"]
+
+
+def test_the_elevenlabs_sdk_registers_a_sip_trunk_number(
+    stack: Stack, api_key: str, client: httpx.Client
+):
+    sdk = ElevenLabs(api_key=api_key, base_url=stack.api_url, timeout=60)
+    created = sdk.conversational_ai.phone_numbers.create(
+        request=PhoneNumbersCreateRequestBody_SipTrunk(
+            phone_number="+12025550179",
+            label="sdk trunk",
+            outbound_trunk_config=OutboundSipTrunkConfigRequestModel(
+                address="sip.trunk.example:5061",
+                transport="tls",
+                media_encryption="required",
+                headers={"X-Campaign": "spring"},
+                credentials=SipTrunkCredentialsRequestModel(
+                    username="acme-trunk-user", password="Pa55-word-never-shown"
+                ),
+            ),
+        )
+    )
+    [shown] = client.get("/v1/convai/phone-numbers").json()
+    assert shown["phone_number_id"] == created.phone_number_id
+    assert shown["provider"] == "sip_trunk" and shown["label"] == "sdk trunk"
+    assert shown["outbound_trunk_config"] == {
+        "address": "sip.trunk.example:5061",
+        "transport": "tls",
+        "media_encryption": "required",
+        "headers": {"X-Campaign": "spring"},
+        "has_auth_credentials": True,
+    }
