@@ -171,7 +171,8 @@ def test_connect_agent_leaves_the_agent_with_the_machine_and_records_a_voicemail
 def test_a_forged_detection_callback_is_refused_and_changes_nothing(
     stack: Stack, workspace: httpx.Client
 ):
-    number = f"{HUMAN}1"  # the person of the first test: completed, answered by a human
+    number = f"{HUMAN}5"  # a person of its own: completed, answered by a human
+    run_batch(stack, workspace, agent_with(workspace), [person(number, "Ada")])
     call_id, *before = call_row(stack, number)
     url = f"{stack.api_url}/v1/telephony/twilio/amd/{call_id}"
     form = {
