@@ -5,6 +5,7 @@ and are imported only when a server is started."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from cli.stack.databases import create_database
+from cli.stack.databases import admin_connection, create_database
 from cli.stack.net import LOCALHOST, ServiceUnavailable, free_port, pid_alive
 
 DATABASE_NAME = "switchboard"
@@ -84,6 +85,36 @@ def _forget_dead_handles(pgdata: Path) -> None:
         handles.write_text(json.dumps(alive))
 
 
+# Connections the embedded server accepts (PostgreSQL's default is 100): the test suite runs
+# several stacks at once in parallel processes, each with its API's, workers' and beat's pools.
+EMBEDDED_MAX_CONNECTIONS = 500
+
+
+def _get_server(pgserver: Any, pgdata: Path) -> Any:
+    try:
+        return pgserver.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:
+        log = pgdata / "log"
+        raise ServiceUnavailable(
+            f"embedded PostgreSQL would not start in {pgdata}: {exc} (server log: {log})"
+        ) from exc
+
+
+def _raised_max_connections(server_url: str) -> bool:
+    """Raise the server's max_connections to EMBEDDED_MAX_CONNECTIONS (once per data
+    directory); whether it was raised, so the server must restart."""
+    with (
+        contextlib.closing(admin_connection(server_url)) as connection,
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SHOW max_connections")
+        (current,) = cursor.fetchone()
+        if int(current) >= EMBEDDED_MAX_CONNECTIONS:
+            return False
+        cursor.execute(f"ALTER SYSTEM SET max_connections = {EMBEDDED_MAX_CONNECTIONS}")
+    return True
+
+
 def start_embedded_postgres(state_dir: Path) -> EmbeddedServer:
     """Start (or reuse) a PostgreSQL 16 from the ``pgserver`` wheel with its data in state_dir/pg.
 
@@ -103,17 +134,16 @@ def start_embedded_postgres(state_dir: Path) -> EmbeddedServer:
         warnings.simplefilter("ignore")
         pgserver = _embedded_package("pgserver", "PostgreSQL", "DATABASE_URL")
 
-        try:
-            server = pgserver.get_server(pgdata, cleanup_mode="stop")
-        except Exception as exc:
-            log = pgdata / "log"
-            raise ServiceUnavailable(
-                f"embedded PostgreSQL would not start in {pgdata}: {exc} (server log: {log})"
-            ) from exc
-    info = server.get_postmaster_info()
-    if info.socket_dir is None:
-        server.cleanup()
-        raise ServiceUnavailable(f"embedded PostgreSQL in {pgdata} reports no Unix socket")
+        server = _get_server(pgserver, pgdata)
+        info = server.get_postmaster_info()
+        if info.socket_dir is None:
+            server.cleanup()
+            raise ServiceUnavailable(f"embedded PostgreSQL in {pgdata} reports no Unix socket")
+        if _raised_max_connections(_postgres_url(info.socket_dir, "postgres")):
+            server.cleanup()  # the setting takes effect at the next start
+            server = _get_server(pgserver, pgdata)
+            info = server.get_postmaster_info()
+            assert info.socket_dir is not None
     try:
         create_database(_postgres_url(info.socket_dir, "postgres"), DATABASE_NAME, exist_ok=True)
     except Exception:
