@@ -17,6 +17,7 @@ from shared.settings import SANDBOX_VOBIZ_AUTH_ID, SANDBOX_VOBIZ_AUTH_TOKEN, Set
 from shared.telephony import registry
 from shared.telephony.port import AnswerReports, DialRequest
 from shared.telephony.vobiz import CALLBACKS, VobizAccount, VobizProvider, from_vobiz
+from shared.telephony.vobiz import client as vobiz_client
 from shared.voicemail import MachineDetection
 from tests.support import wait_for
 
@@ -108,7 +109,9 @@ def test_callbacks_read_hangup_ring_answer_and_detection_forms():
 @pytest.fixture
 def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
     settings = get_settings()
-    monkeypatch.setattr(settings, "vobiz_auth_id", "")  # the sandbox's account
+    # Development mode, without a Vobiz account: the sandbox carrier's account.
+    monkeypatch.setattr(settings, "env", "dev")
+    monkeypatch.setattr(settings, "vobiz_auth_id", "")
     monkeypatch.setattr(settings, "voice_runtime_url", "wss://agents.example/stream")
     return settings
 
@@ -128,6 +131,20 @@ def test_a_callback_is_verified_by_its_v3_signature(settings: Settings):
     forged = vobiz_api.signature_headers("not-the-token", url, params)
     assert not CALLBACKS.verify(url, params, {k.lower(): v for k, v in forged.items()})
     assert not CALLBACKS.verify(url, params, {})
+
+
+def test_production_without_a_vobiz_account_neither_dials_nor_trusts_the_sandbox(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(settings, "env", "production")
+    with pytest.raises(ProviderError) as refused:
+        vobiz_client.account_for(settings)
+    assert refused.value.auth_failed and "SWITCHBOARD_VOBIZ_AUTH_ID" in str(refused.value)
+    # A callback signed with the sandbox's (published) token is not ours.
+    url = "https://switchboard.example/v1/telephony/vobiz/status/c1"
+    params = _hangup_form()
+    signed = vobiz_api.signature_headers(SANDBOX_VOBIZ_AUTH_TOKEN, url, params)
+    assert not CALLBACKS.verify(url, params, {k.lower(): v for k, v in signed.items()})
 
 
 def test_the_answer_document_streams_the_call_to_the_agent_runtime(settings: Settings):

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from vobiz.utils.signature_v3 import validate_v3_signature
 
 from shared import connections
+from shared.connections import ConnectionUnavailable
 from shared.lifecycle.plans import ProviderUpdate
 from shared.lifecycle.states import CallStatus
 from shared.settings import Settings, get_settings
@@ -38,11 +39,17 @@ _NONCE_KEY = NONCE_HEADER.lower()
 def callback_accounts(url: str, settings: Settings | None = None) -> list[VobizAccount]:
     """The accounts a callback to ``url`` may come from: the one its ``account`` query names
     (a provider connection's; two workspaces may hold the same account), else the
-    environment's; none for an account we do not have."""
+    environment's; none for an account we do not have (nor, in production, for the
+    environment's when none is set)."""
     settings = settings or get_settings()
-    default = account_for(settings)
+    try:
+        default: VobizAccount | None = account_for(settings)
+    except ConnectionUnavailable:  # production without an environment account
+        default = None
     named = parse_qs(urlsplit(url).query).get(urls.ACCOUNT_PARAMETER)
-    if not named or named[0] == default.auth_id:
+    if not named:
+        return [] if default is None else [default]
+    if default is not None and named[0] == default.auth_id:
         return [default]
     return [
         connection_account(connection, settings)

@@ -49,9 +49,10 @@ class VobizAccount:
 
 
 def _api_base_url(settings: Settings) -> str:
-    """Where the environment reaches Vobiz: the sandbox carrier when it has no Vobiz account
-    of its own (every account then dials the sandbox, as in the tests)."""
-    if settings.vobiz_auth_id:
+    """Where the environment reaches Vobiz: the configured URL, else Vobiz itself; in
+    development without a Vobiz account of its own, the sandbox carrier (every account then
+    dials the sandbox, as in the tests). Production never dials the sandbox."""
+    if settings.vobiz_api_base_url or settings.vobiz_auth_id or settings.env != "dev":
         return (settings.vobiz_api_base_url or VOBIZ_API_BASE_URL).rstrip("/")
     return settings.sandbox_url.rstrip("/") + "/api"
 
@@ -74,13 +75,21 @@ def connection_account(connection: Connection, settings: Settings) -> VobizAccou
 def account_for(settings: Settings, credentials_ref: str = "default") -> VobizAccount:
     """The account a caller number's ``credentials_ref`` names: a provider connection, or
     ``default``, the environment's (``SWITCHBOARD_VOBIZ_*``; without one, the sandbox
-    carrier's). ``ConnectionUnavailable`` for a connection that cannot be used."""
+    carrier's in development, and none in production). ``ConnectionUnavailable`` for a
+    connection that cannot be used, or for no account at all."""
     connection = connections.resolve(credentials_ref)
     if connection is not None:
         return connection_account(connection, settings)
     if settings.vobiz_auth_id:
         return VobizAccount(
             settings.vobiz_auth_id, settings.vobiz_auth_token, _api_base_url(settings)
+        )
+    if settings.env != "dev":
+        # Production never dials the sandbox carrier: the batch fails, saying what to set.
+        raise ConnectionUnavailable(
+            "no Vobiz account: set SWITCHBOARD_VOBIZ_AUTH_ID and SWITCHBOARD_VOBIZ_AUTH_TOKEN, "
+            "or give the number a provider connection",
+            auth_failed=True,
         )
     return VobizAccount(SANDBOX_VOBIZ_AUTH_ID, SANDBOX_VOBIZ_AUTH_TOKEN, _api_base_url(settings))
 
