@@ -3,6 +3,8 @@ against the sandbox carrier's Vobiz API."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -312,3 +314,14 @@ def test_errors_are_read_as_the_dispatcher_needs_them(carrier: SandboxCarrier):
             VobizAccount(SANDBOX_VOBIZ_AUTH_ID, "t", "http://127.0.0.1:9/api"), get_settings()
         ).check_account()
     assert unreachable.value.retryable
+
+
+def test_the_sdk_loads_with_the_first_vobiz_call_not_with_the_adapter():
+    code = (
+        "import sys, shared.telephony.registry; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'vobiz', 'lxml'}))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert found.strip() == "[]"

@@ -15,8 +15,6 @@ import logging
 from collections.abc import Mapping
 from urllib.parse import parse_qs, urlsplit
 
-from vobiz.utils.signature_v3 import validate_v3_signature
-
 from shared import connections
 from shared.connections import ConnectionUnavailable
 from shared.lifecycle.plans import ProviderUpdate
@@ -70,6 +68,8 @@ def signed_by_vobiz(
     covered: a callback that changes nothing when replayed is all it can move)."""
     if not signature or not nonce:
         return False
+    from vobiz.utils.signature_v3 import validate_v3_signature  # the SDK, at first use
+
     form = dict(params)
     for account in callback_accounts(url, settings):
         if not account.auth_token:

@@ -14,7 +14,6 @@ from typing import Any
 
 import requests
 import urllib3
-from vobiz import exceptions as vobiz_errors
 
 from shared import connections
 from shared.connections import Connection, ConnectionUnavailable
@@ -98,8 +97,10 @@ class FencePassed(Exception):
     """A dial's request was not sent: its fence passed first."""
 
 
-def _status_of(exc: vobiz_errors.VobizRestError) -> int | None:
+def _status_of(exc: Exception) -> int | None:
     """The HTTP status behind one of the SDK's errors (it keeps only a message)."""
+    from vobiz import exceptions as vobiz_errors  # loaded by the call that raised it
+
     known = {
         vobiz_errors.AuthenticationError: 401,
         vobiz_errors.ForbiddenError: 403,
@@ -136,6 +137,8 @@ def provider_error(exc: Exception, *, creates: bool = False) -> ProviderError:
         return exc
     if isinstance(exc, FencePassed):
         return ProviderError(str(exc), retryable=True, fenced=True)
+    from vobiz import exceptions as vobiz_errors  # the SDK, at the first Vobiz call
+
     if isinstance(exc, vobiz_errors.VobizRestError):
         status = _status_of(exc)
         message = f"vobiz {status or 'error'}: {exc}"

@@ -1,5 +1,8 @@
 """``VobizProvider``: one Vobiz account's calls through the SDK (``client`` has the account
-and the errors), and ``provider_for``, the process-wide provider of a caller number."""
+and the errors), and ``provider_for``, the process-wide provider of a caller number.
+
+The SDK (and lxml and requests with it) is imported with a process's first Vobiz call, not
+with this module: a worker that never dials Vobiz does not carry it."""
 
 from __future__ import annotations
 
@@ -8,9 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
-
-import vobiz
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.errors import ProviderError
 from shared.lifecycle.plans import ProviderUpdate
@@ -33,6 +34,9 @@ from shared.telephony.vobiz.client import (
 )
 from shared.telephony.vobiz.statuses import e164
 from shared.voicemail import MachineDetection
+
+if TYPE_CHECKING:
+    import vobiz
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,8 @@ class VobizProvider:
     def _client(self) -> vobiz.RestClient:
         client: vobiz.RestClient | None = getattr(self._local, "client", None)
         if client is None:
+            import vobiz  # the SDK, at the first Vobiz call (module docstring)
+
             client = vobiz.RestClient(
                 self.account.auth_id,
                 self.account.auth_token,

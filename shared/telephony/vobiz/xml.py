@@ -4,8 +4,6 @@ speaks the voicemail message and hangs up."""
 
 from __future__ import annotations
 
-from vobiz import vobizxml
-
 from shared.settings import Settings, get_settings
 from shared.urls import agent_config_url
 
@@ -16,6 +14,8 @@ def connect_to_agent(call_id: str, settings: Settings | None = None) -> str:
     """The VobizXML a call starts with: a bidirectional ``<Stream>`` of both legs' audio to the
     voice-agent runtime, kept up for the whole call, which learns the call and where to read
     its rendered configuration from the stream's extra headers."""
+    from vobiz import vobizxml  # the SDK, at first use
+
     settings = settings or get_settings()
     config_url = agent_config_url(call_id, settings)
     stream = vobizxml.StreamElement(
@@ -33,6 +33,8 @@ def connect_to_agent(call_id: str, settings: Settings | None = None) -> str:
 
 def speak_and_hang_up(message: str) -> str:
     """VobizXML that speaks ``message`` (when there is one) and ends the call."""
+    from vobiz import vobizxml  # the SDK, at first use
+
     response = vobizxml.ResponseElement()
     if message.strip():
         response.add_speak(message)
