@@ -25,6 +25,16 @@ class Connection:
     config: dict[str, Any]
     updated_at: datetime
 
+    def require_provider(self, provider: str, display_name: str) -> Connection:
+        """This connection, when it is an account of ``provider``; else ConnectionUnavailable
+        (``auth_failed``: no call of a number naming it can be placed)."""
+        if self.provider != provider:
+            raise ConnectionUnavailable(
+                f"provider connection {self.id} is a {self.provider} account, not {display_name}'s",
+                auth_failed=True,
+            )
+        return self
+
 
 class ConnectionUnavailable(ProviderError):
     """A number's connection cannot be used: gone (``auth_failed``: no call of it can be

@@ -20,7 +20,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from shared import connections
-from shared.connections import Connection, ConnectionUnavailable
+from shared.connections import Connection
 from shared.errors import ProviderError
 from shared.lifecycle.plans import ProviderUpdate
 from shared.lifecycle.states import CallStatus
@@ -81,11 +81,7 @@ def _api_base_url(settings: Settings) -> str | None:
 def connection_account(connection: Connection, settings: Settings) -> TwilioAccount:
     """The Twilio account of a provider connection: its SID and auth token, reached where the
     environment reaches Twilio."""
-    if connection.provider != urls.NAME:
-        raise ConnectionUnavailable(
-            f"provider connection {connection.id} is a {connection.provider} account, not Twilio's",
-            auth_failed=True,
-        )
+    connection.require_provider(urls.NAME, "Twilio")
     return TwilioAccount(
         connection.account_id,
         connection.secrets.get("auth_token", ""),

@@ -58,11 +58,7 @@ def _api_base_url(settings: Settings) -> str:
 
 def connection_account(connection: Connection, settings: Settings) -> VobizAccount:
     """The Vobiz account of a provider connection: its auth id and auth token."""
-    if connection.provider != urls.NAME:
-        raise ConnectionUnavailable(
-            f"provider connection {connection.id} is a {connection.provider} account, not Vobiz's",
-            auth_failed=True,
-        )
+    connection.require_provider(urls.NAME, "Vobiz")
     return VobizAccount(
         connection.account_id,
         connection.secrets.get("auth_token", ""),
