@@ -78,11 +78,16 @@ def stack(
 def make_stack(
     service_urls: tuple[str, str], template_database: str, tmp_path: Path
 ) -> Iterator[Any]:
-    """Start an extra, isolated stack (for tests that kill or reconfigure processes)."""
+    """Start an extra, isolated stack (for tests that kill or reconfigure processes). Lighter
+    than ``running_stack``'s defaults, as most tests need no more: no webhooks worker
+    (``webhooks_worker=True`` for a test that sends webhooks) and beat inside the first worker
+    (``embed_beat=False`` for a test that kills or stops that worker)."""
     server_url, redis_url = service_urls
     stacks: list[Any] = []
 
     def make(**kwargs: Any) -> Stack:
+        kwargs.setdefault("webhooks_worker", False)
+        kwargs.setdefault("embed_beat", True)
         context = running_stack(
             server_url, template_database, redis_url, tmp_path / f"stack{len(stacks)}", **kwargs
         )

@@ -95,6 +95,8 @@ class Stack:
     secrets_key: str = field(default_factory=_new_secrets_key)
     # The processes started and not killed, by name (a test may forget one here).
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # The worker that runs beat inside it (``-B``), if one does rather than a beat process.
+    beat_host: str | None = None
     supervisor: ProcessSupervisor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -157,9 +159,12 @@ class Stack:
         loglevel: str = "INFO",
         events: bool = False,
         env: dict[str, str] | None = None,
+        beat: bool = False,
     ) -> subprocess.Popen[bytes]:
         """A real Celery worker process consuming ``queues``; with ``events``, it sends task
-        events (``-E``) as workers watched in Flower do."""
+        events (``-E``) as workers watched in Flower do; with ``beat``, it runs beat too
+        (``-B``: a child forked from the worker, the same scheduler as ``start_beat``'s,
+        without a process of its own to start)."""
         argv = worker_command(
             queues,
             unique_node(name),
@@ -169,6 +174,9 @@ class Stack:
             loglevel=loglevel,
             gossip=False,
         )
+        if beat:
+            argv += ["-B", "-s", str(self.log_dir / "beat-schedule")]
+            self.beat_host = name
         return self._spawn(name, argv, env=env if env is not None else self.metrics_env())
 
     def start_webhooks_worker(
@@ -223,7 +231,13 @@ class Stack:
         )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Signal a process's whole group (a worker and its pool children) and reap it."""
+        """Signal a process's whole group (a worker and its pool children) and reap it. A worker
+        that runs beat (``embed_beat``) is not killed: beat would go with it, which no
+        deployment's worker does; such a test starts its stack with ``embed_beat=False``."""
+        if name == self.beat_host:
+            raise ValueError(
+                f"{name} runs beat (embed_beat): start the stack with embed_beat=False to kill it"
+            )
         process = self.processes.pop(name)
         signal_group(process.pid, sig)
         process.wait(timeout=30)
@@ -307,12 +321,15 @@ def running_stack(
     concurrency: int = 8,
     webhooks_worker: bool = True,
     broker_url: str | None = None,
+    embed_beat: bool = False,
 ) -> Iterator[Stack]:
     """A fresh database from the migrated template, a key prefix, a carrier, API and workers:
     ``workers`` on every queue but webhooks, and (unless ``webhooks_worker`` is false) one
     webhooks worker. A test may start others as it likes (``Stack.start_worker``). Celery's
     broker is the Redis of ``redis_url`` unless ``broker_url`` names another
-    (``isolated_rabbitmq_vhost``)."""
+    (``isolated_rabbitmq_vhost``). With ``beat``, beat runs in a process of its own, or with
+    ``embed_beat`` (and a worker to host it) inside the first worker: one process fewer to
+    start, for a stack whose workers the test never kills."""
     from sandbox import SandboxCarrier, SandboxConfig
 
     name = f"sbtest_{uuid.uuid4().hex[:10]}"
@@ -330,11 +347,14 @@ def running_stack(
     )
     try:
         stack.start_api()
+        embedded = beat and embed_beat and workers > 0
         for index in range(workers):
-            stack.start_worker(name=f"worker{index}", concurrency=concurrency)
+            stack.start_worker(
+                name=f"worker{index}", concurrency=concurrency, beat=embedded and index == 0
+            )
         if webhooks_worker:
             stack.start_webhooks_worker()
-        if beat:
+        if beat and not embedded:
             stack.start_beat()
         yield stack
     finally:

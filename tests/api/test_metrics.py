@@ -54,7 +54,7 @@ def wait_completed(client: httpx.Client, batch_id: str) -> dict[str, Any]:
 
 
 def test_metrics_show_calls_batches_queues_and_worker_dials(make_stack):
-    stack = make_stack(sandbox=REJECTING_CARRIER)
+    stack = make_stack(sandbox=REJECTING_CARRIER, webhooks_worker=True, embed_beat=False)
     client = stack.client(new_api_key(stack))
     agent_id, number_id = create_agent(client), register_number(client)
     before = scrape(stack)

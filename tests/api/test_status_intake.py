@@ -86,6 +86,7 @@ def test_callbacks_refused_while_the_api_is_down_are_resent_and_applied(make_sta
 
 def test_an_acknowledged_report_whose_message_is_lost_is_applied_by_the_tick(make_stack):
     stack = make_stack(
+        embed_beat=False,
         sandbox={"rules": [{"pattern": "*", "ring_seconds": 4.0, "talk_seconds": 0.5}]},
         settings_env={
             "SWITCHBOARD_STATUS_INBOX_REDRIVE_AFTER_S": "1",

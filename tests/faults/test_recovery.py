@@ -563,6 +563,7 @@ def test_a_worker_killed_between_claiming_a_retry_and_dialing_it(make_stack: Any
     # (due 1 s after attempt 1 ended) is claimed and then waits about 3 s for its pacing slot,
     # 5 s after attempt 1's: the worker is killed in that wait.
     stack = make_stack(
+        embed_beat=False,
         sandbox={"rules": [{"pattern": RETRY_NUMBER, "outcome_sequence": ["busy", "completed"]}]},
         settings_env={
             "SWITCHBOARD_CALLS_PER_SECOND_PER_NUMBER": "0.2",
@@ -667,6 +668,7 @@ def test_cancel_right_after_a_worker_sigkill_answers_at_once_and_nothing_is_dial
     make_stack: Any,
 ) -> None:
     stack = make_stack(
+        embed_beat=False,
         sandbox={"rules": [{"pattern": "*", "ring_seconds": 0.5, "talk_seconds": 2.0}]},
         settings_env={
             **SLOW_PACE,

@@ -325,7 +325,7 @@ SLOW_CALLS = {
 
 
 def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(broker, make_stack):
-    stack = make_stack(sandbox=SLOW_CALLS, workers=1, **broker)
+    stack = make_stack(sandbox=SLOW_CALLS, workers=1, embed_beat=False, **broker)
     sigkill_mid_batch(stack, setup_workspace(stack), recipients(300))
 
 
@@ -357,7 +357,7 @@ def sigkill_mid_batch(
 
 def test_sigterm_mid_batch_finishes_what_the_worker_holds(broker, make_stack):
     slow = {"rules": [{"pattern": "*", "api_latency_ms": 30, "ring_seconds": 0.3}]}
-    stack = make_stack(sandbox=slow, workers=2, **broker)
+    stack = make_stack(sandbox=slow, workers=2, embed_beat=False, **broker)
     client, agent_id, number_id = setup_workspace(stack)
     batch_id = submit(client, agent_id, number_id, recipients(300, "+1646555", 3100)).json()["id"]
     wait_for(

@@ -26,6 +26,7 @@ PAUSE_AFTER_S = 3.0
 def test_an_unreachable_provider_pauses_the_batch_and_resume_finishes_it(make_stack):
     port = free_port()  # nothing listens here until the provider "comes back"
     stack = make_stack(
+        webhooks_worker=True,
         settings_env={
             "SWITCHBOARD_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "SWITCHBOARD_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
@@ -33,7 +34,7 @@ def test_an_unreachable_provider_pauses_the_batch_and_resume_finishes_it(make_st
             "SWITCHBOARD_PROVIDER_UNREACHABLE_RETRY_BASE_S": "0.5",
             "SWITCHBOARD_PROVIDER_UNREACHABLE_RETRY_MAX_S": "1",
             "SWITCHBOARD_PROVIDER_UNREACHABLE_PAUSE_AFTER_S": str(PAUSE_AFTER_S),
-        }
+        },
     )
     receiver = Receiver()
     try:

@@ -88,7 +88,7 @@ def assert_no_credentials_anywhere(stack: Stack, texts: list[str]) -> None:
 
 
 def test_a_thousand_recipients_through_a_sip_trunk(make_stack, receiver: Receiver):
-    stack = make_stack(sandbox=SIP_MIXED)
+    stack = make_stack(webhooks_worker=True, sandbox=SIP_MIXED)
     client = stack.client(new_api_key(stack))
     _register(client, receiver.url)
     agent_id = create_agent(client)
@@ -153,7 +153,9 @@ def test_a_trunk_refusing_our_credentials_fails_the_batch(
     make_stack, receiver: Receiver, credentials: dict[str, str] | None, code: int
 ):
     stack = make_stack(
-        sandbox={"sip_trunks": SANDBOX_TRUNKS, "default_ring_seconds": 0.02}, workers=0
+        webhooks_worker=True,
+        sandbox={"sip_trunks": SANDBOX_TRUNKS, "default_ring_seconds": 0.02},
+        workers=0,
     )
     stack.start_worker(name="worker0", loglevel="DEBUG")  # every line it can log, searched below
     client = stack.client(new_api_key(stack))

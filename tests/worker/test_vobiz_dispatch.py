@@ -139,7 +139,7 @@ def test_forged_replayed_and_duplicate_vobiz_callbacks_change_nothing(make_stack
 
 
 def test_sigkill_mid_vobiz_batch_loses_nothing_and_doubles_nothing(make_stack):
-    stack = make_stack(sandbox=SLOW_CALLS, workers=1)
+    stack = make_stack(sandbox=SLOW_CALLS, workers=1, embed_beat=False)
     sigkill_mid_batch(stack, setup_vobiz_workspace(stack), recipients(300, "+1646555", 4900))
 
 

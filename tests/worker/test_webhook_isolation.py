@@ -91,7 +91,7 @@ def _workspace(stack: Stack, client: Any) -> str:
 
 
 def test_bad_receivers_of_one_workspace_slow_neither_dialing_nor_others_deliveries(make_stack):
-    stack = make_stack()
+    stack = make_stack(webhooks_worker=True)
     healthy, silent = Receiver(), SilentReceiver()
     try:
         a_client, a_agent, a_number = setup_workspace(stack)

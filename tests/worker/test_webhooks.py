@@ -149,10 +149,11 @@ def test_every_final_call_and_the_completed_batch_are_delivered_signed(
 
 def test_a_receiver_down_at_first_misses_nothing(make_stack):
     stack = make_stack(
+        webhooks_worker=True,
         settings_env={
             "SWITCHBOARD_WEBHOOK_RETRY_BASE_S": "0.5",
             "SWITCHBOARD_WEBHOOK_RETRY_MAX_DELAY_S": "2",
-        }
+        },
     )
     receiver = Receiver(fail_first=3)
     try:
@@ -235,7 +236,7 @@ def test_call_bulk_metadata_reaches_the_receiver_as_request_metadata(
 
 def test_two_endpoints_get_every_event_at_once_not_by_redrive(make_stack):
     # With re-drives an hour away, only the publish after commit can deliver in time.
-    stack = make_stack(settings_env={"SWITCHBOARD_REDRIVE_AFTER_S": "3600"})
+    stack = make_stack(webhooks_worker=True, settings_env={"SWITCHBOARD_REDRIVE_AFTER_S": "3600"})
     first, second = Receiver(), Receiver()
     try:
         client, agent_id, number_id = setup_workspace(stack)
@@ -261,6 +262,7 @@ def test_a_batch_with_nobody_left_to_call_reports_completed(stack: Stack, receiv
 
 def test_webhooks_to_internal_addresses_are_refused(make_stack):
     stack = make_stack(
+        webhooks_worker=True,
         settings_env={"SWITCHBOARD_WEBHOOK_ALLOW_PRIVATE_DESTINATIONS": "false"},
         workers=0,
         beat=False,
