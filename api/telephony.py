@@ -118,23 +118,14 @@ def _provider_endpoints(callbacks: Callbacks) -> None:
         return Response(body, media_type=media_type)
 
     name = callbacks.name
-    if isinstance(callbacks, MessageDocuments):
-        router.add_route(
-            provider_path(name, MESSAGE),
-            message_document,
-            methods=["POST"],
-            include_in_schema=False,
-        )
     # Internal: not in the schema.
-    router.add_route(
-        provider_path(name, STATUS), status_callback, methods=["POST"], include_in_schema=False
-    )
-    router.add_route(
-        provider_path(name, MACHINE_DETECTION),
-        machine_detection_callback,
-        methods=["POST"],
-        include_in_schema=False,
-    )
+    internal = [(STATUS, status_callback), (MACHINE_DETECTION, machine_detection_callback)]
+    if isinstance(callbacks, MessageDocuments):
+        internal.insert(0, (MESSAGE, message_document))
+    for endpoint, handler in internal:
+        router.add_route(
+            provider_path(name, endpoint), handler, methods=["POST"], include_in_schema=False
+        )
     router.add_api_route(
         provider_path(name, callbacks.answer_endpoint),
         answer_document,

@@ -30,19 +30,26 @@ def create_agent(
 
 
 def register_number(
-    client: httpx.Client, number: str = "+12025550100", provider: str = "twilio"
+    client: httpx.Client,
+    number: str = "+12025550100",
+    provider: str = "twilio",
+    credentials_ref: str | None = None,
 ) -> str:
-    """A caller number through the API; its id."""
-    response = client.post(
-        "/v1/voiceai/phone-numbers",
-        json={
-            "phone_number": number,
-            "provider": provider,
-            "label": "main",
-        },
-    )
+    """A caller number through the API (on the provider connection ``credentials_ref``, if
+    given); its id."""
+    body = {"phone_number": number, "provider": provider, "label": "main"}
+    if credentials_ref is not None:
+        body["credentials_ref"] = credentials_ref
+    response = client.post("/v1/voiceai/phone-numbers", json=body)
     assert response.status_code == 201, response.text
     return str(response.json()["phone_number_id"])
+
+
+def create_connection(client: httpx.Client, connection: dict[str, Any]) -> str:
+    """A provider connection through the API; its id."""
+    response = client.post("/v1/provider-connections", json=connection)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
 
 
 def recipients(count: int, prefix: str = "+1212555", start: int = 0) -> list[dict[str, Any]]:

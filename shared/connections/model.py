@@ -25,15 +25,16 @@ class Connection:
     config: dict[str, Any]
     updated_at: datetime
 
-    def require_provider(self, provider: str, display_name: str) -> Connection:
-        """This connection, when it is an account of ``provider``; else ConnectionUnavailable
-        (``auth_failed``: no call of a number naming it can be placed)."""
+    def credentials(self, provider: str, display_name: str) -> tuple[str, str]:
+        """(account id, auth token) of this connection, when it is an account of ``provider``;
+        else ConnectionUnavailable (``auth_failed``: no call of a number naming it can be
+        placed)."""
         if self.provider != provider:
             raise ConnectionUnavailable(
                 f"provider connection {self.id} is a {self.provider} account, not {display_name}'s",
                 auth_failed=True,
             )
-        return self
+        return self.account_id, self.secrets.get("auth_token", "")
 
 
 class ConnectionUnavailable(ProviderError):

@@ -12,11 +12,9 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-import redis
-
+from shared import live_state
 from shared.settings import get_settings
 
 # The script, in two parts that ``slots`` also runs after its own, in one script: the keys
@@ -92,16 +90,6 @@ class Limit:
     burst: int = 1
 
 
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, max_connections=256)
-
-
-@lru_cache(maxsize=4)
-def _script(url: str) -> Any:
-    return _client(url).register_script(_RESERVE)
-
-
 @dataclass(frozen=True)
 class Reservation:
     """When the slot comes: ``wait_s`` after ``made_at`` (``time.monotonic()`` when the answer
@@ -152,5 +140,5 @@ def reserve(
     if not limits and not alternatives:
         return Reservation(0.0, True)
     keys, args = keys_and_args(limits, max_wait_s, alternatives)
-    wait_us, choice = _script(get_settings().redis_url)(keys=keys, args=args)
+    wait_us, choice = live_state.script(get_settings().redis_url, _RESERVE)(keys=keys, args=args)
     return reservation(wait_us, choice)

@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import lru_cache
 from typing import Any
 
 import redis
 
+from shared import live_state
 from shared.limits import ratelimit
 from shared.settings import get_settings
 
@@ -119,21 +119,6 @@ class SlotLimit:
     limit: int
 
 
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, max_connections=256)
-
-
-@lru_cache(maxsize=4)
-def _script(url: str) -> Any:
-    return _client(url).register_script(_ACQUIRE)
-
-
-@lru_cache(maxsize=4)
-def _paced_script(url: str) -> Any:
-    return _client(url).register_script(_ACQUIRE_AND_RESERVE)
-
-
 def _key(name: str) -> str:
     return f"{get_settings().redis_key_prefix}slots:{name}"
 
@@ -172,7 +157,9 @@ def acquire(call_id: str, limits: Sequence[SlotLimit], lease: float | None = Non
     if not limits:
         return Acquired.TAKEN
     keys, args = _keys_and_args(call_id, limits, lease_s() if lease is None else lease)
-    return Acquired(int(_script(get_settings().redis_url)(keys=keys, args=args)))
+    return Acquired(
+        int(live_state.script(get_settings().redis_url, _ACQUIRE)(keys=keys, args=args))
+    )
 
 
 def acquire_and_reserve(
@@ -188,7 +175,7 @@ def acquire_and_reserve(
     ``Acquired.UNKNOWN`` (no reservation) takes nothing either: restore the copy first."""
     slot_keys, slot_args = _keys_and_args(call_id, limits, lease_s())
     pace_keys, pace_args = ratelimit.keys_and_args(pacing, max_wait_s, alternatives)
-    held, wait_us, choice = _paced_script(get_settings().redis_url)(
+    held, wait_us, choice = live_state.script(get_settings().redis_url, _ACQUIRE_AND_RESERVE)(
         keys=[*slot_keys, *pace_keys], args=[len(limits), *slot_args, *pace_args]
     )
     acquired = Acquired(int(held))
@@ -199,7 +186,7 @@ def acquire_and_reserve(
 
 def taken(names: Sequence[str]) -> dict[str, int]:
     """How many slots are held (unexpired leases) under each of ``names``."""
-    client = _client(get_settings().redis_url)
+    client = live_state.client(get_settings().redis_url)
     now = time.time()
     with client.pipeline(transaction=False) as pipe:
         for name in names:
@@ -217,7 +204,7 @@ def release_many(held: Sequence[tuple[str, Sequence[str]]]) -> None:
     """Give back the slots of several calls, in one round trip."""
     if not held:
         return
-    client = _client(get_settings().redis_url)
+    client = live_state.client(get_settings().redis_url)
     with client.pipeline(transaction=False) as pipe:
         for call_id, names in held:
             for name in names:
@@ -227,7 +214,7 @@ def release_many(held: Sequence[tuple[str, Sequence[str]]]) -> None:
 
 def whole() -> bool:
     """Whether the copy of the slots in Redis is whole (it was restored since Redis started)."""
-    return bool(_client(get_settings().redis_url).exists(_marker()))
+    return bool(live_state.client(get_settings().redis_url).exists(_marker()))
 
 
 # How long one restore may hold its lock: longer than reading the live calls takes.
@@ -247,7 +234,7 @@ def restore(
     ends meanwhile gives its slot back before it is added here, so the calls read are checked
     again once the marker is set, and those that ended lose the slot given them.
     """
-    client = _client(get_settings().redis_url)
+    client = live_state.client(get_settings().redis_url)
     if client.exists(_marker()):
         return False
     if not client.set(_restoring(), "1", nx=True, ex=RESTORE_LOCK_S):
@@ -266,7 +253,7 @@ def renew(held: Sequence[tuple[str, Sequence[str]]]) -> None:
     """Extend the leases of calls known to be live (added again if they were lost)."""
     if held:
         # Only a slot still held: one given back meanwhile (the call ended) stays so.
-        _lease(_client(get_settings().redis_url), held, only_held=True)
+        _lease(live_state.client(get_settings().redis_url), held, only_held=True)
 
 
 def _lease(
@@ -289,7 +276,7 @@ def _lease(
 def held_longer_than(age_s: float, limit: int = 10_000) -> dict[str, list[str]]:
     """Call ids holding a slot taken (or renewed) more than ``age_s`` ago, with the slot
     names they hold, read from every slot key (for an audit against PostgreSQL)."""
-    client = _client(get_settings().redis_url)
+    client = live_state.client(get_settings().redis_url)
     prefix = _key("")
     before = time.time() - age_s + lease_s()
     found: dict[str, list[str]] = {}
@@ -306,7 +293,7 @@ def held_longer_than(age_s: float, limit: int = 10_000) -> dict[str, list[str]]:
 
 def audit_due(interval_s: float) -> bool:
     """True at most once per ``interval_s`` across every process: whose turn it is to audit."""
-    client = _client(get_settings().redis_url)
+    client = live_state.client(get_settings().redis_url)
     key = f"{get_settings().redis_key_prefix}slots-audited"
     return bool(client.set(key, "1", nx=True, ex=max(int(interval_s), 1)))
 

@@ -7,7 +7,8 @@ into a provider-neutral report, and builds the document an answered call runs.
 
 Everything crossing the port speaks our words (``CallStatus``, ``Outcome``, ``AnsweredBy``);
 the provider's own words stay in the adapter's folder (``shared/telephony/twilio/``), except
-``provider_status``, the provider's word kept for the record. Adapters are registered in
+``provider_status``, the provider's word kept for the record, and the call-progress words
+several providers share (``call_progress.py``). Adapters are registered in
 ``shared/telephony/registry.py``.
 """
 

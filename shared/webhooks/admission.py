@@ -29,11 +29,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from functools import lru_cache
 from typing import Any
 
-import redis
-
+from shared import live_state
 from shared.settings import get_settings
 
 COOL_DOWN_MIN_S = 30.0
@@ -244,23 +242,6 @@ class Target:
     workspace_id: str
 
 
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, max_connections=256)
-
-
-@lru_cache(maxsize=4)
-def _scripts(url: str) -> tuple[Any, Any]:
-    client = _client(url)
-    return client.register_script(_ADMIT), client.register_script(_RELEASE)
-
-
-@lru_cache(maxsize=4)
-def _queue_scripts(url: str) -> tuple[Any, Any]:
-    client = _client(url)
-    return client.register_script(_ENQUEUE), client.register_script(_HAND_ON)
-
-
 def _prefix() -> str:
     return f"{get_settings().redis_key_prefix}webhooks:"
 
@@ -296,7 +277,7 @@ def admit(target: Target, lease_s: float, now: float | None = None) -> Admission
     breaker is open, another delivery probes it, or a limit is reached (it then waits for a
     slot to be handed on)."""
     args = _common_args(target, now)
-    admit_script, _ = _scripts(get_settings().redis_url)
+    admit_script = live_state.script(get_settings().redis_url, _ADMIT)
     verdict, until, *woken = admit_script(keys=_keys(target), args=[*args, args[1] + lease_s])
     outcome = Verdict(int(verdict))
     retry_at = float(until) if outcome is Verdict.BREAKER_OPEN else None
@@ -306,7 +287,7 @@ def admit(target: Target, lease_s: float, now: float | None = None) -> Admission
 def release(target: Target, answered: bool | None, now: float | None = None) -> Released:
     """Give back the delivery's leases, hand the freed slots on, and record on the endpoint's
     breaker whether its attempt got an answer (``None``: it was not attempted after all)."""
-    _, release_script = _scripts(get_settings().redis_url)
+    release_script = live_state.script(get_settings().redis_url, _RELEASE)
     opened, *woken = release_script(
         keys=_keys(target),
         args=[
@@ -325,7 +306,7 @@ def enqueue(workspace_id: str, delivery_ids: Sequence[str], now: float | None = 
     """Deliveries just written wait for their workspace's slots: those to publish now (as many
     as it has free), the others are published as slots are handed on."""
     settings = get_settings()
-    enqueue_script, _ = _queue_scripts(settings.redis_url)
+    enqueue_script = live_state.script(settings.redis_url, _ENQUEUE)
     prefix = _prefix()
     keys = [
         f"{prefix}in-flight:workspace:{workspace_id}",
@@ -343,5 +324,5 @@ def enqueue(workspace_id: str, delivery_ids: Sequence[str], now: float | None = 
 def hand_on(target: Target, now: float | None = None) -> list[str]:
     """For a delivery that was published again but is not due: the deliveries to publish in
     its place, if its endpoint and workspace have free slots and others wait for them."""
-    _, hand_on_script = _queue_scripts(get_settings().redis_url)
+    hand_on_script = live_state.script(get_settings().redis_url, _HAND_ON)
     return _ids(hand_on_script(keys=_keys(target), args=_common_args(target, now)))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from shared.lifecycle.plans import ProviderUpdate
@@ -18,6 +15,7 @@ from shared.telephony.twilio import (
     connect_agent_detection,
     request_signature,
 )
+from tests.support import modules_after
 
 
 def form(**fields: str) -> dict[str, str]:
@@ -184,12 +182,6 @@ def test_the_registry_hands_out_twilio_by_name():
 
 
 def test_the_adapter_pulls_in_no_sql():
-    code = (
-        "import sys, shared.telephony.registry, shared.telephony.reports; "
-        "print([m for m in sys.modules if m.startswith(('sqlalchemy', 'shared.repositories', "
-        "'shared.db', 'shared.services', 'shared.dispatch', 'shared.batches'))])"
-    )
-    found = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert found.strip() == "[]"
+    sql = ("sqlalchemy", "shared.repositories", "shared.db", "shared.services", "shared.dispatch")
+    loaded = modules_after("shared.telephony.registry, shared.telephony.reports")
+    assert sorted(m for m in loaded if m.startswith((*sql, "shared.batches"))) == []

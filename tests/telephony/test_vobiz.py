@@ -3,8 +3,6 @@ against the sandbox carrier's Vobiz API."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,7 +19,7 @@ from shared.telephony.port import AnswerReports, DialRequest
 from shared.telephony.vobiz import CALLBACKS, VobizAccount, VobizProvider, from_vobiz
 from shared.telephony.vobiz import client as vobiz_client
 from shared.voicemail import MachineDetection
-from tests.support import wait_for
+from tests.support import modules_after, wait_for
 
 CALLER = "+12025550100"
 # Nothing listens here: the carrier's callbacks to it are refused and given up.
@@ -317,11 +315,5 @@ def test_errors_are_read_as_the_dispatcher_needs_them(carrier: SandboxCarrier):
 
 
 def test_the_sdk_loads_with_the_first_vobiz_call_not_with_the_adapter():
-    code = (
-        "import sys, shared.telephony.registry; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'vobiz', 'lxml'}))"
-    )
-    found = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert found.strip() == "[]"
+    loaded = modules_after("shared.telephony.registry")
+    assert sorted({m.split(".")[0] for m in loaded} & {"vobiz", "lxml"}) == []

@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
 from tests.conftest import new_api_key
-from tests.factories import create_agent, recipients, submit
+from tests.factories import create_agent, create_connection, recipients, register_number, submit
 from tests.support import RECOUNT, Stack, wait_for
 from tests.worker.test_dispatch import batch_state, wait_final
 
@@ -24,29 +24,28 @@ ACCOUNTS = {
 SANDBOX: dict[str, Any] = {"accounts": {SANDBOX_ACCOUNT_SID: SANDBOX_AUTH_TOKEN, **ACCOUNTS}}
 
 
+def workspace_on_connection(
+    stack: Stack, connection: dict[str, str], caller: str
+) -> tuple[httpx.Client, str, str, str]:
+    """A workspace with an agent, the provider ``connection`` and a caller number on it:
+    (client, agent id, number id, connection id)."""
+    client = stack.client(new_api_key(stack))
+    connection_id = create_connection(client, connection)
+    number_id = register_number(
+        client, caller, connection["provider"], credentials_ref=connection_id
+    )
+    return client, create_agent(client), number_id, connection_id
+
+
 def workspace_on_account(
     stack: Stack, account_sid: str, caller: str
 ) -> tuple[httpx.Client, str, str, str]:
-    """A workspace with an agent, a Twilio connection to ``account_sid`` and a caller number
-    on it: (client, agent id, number id, connection id)."""
-    client = stack.client(new_api_key(stack))
-    connection = client.post(
-        "/v1/provider-connections",
-        json={
-            "provider": "twilio",
-            "name": f"own account {uuid.uuid4().hex[:6]}",
-            "account_sid": account_sid,
-            "auth_token": ACCOUNTS[account_sid],
-        },
+    """``workspace_on_connection`` with a Twilio connection to ``account_sid``."""
+    name = f"own account {uuid.uuid4().hex[:6]}"
+    credentials = {"account_sid": account_sid, "auth_token": ACCOUNTS[account_sid]}
+    return workspace_on_connection(
+        stack, {"provider": "twilio", "name": name, **credentials}, caller
     )
-    assert connection.status_code == 201, connection.text
-    connection_id = connection.json()["id"]
-    number = client.post(
-        "/v1/voiceai/phone-numbers",
-        json={"phone_number": caller, "provider": "twilio", "credentials_ref": connection_id},
-    )
-    assert number.status_code == 201, number.text
-    return client, create_agent(client), number.json()["phone_number_id"], connection_id
 
 
 def test_each_workspace_dials_through_its_own_account(make_stack):

@@ -14,6 +14,7 @@ from tests.conftest import new_api_key
 from tests.factories import create_agent, recipients, register_number, submit
 from tests.support import Stack, wait_for
 from tests.worker.test_batch_control import LONG_CALLS, cancel_mid_batch
+from tests.worker.test_connections_dispatch import workspace_on_connection
 from tests.worker.test_dispatch import (
     MIXED_OUTCOMES,
     SLOW_CALLS,
@@ -233,27 +234,9 @@ VOBIZ_ACCOUNTS = {"MA_WORKSPACE_ONE": "vobiz-token-one", "MA_WORKSPACE_TWO": "vo
 def workspace_on_vobiz_account(stack: Stack, auth_id: str, caller: str) -> tuple[Any, ...]:
     """A workspace with an agent, a Vobiz connection to ``auth_id`` and a caller number on it:
     (client, agent id, number id)."""
-    client = stack.client(new_api_key(stack))
-    connection = client.post(
-        "/v1/provider-connections",
-        json={
-            "provider": "vobiz",
-            "name": f"vobiz {auth_id}",
-            "auth_id": auth_id,
-            "auth_token": VOBIZ_ACCOUNTS[auth_id],
-        },
-    )
-    assert connection.status_code == 201, connection.text
-    number = client.post(
-        "/v1/voiceai/phone-numbers",
-        json={
-            "phone_number": caller,
-            "provider": "vobiz",
-            "credentials_ref": connection.json()["id"],
-        },
-    )
-    assert number.status_code == 201, number.text
-    return client, create_agent(client), number.json()["phone_number_id"]
+    credentials = {"auth_id": auth_id, "auth_token": VOBIZ_ACCOUNTS[auth_id]}
+    connection = {"provider": "vobiz", "name": f"vobiz {auth_id}", **credentials}
+    return workspace_on_connection(stack, connection, caller)[:3]
 
 
 def test_each_workspace_dials_through_its_own_vobiz_account(make_stack):

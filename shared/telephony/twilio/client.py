@@ -81,13 +81,8 @@ def _api_base_url(settings: Settings) -> str | None:
 def connection_account(connection: Connection, settings: Settings) -> TwilioAccount:
     """The Twilio account of a provider connection: its SID and auth token, reached where the
     environment reaches Twilio."""
-    connection.require_provider(urls.NAME, "Twilio")
-    return TwilioAccount(
-        connection.account_id,
-        connection.secrets.get("auth_token", ""),
-        _api_base_url(settings),
-        connection_id=connection.id,
-    )
+    sid, token = connection.credentials(urls.NAME, "Twilio")
+    return TwilioAccount(sid, token, _api_base_url(settings), connection_id=connection.id)
 
 
 def account_for(settings: Settings, credentials_ref: str = "default") -> TwilioAccount:
@@ -97,11 +92,12 @@ def account_for(settings: Settings, credentials_ref: str = "default") -> TwilioA
     connection = connections.resolve(credentials_ref)
     if connection is not None:
         return connection_account(connection, settings)
-    if settings.twilio_account_sid:
-        return TwilioAccount(
-            settings.twilio_account_sid, settings.twilio_auth_token, _api_base_url(settings)
-        )
-    return TwilioAccount(SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, _api_base_url(settings))
+    sid, token = (
+        (settings.twilio_account_sid, settings.twilio_auth_token)
+        if settings.twilio_account_sid
+        else (SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN)
+    )
+    return TwilioAccount(sid, token, _api_base_url(settings))
 
 
 def _provider_error(exc: Exception) -> ProviderError:

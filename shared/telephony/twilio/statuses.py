@@ -21,20 +21,14 @@ from __future__ import annotations
 from typing import Any
 
 from shared.lifecycle.plans import ProviderUpdate
-from shared.lifecycle.states import CallStatus, Outcome
+from shared.lifecycle.states import CallStatus
+from shared.telephony.call_progress import SHARED_STATUSES, StatusTable, progress_update
 from shared.voicemail import is_machine
 
-# Twilio CallStatus → (our status, outcome when final).
-TWILIO_STATUSES = {
-    "queued": (CallStatus.DISPATCHED, None),
+# Twilio CallStatus → (our status, outcome when final): the shared words and ``initiated``.
+TWILIO_STATUSES: StatusTable = {
+    **SHARED_STATUSES,
     "initiated": (CallStatus.INITIATED, None),
-    "ringing": (CallStatus.INITIATED, None),
-    "in-progress": (CallStatus.IN_PROGRESS, None),
-    "completed": (CallStatus.COMPLETED, Outcome.ANSWERED),
-    "busy": (CallStatus.FAILED, Outcome.BUSY),
-    "no-answer": (CallStatus.FAILED, Outcome.NO_ANSWER),
-    "failed": (CallStatus.FAILED, Outcome.CALL_FAILED),
-    "canceled": (CallStatus.CANCELLED, Outcome.CANCELED),
 }
 
 # Reports that never tell more than another report of the same call: a call that rings was
@@ -66,23 +60,16 @@ def from_twilio(
     from_number: str | None = None,
 ) -> ProviderUpdate | None:
     """Map a Twilio call status (callback or REST resource) onto our states; None if unknown."""
-    mapped = TWILIO_STATUSES.get(call_status)
-    if mapped is None:
-        return None
-    status, outcome = mapped
-    if status == CallStatus.COMPLETED and is_machine(answered_by):
-        status, outcome = CallStatus.VOICEMAIL, Outcome.VOICEMAIL
-    seconds = int(duration) if duration not in (None, "") else None
-    return ProviderUpdate(
-        sid=sid,
-        status=status,
-        provider_status=call_status,
-        outcome=outcome,
-        duration_s=seconds,
-        error_code=error_code or None,
-        error_message=error_message or None,
-        from_number=from_number or None,
-        answered_by=answered_by or None,
+    return progress_update(
+        TWILIO_STATUSES,
+        sid,
+        call_status,
+        machine=is_machine(answered_by),
+        duration=duration,
+        error_code=error_code,
+        error_message=error_message,
+        from_number=from_number,
+        answered_by=answered_by,
     )
 
 

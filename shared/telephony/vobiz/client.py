@@ -58,13 +58,8 @@ def _api_base_url(settings: Settings) -> str:
 
 def connection_account(connection: Connection, settings: Settings) -> VobizAccount:
     """The Vobiz account of a provider connection: its auth id and auth token."""
-    connection.require_provider(urls.NAME, "Vobiz")
-    return VobizAccount(
-        connection.account_id,
-        connection.secrets.get("auth_token", ""),
-        _api_base_url(settings),
-        connection_id=connection.id,
-    )
+    auth_id, token = connection.credentials(urls.NAME, "Vobiz")
+    return VobizAccount(auth_id, token, _api_base_url(settings), connection_id=connection.id)
 
 
 def account_for(settings: Settings, credentials_ref: str = "default") -> VobizAccount:

@@ -23,21 +23,18 @@ other cause of a call never answered (call_failed). Any other status is unknown
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from shared.lifecycle.plans import ProviderUpdate
 from shared.lifecycle.states import CallStatus, Outcome
+from shared.telephony.call_progress import SHARED_STATUSES, StatusTable, progress_update
 
-# Vobiz's call status → (our status, outcome when final).
-VOBIZ_STATUSES: dict[str, tuple[CallStatus, Outcome | None]] = {
-    "queued": (CallStatus.DISPATCHED, None),
-    "ringing": (CallStatus.INITIATED, None),
-    "in-progress": (CallStatus.IN_PROGRESS, None),
-    "completed": (CallStatus.COMPLETED, Outcome.ANSWERED),
-    "busy": (CallStatus.FAILED, Outcome.BUSY),
-    "no-answer": (CallStatus.FAILED, Outcome.NO_ANSWER),
-    "failed": (CallStatus.FAILED, Outcome.CALL_FAILED),
+# Vobiz's call status → (our status, outcome when final): the shared words, ``timeout`` and
+# ``cancel``.
+VOBIZ_STATUSES: StatusTable = {
+    **SHARED_STATUSES,
     "timeout": (CallStatus.FAILED, Outcome.CALL_FAILED),
     "cancel": (CallStatus.CANCELLED, Outcome.CANCELED),
-    "canceled": (CallStatus.CANCELLED, Outcome.CANCELED),
 }
 
 # Hang-up causes of a call that was never answered, for a final report that says only
@@ -72,28 +69,25 @@ def from_vobiz(
 
     ``answered`` (False: the call was never answered, as the hang-up report's answer time or
     duration says) lets a final ``completed`` be read from its ``hangup_cause``."""
-    mapped = VOBIZ_STATUSES.get(call_status.strip().lower())
-    if mapped is None:
-        return None
-    status, outcome = mapped
-    if status == CallStatus.COMPLETED and answered is False:
-        status, outcome = UNANSWERED_CAUSES.get(
-            (hangup_cause or "").strip().lower(), (CallStatus.FAILED, Outcome.CALL_FAILED)
-        )
-    if status == CallStatus.COMPLETED and answered_by == "machine":
-        status, outcome = CallStatus.VOICEMAIL, Outcome.VOICEMAIL
-    seconds = int(float(duration)) if duration not in (None, "") else None
-    return ProviderUpdate(
-        sid=sid,
-        status=status,
-        provider_status=call_status,
-        outcome=outcome,
-        duration_s=seconds,
-        error_code=None,
-        error_message=hangup_cause if status == CallStatus.FAILED and hangup_cause else None,
+    update = progress_update(
+        VOBIZ_STATUSES,
+        sid,
+        call_status,
+        machine=answered_by == "machine" and answered is not False,
+        duration=duration,
         from_number=e164(from_number),
         answered_by=answered_by,
     )
+    if update is None:
+        return None
+    if update.status == CallStatus.COMPLETED and answered is False:
+        status, outcome = UNANSWERED_CAUSES.get(
+            (hangup_cause or "").strip().lower(), (CallStatus.FAILED, Outcome.CALL_FAILED)
+        )
+        update = replace(update, status=status, outcome=outcome)
+    if update.status == CallStatus.FAILED and hangup_cause:
+        update = replace(update, error_message=hangup_cause)
+    return update
 
 
 def e164(number: str | None) -> str | None:
