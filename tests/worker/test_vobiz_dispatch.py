@@ -59,6 +59,9 @@ def test_thousand_recipients_through_vobiz_counters_equal_recount(make_stack):
     # Each call went through Vobiz's API with our answer, ring and hang-up URLs, machine
     # detection and the batch's ring timeout; answered calls fetched their VobizXML.
     call_ids = {r["phone_number"]: r["id"] for r in batch["recipients"]}
+    # An answer document is fetched beside the call's callbacks, not before them: the batch
+    # may end while the last fetches are still on their way.
+    assert stack.carrier.wait_idle(30)
     for call in stack.carrier.calls():
         call_id = call_ids[call["to"]]
         assert call["api"] == "vobiz"
