@@ -162,13 +162,15 @@ def _place_call(call_id: str, inputs: RenderInputs, transaction: Transaction) ->
     # paced after the claim, should what was read have changed meanwhile).
     callers = [number for number in inputs.caller_numbers if number]
     to_pace = inputs.running and inputs.phone_number is not None and outside_window(inputs) is None
-    acquired, first = _take_slots(call_id, inputs, callers if to_pace else None, transaction)
+    account = registry.account_key(inputs.provider, inputs.credentials_ref)
+    acquired, first = _take_slots(
+        call_id, inputs, account, callers if to_pace else None, transaction
+    )
     if acquired is slots.Acquired.NONE:
         if first is None:
             return Placement(DialResult.NO_SLOT, due_again_at=time.monotonic() + SLOT_RETRY_DELAY_S)
         metrics.PACING_HANDED_BACK.inc()
         return Placement(DialResult.PACED, due_again_at=first.made_at + first.wait_s)
-    account = registry.account_key(inputs.provider, inputs.credentials_ref)
     names = slots.slot_names(inputs.batch_id, inputs.workspace_id, account)
     token = uuid.uuid4().hex
     row = None
@@ -190,15 +192,18 @@ def _place_call(call_id: str, inputs: RenderInputs, transaction: Transaction) ->
 
 
 def _take_slots(
-    call_id: str, row: RenderInputs, callers: list[str] | None, transaction: Transaction
+    call_id: str,
+    row: RenderInputs,
+    account: str | None,
+    callers: list[str] | None,
+    transaction: Transaction,
 ) -> tuple[slots.Acquired, Reservation | None]:
     """A live-call slot under the workspace cap, the batch's target_concurrency_limit and the
-    provider account's cap (``slots.slot_limits``); with ``callers``, and in the same step, a
-    pacing slot for one of them (``pacing_limits``).
+    cap of the provider ``account`` (``slots.slot_limits``); with ``callers``, and in the same
+    step, a pacing slot for one of them (``pacing_limits``).
     When Redis has lost the slots (it restarted empty), they are rebuilt from PostgreSQL
     first; while another process rebuilds them, nothing is taken."""
     settings = get_settings()
-    account = registry.account_key(row.provider, row.credentials_ref)
     limits = slots.slot_limits(
         row.batch_id, row.workspace_id, account, row.target_concurrency_limit
     )
