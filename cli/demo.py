@@ -115,14 +115,14 @@ def demo_recipients(count: int) -> list[dict[str, Any]]:
 
 
 def submit_demo_batch(
-    client: ApiClient, workspace: DevWorkspace, count: int, phone_number_id: str | None = None
+    client: ApiClient, workspace: DevWorkspace, count: int, phone_number_id: str
 ) -> dict[str, Any]:
-    """Submit the sample batch through the public API (from the dev caller number, or
-    ``phone_number_id``) and return the created batch."""
+    """Submit the sample batch through the public API from the caller number
+    ``phone_number_id`` and return the created batch."""
     body = {
         "call_name": f"demo {time.strftime('%Y-%m-%d %H:%M:%S')}",
         "agent_id": workspace.agent_id,
-        "agent_phone_number_id": phone_number_id or workspace.phone_number_id,
+        "agent_phone_number_id": phone_number_id,
         "recipients": demo_recipients(count),
     }
     batch: dict[str, Any] = client.post("/v1/voiceai/batch-calling/submit", body)
@@ -263,7 +263,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     temporary = args.state_dir is None
     # A fresh directory under /tmp: its own database, and socket paths stay short.
     state_dir = Path(tempfile.mkdtemp(prefix="sbdemo-")) if temporary else Path(args.state_dir)
-    provider = getattr(args, "provider", "twilio")
+    provider = args.provider
     sandbox_config = write_sandbox_config(state_dir / "sandbox.json", provider)
     log_dir = state_dir / "logs"
     stop_event = threading.Event()

@@ -99,7 +99,8 @@ def cmd_secrets_check(_args: argparse.Namespace) -> int:
 
 
 def add_secrets_commands(commands: Any) -> None:
-    """``secrets new-key`` and ``secrets rotate`` on the ``switchboard`` parser's subcommands."""
+    """``secrets new-key``, ``rotate`` and ``check`` on the ``switchboard`` parser's
+    subcommands."""
     secrets = commands.add_parser(
         "secrets", help="the key that encrypts provider connections (SWITCHBOARD_SECRETS_KEY)"
     )

@@ -33,13 +33,11 @@ def register_number(
     client: httpx.Client,
     number: str = "+12025550100",
     provider: str = "twilio",
-    credentials_ref: str | None = None,
+    **fields: Any,
 ) -> str:
-    """A caller number through the API (on the provider connection ``credentials_ref``, if
-    given); its id."""
-    body = {"phone_number": number, "provider": provider, "label": "main"}
-    if credentials_ref is not None:
-        body["credentials_ref"] = credentials_ref
+    """A caller number through the API, with any other ``fields`` of the request (its
+    ``credentials_ref``, a trunk's ``outbound_trunk_config``); its id."""
+    body = {"phone_number": number, "provider": provider, "label": "main", **fields}
     response = client.post("/v1/voiceai/phone-numbers", json=body)
     assert response.status_code == 201, response.text
     return str(response.json()["phone_number_id"])

@@ -58,10 +58,13 @@ def worker_command(
     events: bool = True,
     loglevel: str = "INFO",
     gossip: bool = True,
+    beat_schedule: Path | None = None,
 ) -> list[str]:
     """A Celery worker consuming ``queues`` as node ``node@<host>``; with ``events`` it sends
     task events (``-E``) as workers watched in Flower do; without ``gossip`` it neither gossips
-    nor waits for other nodes at startup (a test's short-lived workers)."""
+    nor waits for other nodes at startup (a test's short-lived workers); with
+    ``beat_schedule`` it runs beat too (``-B``, a child of the worker), keeping its schedule
+    there."""
     argv = [
         *_CELERY, "worker", "-Q", queues, "-P", pool, "-c", str(concurrency),
         "--loglevel", loglevel, "-n", f"{node}@%h",
@@ -70,6 +73,8 @@ def worker_command(
         argv.append("-E")
     if not gossip:
         argv += ["--without-gossip", "--without-mingle"]
+    if beat_schedule is not None:
+        argv += ["-B", "-s", str(beat_schedule)]
     return argv
 
 

@@ -173,9 +173,9 @@ class Stack:
             events=events,
             loglevel=loglevel,
             gossip=False,
+            beat_schedule=self._beat_schedule if beat else None,
         )
         if beat:
-            argv += ["-B", "-s", str(self.log_dir / "beat-schedule")]
             self.beat_host = name
         return self._spawn(name, argv, env=env if env is not None else self.metrics_env())
 
@@ -185,9 +185,13 @@ class Stack:
         """The worker that sends webhook deliveries, and nothing else."""
         return self.start_worker(name=name, queues=WEBHOOKS_QUEUE, concurrency=concurrency)
 
+    @property
+    def _beat_schedule(self) -> Path:
+        return self.log_dir / "beat-schedule"
+
     def start_beat(self) -> None:
         """Celery beat with the tick schedule (every second here)."""
-        self._spawn("beat", beat_command(self.log_dir / "beat-schedule"))
+        self._spawn("beat", beat_command(self._beat_schedule))
 
     def start_flower(self, port: int, user: str, password: str) -> subprocess.Popen[bytes]:
         """Flower on 127.0.0.1:``port`` with basic auth, on this stack's broker and prefix."""

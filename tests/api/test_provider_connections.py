@@ -176,9 +176,7 @@ def test_a_number_names_a_connection_of_its_workspace_and_provider_or_default(
 
 
 def test_without_a_secrets_key_no_connection_can_be_stored(make_stack):
-    stack = make_stack(
-        workers=0, beat=False, webhooks_worker=False, settings_env={"SWITCHBOARD_SECRETS_KEY": ""}
-    )
+    stack = make_stack(workers=0, beat=False, settings_env={"SWITCHBOARD_SECRETS_KEY": ""})
     with stack.client(new_api_key(stack)) as client:
         response = create_twilio(client, twilio_sid())
         assert response.status_code == 503, response.text
@@ -205,7 +203,7 @@ def _secrets(stack: Stack, command: str, key: str) -> subprocess.CompletedProces
 
 def test_rotation_re_encrypts_every_connection_under_the_new_key(make_stack):
     # A stack of its own: rotation rewrites every connection of the database.
-    stack = make_stack(workers=0, beat=False, webhooks_worker=False)
+    stack = make_stack(workers=0, beat=False)
     with stack.client(new_api_key(stack)) as client:
         ids = sorted(create_twilio(client, twilio_sid()).json()["id"] for _ in range(3))
     old = Fernet(stack.secrets_key.encode())

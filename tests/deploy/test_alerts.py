@@ -117,7 +117,7 @@ def broker_url() -> Iterator[str]:
 def test_the_rules_and_the_dashboard_use_only_exported_metrics(
     broker_url: str, make_stack: Any
 ) -> None:
-    stack: Stack = make_stack(broker_url=broker_url, workers=0, beat=False, webhooks_worker=False)
+    stack: Stack = make_stack(broker_url=broker_url, workers=0, beat=False)
     # A worker without the multiprocess directory serves its own registry, where every
     # instrument the workers record is described before anything is recorded.
     port = free_port()

@@ -21,7 +21,7 @@ from tests.support import Stack
 @pytest.fixture
 def quiet_stack(make_stack) -> Stack:
     """A stack with nothing that publishes or sends deliveries: the test does."""
-    stack: Stack = make_stack(workers=0, beat=False, webhooks_worker=False)
+    stack: Stack = make_stack(workers=0, beat=False)
     return stack
 
 

@@ -72,9 +72,11 @@ def dial_counts(stack: Stack) -> collections.Counter[str]:
     return collections.Counter(call["number"] for call in stack.carrier.calls())
 
 
-def setup_workspace(stack: Stack) -> tuple[httpx.Client, str, str]:
+def setup_workspace(stack: Stack, provider: str = "twilio") -> tuple[httpx.Client, str, str]:
+    """A workspace on the stack with an agent and a caller number of ``provider`` (on the
+    environment's account of it)."""
     client = stack.client(new_api_key(stack))
-    return client, create_agent(client), register_number(client)
+    return client, create_agent(client), register_number(client, provider=provider)
 
 
 # Each recipient's status and outcome, for the outcome the carrier played its call out with.

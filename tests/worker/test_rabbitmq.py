@@ -46,7 +46,7 @@ def metric(stack: Stack, name: str, labels: str = "") -> float | None:
 def test_a_message_published_before_any_worker_is_delivered_and_the_broker_is_read(
     broker_url: str, make_stack: Any
 ) -> None:
-    stack = make_stack(broker_url=broker_url, workers=0, beat=False, webhooks_worker=False)
+    stack = make_stack(broker_url=broker_url, workers=0, beat=False)
     client, agent_id, number_id = setup_workspace(stack)
     ready = stack.raw_client().get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["broker"] == "ok", ready.text
@@ -89,7 +89,7 @@ def test_a_message_published_before_any_worker_is_delivered_and_the_broker_is_re
 def test_a_dial_backlog_is_not_published_again_while_it_waits(
     broker_url: str, make_stack: Any
 ) -> None:
-    stack = make_stack(broker_url=broker_url, workers=0, webhooks_worker=False)
+    stack = make_stack(broker_url=broker_url, workers=0)
     # Batches start and ticks run, but nothing consumes the dial queue.
     stack.start_worker(name="control", queues="batch-control,status")
     client, agent_id, number_id = setup_workspace(stack)

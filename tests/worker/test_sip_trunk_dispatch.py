@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import create_agent, recipients, submit
+from tests.factories import create_agent, recipients, register_number, submit
 from tests.support import Stack, new_api_key, wait_for
 from tests.worker.test_batch_control import LONG_CALLS, cancel_mid_batch
 from tests.worker.test_connections_dispatch import BURST, CALLS, RATE, assert_paced_apart
@@ -62,12 +62,7 @@ BY_SIP_RESPONSE = {
 def register_trunk_number(
     client: httpx.Client, trunk: dict[str, Any], number: str = "+12025550188"
 ) -> str:
-    response = client.post(
-        "/v1/voiceai/phone-numbers",
-        json={"phone_number": number, "provider": "sip_trunk", "outbound_trunk_config": trunk},
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["phone_number_id"])
+    return register_number(client, number, "sip_trunk", outbound_trunk_config=trunk)
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import httpx
 
 from sandbox import vobiz_api
 from shared.settings import SANDBOX_VOBIZ_AUTH_ID, SANDBOX_VOBIZ_AUTH_TOKEN
-from tests.conftest import new_api_key
-from tests.factories import create_agent, recipients, register_number, submit
+from tests.factories import recipients, submit
 from tests.support import Stack, wait_for
 from tests.worker.test_batch_control import LONG_CALLS, cancel_mid_batch
 from tests.worker.test_connections_dispatch import workspace_on_connection
@@ -22,6 +21,7 @@ from tests.worker.test_dispatch import (
     batch_state,
     dial_counts,
     redeliver_dials,
+    setup_workspace,
     sigkill_mid_batch,
     thousand_mixed_outcomes,
     wait_final,
@@ -41,8 +41,7 @@ from tests.worker.test_voicemail import (
 def setup_vobiz_workspace(stack: Stack) -> tuple[httpx.Client, str, str]:
     """A workspace on the stack with an agent and a Vobiz caller number (the environment's
     Vobiz account: the sandbox carrier's)."""
-    client = stack.client(new_api_key(stack))
-    return client, create_agent(client), register_number(client, provider="vobiz")
+    return setup_workspace(stack, "vobiz")
 
 
 def post_signed(
