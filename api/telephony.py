@@ -29,6 +29,7 @@ from shared.telephony.port import AnswerReports, Callbacks, MessageDocuments
 from shared.urls import (
     MACHINE_DETECTION,
     MESSAGE,
+    MESSAGE_TEXT,
     STATUS,
     agent_config_signature_valid,
     provider_path,
@@ -59,12 +60,15 @@ def _check_signature(
         raise Forbidden(["header", header], f"invalid {callbacks.name.capitalize()} signature")
 
 
+def _parse_form(body: bytes) -> dict[str, str]:
+    """A form-urlencoded body, its blank fields kept: a provider signs them with the rest."""
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
 async def _verified_form(callbacks: Callbacks, request: Request) -> dict[str, str]:
     if request.headers.get("content-type", "").startswith(FORM_URLENCODED):
         # What providers send; parsed directly, as it comes several times per call.
-        form = dict(
-            parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
-        )
+        form = _parse_form(await request.body())
     else:
         form = {k: str(v) for k, v in (await request.form()).items()}
     _check_signature(callbacks, request.url.path, request.url.query, form, request.headers)
@@ -96,31 +100,35 @@ def _provider_endpoints(callbacks: Callbacks) -> None:
         await batcher().submit((request.path_params["call_id"], reports.verdict_report(verdict)))
         return Response(status_code=204)
 
+    # What the provider's side does beyond the port's minimum, decided once.
+    answers = callbacks if isinstance(callbacks, AnswerReports) else None
+    documents = callbacks if isinstance(callbacks, MessageDocuments) else None
+
     async def answer_document(call_id: str, request: Request) -> Response:
         form = await _verified_form(callbacks, request)
-        if isinstance(callbacks, AnswerReports):
+        if answers is not None:
             # The provider's only word that the call was answered: stored like a status
             # callback before the document goes back (a failure answers 500, and the
             # provider asks again).
-            update = callbacks.answer_update(form)
+            update = answers.answer_update(form)
             if update is not None:
                 await batcher().submit((call_id, reports.status_report(update)))
         media_type, body = callbacks.answer_document(call_id)
         return Response(body, media_type=media_type)
 
     async def message_document(request: Request) -> Response:
-        """The document that speaks the query's ``text`` on a live call, then ends it, for a
-        provider that fetches it (``MessageDocuments``); the provider's signature covers the
-        URL, and so the text."""
+        """The document that speaks the query's text (``MESSAGE_TEXT``) on a live call, then
+        ends it, for a provider that fetches it (``MessageDocuments``); the provider's
+        signature covers the URL, and so the text."""
         await _verified_form(callbacks, request)
-        assert isinstance(callbacks, MessageDocuments)
-        media_type, body = callbacks.message_document(request.query_params.get("text", ""))
+        assert documents is not None  # the route exists only then
+        media_type, body = documents.message_document(request.query_params.get(MESSAGE_TEXT, ""))
         return Response(body, media_type=media_type)
 
     name = callbacks.name
     # Internal: not in the schema.
     internal = [(STATUS, status_callback), (MACHINE_DETECTION, machine_detection_callback)]
-    if isinstance(callbacks, MessageDocuments):
+    if documents is not None:
         internal.insert(0, (MESSAGE, message_document))
     for endpoint, handler in internal:
         router.add_route(
@@ -186,9 +194,7 @@ class StatusCallbacks:
                 too_large = ErrorItem(loc=["body"], msg="the body is too large", type="too_large")
                 await _answer(scope, receive, send, 413, SwitchboardError(items=[too_large]))
                 return
-        # Blank fields are kept: providers sign them with the rest (Vobiz's unanswered call
-        # has an empty AnswerTime).
-        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        form = _parse_form(bytes(body))
         try:
             _check_signature(
                 callbacks,

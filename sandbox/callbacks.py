@@ -116,7 +116,6 @@ class Outbox:
         if self._config().shuffle_callbacks:
             await asyncio.sleep(random.random() * 0.05)
         url, policy = CallbackPolicy.of_url(url)
-        # Signed as Twilio signs it: the URL it posts to, without the fragment.
         # Signed as the call's provider signs it (Twilio's, or Vobiz's V3).
         headers = {"Content-Type": FORM, **dialects.of(call).signature_headers(token, url, params)}
         body = urllib.parse.urlencode(params).encode()

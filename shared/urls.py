@@ -20,6 +20,8 @@ MACHINE_DETECTION = "amd"
 # The document that speaks a voicemail message and ends the call, for providers that fetch it
 # (``port.MessageDocuments``); the message is the ``text`` of its query.
 MESSAGE = "message"
+# The query parameter of a message document's URL that holds the text it speaks.
+MESSAGE_TEXT = "text"
 AGENT_CONFIG_PATH = "/v1/voiceai/calls/{call_id}/agent-config"
 AGENT_CONFIG_TTL_S = 6 * 3600
 

@@ -19,6 +19,11 @@ T = TypeVar("T")
 RETRY_PAUSES_S = (0.2, 0.5, 1.0)
 
 
+class FencePassed(Exception):
+    """A dial's request was not sent: its fence passed first (each adapter reads it as a
+    ``ProviderError`` with ``fenced``)."""
+
+
 def send_resending(
     request: Callable[[], T],
     provider_error: Callable[[Exception], ProviderError],

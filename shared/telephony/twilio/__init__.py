@@ -8,6 +8,7 @@ Only this folder knows Twilio's field names.
 
 from __future__ import annotations
 
+from shared.telephony.resend import FencePassed
 from shared.telephony.twilio import urls
 from shared.telephony.twilio.callbacks import (
     CALLBACKS,
@@ -20,14 +21,13 @@ from shared.telephony.twilio.callbacks import (
 from shared.telephony.twilio.client import (
     AUTH_ERROR_CODES,
     MACHINE_DETECTION,
-    RETRY_PAUSES_S,
     TwilioAccount,
     TwilioProvider,
     account_for,
     connect_agent_detection,
     provider_for,
 )
-from shared.telephony.twilio.http import FencePassed, PooledHttpClient
+from shared.telephony.twilio.http import PooledHttpClient
 from shared.telephony.twilio.statuses import (
     REDUNDANT_TWILIO_STATUSES,
     TWILIO_STATUSES,
@@ -43,7 +43,6 @@ __all__ = [
     "MACHINE_DETECTION",
     "NAME",
     "REDUNDANT_TWILIO_STATUSES",
-    "RETRY_PAUSES_S",
     "SIGNATURE_HEADER",
     "TWILIO_STATUSES",
     "FencePassed",

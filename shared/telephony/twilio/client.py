@@ -26,9 +26,9 @@ from shared.lifecycle.plans import ProviderUpdate
 from shared.lifecycle.states import CallStatus
 from shared.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, Settings, get_settings
 from shared.telephony.port import DialRequest, PlacedCall
-from shared.telephony.resend import RETRY_PAUSES_S, send_resending
+from shared.telephony.resend import FencePassed, send_resending
 from shared.telephony.twilio import urls
-from shared.telephony.twilio.http import FencePassed, PooledHttpClient
+from shared.telephony.twilio.http import PooledHttpClient
 from shared.telephony.twilio.statuses import from_resource, from_twilio
 from shared.telephony.twilio.twiml import say_and_hang_up
 from shared.voicemail import MachineDetection
@@ -163,7 +163,7 @@ class TwilioProvider:
 
     def _call(self, request: Callable[[], T]) -> T:
         """Run one REST request, resending it only when the provider did not process it."""
-        return send_resending(request, _provider_error, RETRY_PAUSES_S)
+        return send_resending(request, _provider_error)
 
     def place_call(
         self,

@@ -18,6 +18,8 @@ import urllib3
 from twilio.http import HttpClient
 from twilio.http.response import Response
 
+from shared.telephony.resend import FencePassed
+
 
 class PooledHttpClient(HttpClient):
     """The SDK's HTTP client interface over one urllib3 pool shared by the process's threads.
@@ -106,10 +108,6 @@ class PooledHttpClient(HttpClient):
         if remaining <= 0:
             raise FencePassed("the dial's fence passed before its request was sent")
         return urllib3.Timeout(connect=min(remaining, timeout), read=timeout)
-
-
-class FencePassed(Exception):
-    """A dial's request was not sent: its fence passed first."""
 
 
 def _form_pairs(fields: Mapping[str, object]) -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ from shared.settings import (
     SANDBOX_VOBIZ_AUTH_TOKEN,
     Settings,
 )
+from shared.telephony.resend import FencePassed
 from shared.telephony.vobiz import urls
 from shared.telephony.vobiz.statuses import from_vobiz
 
@@ -82,10 +83,6 @@ def account_for(settings: Settings, credentials_ref: str = "default") -> VobizAc
             auth_failed=True,
         )
     return VobizAccount(SANDBOX_VOBIZ_AUTH_ID, SANDBOX_VOBIZ_AUTH_TOKEN, _api_base_url(settings))
-
-
-class FencePassed(Exception):
-    """A dial's request was not sent: its fence passed first."""
 
 
 def _status_of(exc: Exception) -> int | None:

@@ -18,13 +18,12 @@ from shared.lifecycle.plans import ProviderUpdate
 from shared.lifecycle.states import CallStatus
 from shared.settings import Settings, get_settings
 from shared.telephony.port import DialRequest, PlacedCall
-from shared.telephony.resend import send_resending
+from shared.telephony.resend import FencePassed, send_resending
 from shared.telephony.vobiz import urls
 from shared.telephony.vobiz.client import (
     ACCOUNT_PATH,
     FIND_MAX_PAGES,
     FIND_PAGE_SIZE,
-    FencePassed,
     VobizAccount,
     account_for,
     created_at_of,
@@ -255,7 +254,7 @@ class VobizProvider:
 
     def hang_up_on_machine(self, sid: str) -> None:
         """End the call at once."""
-        self._call(lambda: self._client().calls.hangup(sid))
+        self.end_call(sid, answered=True)
 
     def leave_message(self, sid: str, message: str) -> None:
         """Transfer the call to our message document (``urls.message_url``): Vobiz fetches

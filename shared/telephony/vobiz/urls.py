@@ -10,7 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from shared.settings import Settings, get_settings
-from shared.urls import MACHINE_DETECTION, MESSAGE, STATUS, provider_url
+from shared.urls import MACHINE_DETECTION, MESSAGE, MESSAGE_TEXT, STATUS, provider_url
 
 NAME = "vobiz"
 # Vobiz fetches an answered call's VobizXML here (the port's answer-document endpoint).
@@ -48,6 +48,6 @@ def message_url(
 ) -> str:
     """Where Vobiz fetches the VobizXML that speaks ``message`` on the call ``sid`` and hangs
     up (the text in the query, which Vobiz's signature covers)."""
-    query = {"text": message, **({ACCOUNT_PARAMETER: account} if account else {})}
+    query = {MESSAGE_TEXT: message, **({ACCOUNT_PARAMETER: account} if account else {})}
     url = provider_url(NAME, MESSAGE, sid, settings or get_settings())
     return f"{url}?{urlencode(query)}"
