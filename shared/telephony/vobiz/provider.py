@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# The HTTP status of a lookup that Vobiz answers with "no such call" (in the state asked).
+_NOT_FOUND = frozenset({404})
 
 
 class VobizProvider:
@@ -101,10 +103,15 @@ class VobizProvider:
             client.timeout = (min(remaining, timeout), timeout)
         return client
 
-    def _call(self, request: Callable[[], T], *, creates: bool = False) -> T:
+    def _call(self, request: Callable[[], T], *, creates: bool = False, lookup: bool = False) -> T:
         """Run one REST request, resending it only when Vobiz did not process it (a 5xx to a
-        request that creates a call is not one of those: ``provider_error``)."""
-        return send_resending(request, lambda exc: provider_error(exc, creates=creates))
+        request that creates a call is not one of those: ``provider_error``). A ``lookup``'s
+        404 is Vobiz's answer that it has no such call in the state asked, not a failure."""
+        return send_resending(
+            request,
+            lambda exc: provider_error(exc, creates=creates),
+            answers=_NOT_FOUND if lookup else frozenset(),
+        )
 
     def place_call(self, request: DialRequest) -> PlacedCall:
         """Place the call with our answer, ring and hang-up URLs, the ring timeout and the time
@@ -214,7 +221,8 @@ class VobizProvider:
                     call = self._call(
                         lambda sid=sid, status=status: self._client().calls.get(  # type: ignore[misc]
                             sid, status=status
-                        )
+                        ),
+                        lookup=True,
                     )
                 except ProviderError as error:
                     if error.status == 404:
@@ -235,7 +243,7 @@ class VobizProvider:
         ]
         for read in reads:
             try:
-                resource = self._call(read)
+                resource = self._call(read, lookup=True)
             except ProviderError as error:
                 if error.status == 404:
                     continue
