@@ -23,7 +23,7 @@ from shared.settings import Settings, get_settings
 from shared.telephony.port import DetectionVerdict
 from shared.telephony.vobiz import urls
 from shared.telephony.vobiz.client import VobizAccount, account_for, connection_account
-from shared.telephony.vobiz.statuses import from_vobiz, machine_verdict
+from shared.telephony.vobiz.statuses import from_vobiz, machine_verdict, was_answered
 from shared.telephony.vobiz.xml import XML_MEDIA_TYPE, connect_to_agent, speak_and_hang_up
 
 log = logging.getLogger(__name__)
@@ -80,21 +80,13 @@ def signed_by_vobiz(
     return False
 
 
-def _answered(params: Mapping[str, str]) -> bool | None:
-    """Whether a hang-up report's call was answered (None when the report does not say)."""
-    if "AnswerTime" not in params and "Duration" not in params:
-        return None
-    duration = params.get("Duration") or "0"
-    return bool(params.get("AnswerTime")) or (duration.isdigit() and int(duration) > 0)
-
-
 def status_update(params: Mapping[str, str]) -> ProviderUpdate | None:
     """A ring or hang-up callback's form in our terms; None for a status we do not know."""
     status = params.get("CallStatus", "")
     update = from_vobiz(
         params.get("CallUUID") or params.get("RequestUUID") or "",
         status,
-        answered=_answered(params),
+        answered=was_answered(params.get("AnswerTime"), params.get("Duration")),
         hangup_cause=params.get("HangupCauseName") or params.get("HangupCause"),
         answered_by=machine_verdict(params.get("Machine")),
         duration=params.get("Duration") or None,

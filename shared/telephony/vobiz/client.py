@@ -26,7 +26,7 @@ from shared.settings import (
 )
 from shared.telephony.resend import FencePassed
 from shared.telephony.vobiz import urls
-from shared.telephony.vobiz.statuses import from_vobiz
+from shared.telephony.vobiz.statuses import from_vobiz, was_answered
 
 # Vobiz's REST API, as the SDK names it (``vobiz.rest.client.VOBIZ_API``); the calls of an
 # account are under ``/v1/Account/{auth_id}/``.
@@ -172,13 +172,10 @@ def from_resource(sid: str, resource: Any) -> ProviderUpdate | None:
         return None
     answer_time = field_of(resource, "answer_time")
     duration = field_of(resource, "call_duration", "duration", "bill_duration")
-    answered = None
-    if answer_time is not None or duration is not None:
-        answered = bool(answer_time) or float(duration or 0) > 0
     return from_vobiz(
         sid,
         status,
-        answered=answered,
+        answered=was_answered(answer_time, duration),
         hangup_cause=field_of(resource, "hangup_cause_name"),
         duration=duration,
         from_number=field_of(resource, "from", "from_number"),

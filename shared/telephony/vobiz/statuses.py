@@ -48,6 +48,18 @@ UNANSWERED_CAUSES: dict[str, tuple[CallStatus, Outcome]] = {
 }
 
 
+def was_answered(answer_time: object, duration: object) -> bool | None:
+    """Whether a call was answered, as a hang-up report or a call record tells it: an answer
+    time, or a duration above zero (None when it gives neither)."""
+    if answer_time is None and duration is None:
+        return None
+    try:
+        seconds = float(str(duration or 0))
+    except ValueError:
+        seconds = 0.0
+    return bool(answer_time) or seconds > 0
+
+
 def machine_verdict(value: str | None) -> str | None:
     """Vobiz's ``Machine`` field (``true`` / ``false``) in our words (``port.AnsweredBy``)."""
     if value is None or value == "":
