@@ -21,6 +21,7 @@ from tests.worker.test_connections_dispatch import BURST, CALLS, RATE, assert_pa
 from tests.worker.test_dispatch import (
     MIXED_OUTCOMES,
     assert_counters_match_rows,
+    batch_state,
     thousand_mixed_outcomes,
     wait_final,
 )
@@ -163,7 +164,15 @@ def test_a_trunk_refusing_our_credentials_fails_the_batch(
         client, create_agent(client), number_id, recipients(20), target_concurrency_limit=1
     )
     assert response.status_code == 200, response.text
-    batch = wait_final(client, response.json()["id"], timeout=60)
+    # The batch fails with the first call's answer; a call claimed just then ends a moment
+    # later, at its dial's fence.
+    batch = wait_for(
+        lambda: (lambda b: b if b["total_calls_finished"] == 20 else None)(
+            batch_state(client, response.json()["id"])
+        ),
+        60,
+        what="every call of the failed batch to end",
+    )
 
     assert batch["status"] == "failed"
     assert_counters_match_rows(stack, batch)
