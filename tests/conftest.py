@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cli.stack.forkserver import ForkServer
 from cli.stack.services import resolve_services
 from harness.stack import Stack, migrated_template, new_api_key, running_stack
 
@@ -59,8 +60,20 @@ def template_database(service_urls: tuple[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def fork_server() -> Iterator[ForkServer]:
+    """Starts every stack's API and workers with their packages already imported: the suite
+    starts a few hundred of them (cli/stack/forkserver.py)."""
+    server = ForkServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
 def stack(
-    service_urls: tuple[str, str], template_database: str, tmp_path_factory: pytest.TempPathFactory
+    service_urls: tuple[str, str],
+    template_database: str,
+    fork_server: ForkServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """The shared stack: API, one worker on every queue, and beat ticking every second."""
     server_url, redis_url = service_urls
@@ -70,13 +83,17 @@ def stack(
         redis_url,
         Path(tmp_path_factory.mktemp("stack")),
         sandbox={"fetch_twiml": True},
+        fork_server=fork_server,
     ) as running:
         yield running
 
 
 @pytest.fixture
 def make_stack(
-    service_urls: tuple[str, str], template_database: str, tmp_path: Path
+    service_urls: tuple[str, str],
+    template_database: str,
+    fork_server: ForkServer,
+    tmp_path: Path,
 ) -> Iterator[Any]:
     """Start an extra, isolated stack (for tests that kill or reconfigure processes). Lighter
     than ``running_stack``'s defaults, as most tests need no more: no webhooks worker
@@ -88,6 +105,7 @@ def make_stack(
     def make(**kwargs: Any) -> Stack:
         kwargs.setdefault("webhooks_worker", False)
         kwargs.setdefault("embed_beat", True)
+        kwargs.setdefault("fork_server", fork_server)
         context = running_stack(
             server_url, template_database, redis_url, tmp_path / f"stack{len(stacks)}", **kwargs
         )

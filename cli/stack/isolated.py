@@ -9,7 +9,6 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,8 +27,9 @@ from cli.stack.commands import (
     worker_command,
 )
 from cli.stack.databases import create_database, drop_database
+from cli.stack.forkserver import ForkServer
 from cli.stack.net import LOCALHOST, PROJECT_ROOT, free_port, wait_for
-from cli.stack.processes import ProcessSupervisor, signal_group
+from cli.stack.processes import ChildProcess, ProcessSupervisor, signal_group
 from cli.stack.services import rabbitmq_vhost
 
 # The queues of the main workers; webhook deliveries run in a worker of their own
@@ -94,13 +94,17 @@ class Stack:
     # Encrypts the stack's provider connections (a fresh development key per stack).
     secrets_key: str = field(default_factory=_new_secrets_key)
     # The processes started and not killed, by name (a test may forget one here).
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    processes: dict[str, ChildProcess] = field(default_factory=dict)
     # The worker that runs beat inside it (``-B``), if one does rather than a beat process.
     beat_host: str | None = None
+    # Starts the API and the workers already past their imports (``cli/stack/forkserver.py``).
+    fork_server: ForkServer | None = None
     supervisor: ProcessSupervisor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.supervisor = ProcessSupervisor(log_dir=self.log_dir, stop_timeout=15.0)
+        self.supervisor = ProcessSupervisor(
+            log_dir=self.log_dir, stop_timeout=15.0, fork_server=self.fork_server
+        )
 
     @property
     def api_url(self) -> str:
@@ -138,7 +142,7 @@ class Stack:
 
     def _spawn(
         self, name: str, argv: list[str], env: Mapping[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
+    ) -> ChildProcess:
         process = self.supervisor.start(
             name, argv, env=env if env is not None else self.env(), cwd=PROJECT_ROOT
         )
@@ -160,7 +164,7 @@ class Stack:
         events: bool = False,
         env: dict[str, str] | None = None,
         beat: bool = False,
-    ) -> subprocess.Popen[bytes]:
+    ) -> ChildProcess:
         """A real Celery worker process consuming ``queues``; with ``events``, it sends task
         events (``-E``) as workers watched in Flower do; with ``beat``, it runs beat too
         (``-B``: a child forked from the worker, the same scheduler as ``start_beat``'s,
@@ -179,9 +183,7 @@ class Stack:
             self.beat_host = name
         return self._spawn(name, argv, env=env if env is not None else self.metrics_env())
 
-    def start_webhooks_worker(
-        self, name: str = "webhooks", concurrency: int = 8
-    ) -> subprocess.Popen[bytes]:
+    def start_webhooks_worker(self, name: str = "webhooks", concurrency: int = 8) -> ChildProcess:
         """The worker that sends webhook deliveries, and nothing else."""
         return self.start_worker(name=name, queues=WEBHOOKS_QUEUE, concurrency=concurrency)
 
@@ -193,7 +195,7 @@ class Stack:
         """Celery beat with the tick schedule (every second here)."""
         self._spawn("beat", beat_command(self._beat_schedule))
 
-    def start_flower(self, port: int, user: str, password: str) -> subprocess.Popen[bytes]:
+    def start_flower(self, port: int, user: str, password: str) -> ChildProcess:
         """Flower on 127.0.0.1:``port`` with basic auth, on this stack's broker and prefix."""
         return self._spawn("flower", flower_command(port, user, password))
 
@@ -326,6 +328,7 @@ def running_stack(
     webhooks_worker: bool = True,
     broker_url: str | None = None,
     embed_beat: bool = False,
+    fork_server: ForkServer | None = None,
 ) -> Iterator[Stack]:
     """A fresh database from the migrated template, a key prefix, a carrier, API and workers:
     ``workers`` on every queue but webhooks, and (unless ``webhooks_worker`` is false) one
@@ -333,7 +336,8 @@ def running_stack(
     broker is the Redis of ``redis_url`` unless ``broker_url`` names another
     (``isolated_rabbitmq_vhost``). With ``beat``, beat runs in a process of its own, or with
     ``embed_beat`` (and a worker to host it) inside the first worker: one process fewer to
-    start, for a stack whose workers the test never kills."""
+    start, for a stack whose workers the test never kills. With a ``fork_server`` the API and the
+    workers start as its children (the test suite's stacks do)."""
     from sandbox import SandboxCarrier, SandboxConfig
 
     name = f"sbtest_{uuid.uuid4().hex[:10]}"
@@ -348,6 +352,7 @@ def running_stack(
         log_dir=tmp,
         settings_env=settings_env or {},
         broker_url=broker_url,
+        fork_server=fork_server,
     )
     try:
         stack.start_api()

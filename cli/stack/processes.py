@@ -17,8 +17,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import Protocol, TextIO
 
+from cli.stack.forkserver import ForkServer
 from cli.stack.net import STARTUP_TIMEOUT_S, wait_http
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -73,10 +74,21 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
+class ChildProcess(Protocol):
+    """A started child: a ``subprocess.Popen``, or a ``ForkedProcess`` of a fork server."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
 @dataclass
 class _Child:
     name: str
-    popen: subprocess.Popen[bytes]
+    popen: ChildProcess
     log_path: Path | None
     lines: deque[str]
     lock: threading.Lock
@@ -89,7 +101,8 @@ class ProcessSupervisor:
     With a log directory each child writes straight to ``log_dir/NAME.log`` (appended to);
     without one, a thread prefixes its lines with its name on the console. Signal handlers
     only set ``stop_event``; the polling methods turn it into StopRequested, so a signal never
-    interrupts a shutdown. A name is free again once its child has exited (a restart).
+    interrupts a shutdown. A name is free again once its child has exited (a restart). With a
+    ``fork_server`` (and a log directory), ``python -m`` commands start as its children.
     """
 
     def __init__(
@@ -99,8 +112,10 @@ class ProcessSupervisor:
         stop_timeout: float = 10.0,
         console: TextIO | None = None,
         stop_event: threading.Event | None = None,
+        fork_server: ForkServer | None = None,
     ) -> None:
         self.log_dir = log_dir
+        self.fork_server = fork_server
         self.stop_event = stop_event
         self.stop_timeout = stop_timeout
         self.console = console if console is not None else sys.stdout
@@ -118,7 +133,7 @@ class ProcessSupervisor:
         *,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
-    ) -> subprocess.Popen[bytes]:
+    ) -> ChildProcess:
         """Start ``argv`` as child ``name`` in a new session (its own process group)."""
         for earlier in [child for child in self._children if child.name == name]:
             if earlier.popen.poll() is None:
@@ -126,6 +141,9 @@ class ProcessSupervisor:
             if earlier.reader is not None:
                 earlier.reader.join(timeout=2.0)
             self._children.remove(earlier)
+        forking = self.fork_server is not None and self.log_dir is not None
+        if forking and self.fork_server is not None and self.fork_server.serves(argv):
+            return self._fork(name, argv, env, cwd)
         log_path = None
         with contextlib.ExitStack() as opened:
             output: int | TextIO = subprocess.PIPE
@@ -156,17 +174,35 @@ class ProcessSupervisor:
         self._children.append(child)
         return popen
 
+    def _fork(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path | None
+    ) -> ChildProcess:
+        assert self.fork_server is not None and self.log_dir is not None
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        forked = self.fork_server.spawn(
+            argv,
+            env=env if env is not None else os.environ,
+            cwd=cwd if cwd is not None else Path.cwd(),
+            output=log_path,
+        )
+        self._children.append(
+            _Child(name, forked, log_path, deque(maxlen=KEPT_LINES), threading.Lock())
+        )
+        return forked
+
     def _pump(self, child: _Child, index: int) -> None:
-        assert child.popen.stdout is not None
+        stdout = getattr(child.popen, "stdout", None)
+        assert stdout is not None
         prefix = f"{child.name:>8} | "
         if self._color:
             prefix = f"\x1b[{_COLORS[index % len(_COLORS)]}m{child.name:>8}\x1b[0m | "
-        for raw in iter(child.popen.stdout.readline, b""):
+        for raw in iter(stdout.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             with child.lock:
                 child.lines.append(line)
             self.print(prefix + line)
-        child.popen.stdout.close()
+        stdout.close()
 
     def print(self, text: str) -> None:
         """Write ``text`` to the console without interleaving it with a child's line."""
