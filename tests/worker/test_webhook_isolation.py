@@ -145,7 +145,9 @@ def test_bad_receivers_of_one_workspace_slow_neither_dialing_nor_others_deliveri
         )
         assert count == BATCH_SIZE
         assert with_load <= without_load + 2.0
-        assert slowest < 5.0
+        # A delivery held behind B's silent receiver would wait out its timeout (10 s); A's
+        # slowest stays within twice its slowest alone (a busy machine slows both), or 5 s.
+        assert slowest < max(5.0, 2 * alone_latency[2])
 
         # B's deliveries go on meanwhile: every unresolvable endpoint is tried until its breaker
         # opens (five attempts without an answer), then left alone: no more attempts while the
