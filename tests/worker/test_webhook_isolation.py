@@ -8,12 +8,15 @@ import threading
 import time
 from typing import Any
 
+from shared.settings import Settings
 from tests.factories import recipients, submit
 from tests.support import Stack, wait_for
 from tests.worker.test_dispatch import setup_workspace
 from tests.worker.test_webhooks import Receiver, _register
 
 BATCH_SIZE = 100
+# How long a delivery waits for a receiver's answer: the stack keeps the default.
+RECEIVER_TIMEOUT_S = Settings.model_fields["webhook_timeout_s"].default
 BAD_NAMES = 100
 # B's calls: each one ends with a delivery to every one of B's endpoints.
 B_CALLS = 30
@@ -144,10 +147,12 @@ def test_bad_receivers_of_one_workspace_slow_neither_dialing_nor_others_deliveri
             f"s alone; median {median:.2f} s, slowest {slowest:.2f} s beside B's backlog"
         )
         assert count == BATCH_SIZE
-        assert with_load <= without_load + 2.0
-        # A delivery held behind B's silent receiver would wait out its timeout (10 s); A's
-        # slowest stays within twice its slowest alone (a busy machine slows both), or 5 s.
-        assert slowest < max(5.0, 2 * alone_latency[2])
+        # Held behind B's receivers, A's batch and A's deliveries would wait out B's silent
+        # receiver: its timeout at least (then minutes, with 30 of them in B's backlog). The
+        # bound is that timeout, not a margin on the figures alone, which a busy machine (the
+        # rest of the suite beside this test) stretches by seconds.
+        assert with_load < without_load + RECEIVER_TIMEOUT_S
+        assert slowest < RECEIVER_TIMEOUT_S
 
         # B's deliveries go on meanwhile: every unresolvable endpoint is tried until its breaker
         # opens (five attempts without an answer), then left alone: no more attempts while the
