@@ -2,6 +2,7 @@
 ``cli.stack`` (``cli/stack/isolated.py``), under the names they import."""
 
 from cli.stack.databases import create_database, drop_database
+from cli.stack.forkserver import ForkServer
 from cli.stack.isolated import (
     ALL_QUEUES,
     RABBITMQ_URL,
@@ -22,6 +23,7 @@ __all__ = [
     "RECOUNT",
     "ROOT",
     "WEBHOOKS_QUEUE",
+    "ForkServer",
     "Stack",
     "create_database",
     "drop_database",

@@ -14,9 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.stack.forkserver import ForkServer
 from cli.stack.services import resolve_services
-from harness.stack import Stack, migrated_template, new_api_key, running_stack
+from harness.stack import ForkServer, Stack, migrated_template, new_api_key, running_stack
 
 _SERVICES = pytest.StashKey[contextlib.ExitStack]()
 

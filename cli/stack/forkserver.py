@@ -96,11 +96,10 @@ NOT_PRELOADED = ("prometheus_client", "flower", "shared", "api", "worker", "cli"
 
 @dataclass(frozen=True)
 class Launch:
-    """What a forked child runs: ``python -m module *args`` in ``cwd``."""
+    """What a forked child runs: ``python -m module *args``."""
 
     module: str
     args: list[str]
-    cwd: str
 
 
 # -- the server (run as a script) ------------------------------------------------------------
@@ -142,7 +141,7 @@ def _become_child(request: Mapping[str, Any]) -> Launch:
     os.environ.update(request["env"])
     # ``python -m`` puts the working directory first on the path.
     sys.path.insert(0, request["cwd"])
-    return Launch(request["module"], list(request["args"]), request["cwd"])
+    return Launch(request["module"], list(request["args"]))
 
 
 def serve() -> Launch | None:
@@ -214,7 +213,8 @@ class ForkedProcess:
 
 class ForkServer:
     """Starts the server on first use; ``spawn`` runs ``python -m MODULE ARGS`` in a child of
-    it. Safe to share between threads; ``close`` stops the server (not its children)."""
+    it. Safe to share between threads; ``close`` stops the server (not its children). A server
+    that exited is not started again: its children would be nobody's to watch."""
 
     def __init__(self) -> None:
         self._server: subprocess.Popen[bytes] | None = None
@@ -227,19 +227,19 @@ class ForkServer:
 
     def _call(self, request: Mapping[str, Any]) -> dict[str, Any]:
         with self._lock:
-            if self._server is None or self._server.poll() is not None:
+            if self._server is None:
+                # Its error output is ours: why it refused to start, should it.
                 self._server = subprocess.Popen(
                     [sys.executable, str(Path(__file__).resolve())],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
                 )
             assert self._server.stdin is not None and self._server.stdout is not None
             self._server.stdin.write(json.dumps(request).encode() + b"\n")
             self._server.stdin.flush()
             line = self._server.stdout.readline()
         if not line:
-            raise RuntimeError("the fork server exited")
+            raise RuntimeError(f"the fork server exited (code {self._server.wait()})")
         reply: dict[str, Any] = json.loads(line)
         if "error" in reply:
             raise RuntimeError(f"the fork server refused: {reply['error']}")

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Protocol, TextIO
+from typing import IO, Protocol, TextIO
 
 from cli.stack.forkserver import ForkServer
 from cli.stack.net import STARTUP_TIMEOUT_S, wait_http
@@ -79,10 +79,35 @@ class ChildProcess(Protocol):
 
     pid: int
     returncode: int | None
+    # Its output, when it is read from a pipe (a child without a log file).
+    stdout: IO[bytes] | None
 
     def poll(self) -> int | None: ...
 
     def wait(self, timeout: float | None = None) -> int: ...
+
+
+def _popen(
+    argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path | None, log_path: Path | None
+) -> subprocess.Popen[bytes]:
+    """``argv`` in a new session, writing to ``log_path``, or to a pipe without one."""
+    with contextlib.ExitStack() as opened:
+        output: int | TextIO = subprocess.PIPE
+        if log_path is not None:
+            # The child holds the file from here on; ours is closed once it runs.
+            output = opened.enter_context(log_path.open("a", encoding="utf-8"))
+        return subprocess.Popen(
+            list(argv),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            # A new session makes the child a group leader, so stop() can signal the child and
+            # everything it spawned at once, and the terminal's Ctrl-C reaches only us: we
+            # decide the order of shutdown.
+            start_new_session=True,
+        )
 
 
 @dataclass
@@ -141,29 +166,20 @@ class ProcessSupervisor:
             if earlier.reader is not None:
                 earlier.reader.join(timeout=2.0)
             self._children.remove(earlier)
-        forking = self.fork_server is not None and self.log_dir is not None
-        if forking and self.fork_server is not None and self.fork_server.serves(argv):
-            return self._fork(name, argv, env, cwd)
         log_path = None
-        with contextlib.ExitStack() as opened:
-            output: int | TextIO = subprocess.PIPE
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                log_path = self.log_dir / f"{name}.log"
-                # The child holds the file from here on; ours is closed once it runs.
-                output = opened.enter_context(log_path.open("a", encoding="utf-8"))
-            popen = subprocess.Popen(
-                list(argv),
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                # A new session makes the child a group leader, so stop() can signal the child
-                # and everything it spawned at once, and the terminal's Ctrl-C reaches only us:
-                # we decide the order of shutdown.
-                start_new_session=True,
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.log_dir / f"{name}.log"
+        popen: ChildProcess
+        if log_path is not None and self.fork_server is not None and self.fork_server.serves(argv):
+            popen = self.fork_server.spawn(
+                argv,
+                env=env if env is not None else os.environ,
+                cwd=cwd if cwd is not None else Path.cwd(),
+                output=log_path,
             )
+        else:
+            popen = _popen(argv, env, cwd, log_path)
         child = _Child(name, popen, log_path, deque(maxlen=KEPT_LINES), threading.Lock())
         if log_path is None:
             child.reader = threading.Thread(
@@ -174,35 +190,17 @@ class ProcessSupervisor:
         self._children.append(child)
         return popen
 
-    def _fork(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path | None
-    ) -> ChildProcess:
-        assert self.fork_server is not None and self.log_dir is not None
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{name}.log"
-        forked = self.fork_server.spawn(
-            argv,
-            env=env if env is not None else os.environ,
-            cwd=cwd if cwd is not None else Path.cwd(),
-            output=log_path,
-        )
-        self._children.append(
-            _Child(name, forked, log_path, deque(maxlen=KEPT_LINES), threading.Lock())
-        )
-        return forked
-
     def _pump(self, child: _Child, index: int) -> None:
-        stdout = getattr(child.popen, "stdout", None)
-        assert stdout is not None
+        assert child.popen.stdout is not None
         prefix = f"{child.name:>8} | "
         if self._color:
             prefix = f"\x1b[{_COLORS[index % len(_COLORS)]}m{child.name:>8}\x1b[0m | "
-        for raw in iter(stdout.readline, b""):
+        for raw in iter(child.popen.stdout.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             with child.lock:
                 child.lines.append(line)
             self.print(prefix + line)
-        stdout.close()
+        child.popen.stdout.close()
 
     def print(self, text: str) -> None:
         """Write ``text`` to the console without interleaving it with a child's line."""

@@ -225,7 +225,7 @@ class VobizProvider:
                         lookup=True,
                     )
                 except ProviderError as error:
-                    if error.status == 404:
+                    if error.status in _NOT_FOUND:
                         continue  # ended meanwhile: the recorded calls were read before
                     raise
                 if ours(sid, call):
@@ -245,7 +245,7 @@ class VobizProvider:
             try:
                 resource = self._call(read, lookup=True)
             except ProviderError as error:
-                if error.status == 404:
+                if error.status in _NOT_FOUND:
                     continue
                 raise
             update = from_resource(sid, resource)
